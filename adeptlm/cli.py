@@ -38,6 +38,22 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(stage: str, argv: list[str]) -> int:
+    """pt / sft: parsed by transformers' HfArgumentParser so every TrainingArguments flag works."""
+    from .train.args import parse_train_args
+
+    cfg = parse_train_args(stage, argv)
+    if stage == "pt":
+        from .train.pt import run_pt as run
+    else:
+        from .train.sft import run_sft as run
+    run(cfg)
+    return 0
+
+
+TRAIN_STAGES = ("pt", "sft")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adept",
@@ -69,16 +85,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_length", "--max-length", type=int, default=1024,
                    help="warn about records longer than this many tokens (default 1024)")
     p.set_defaults(func=cmd_data_check)
+
+    # Listed here for `adept --help`; their own flags are parsed by cmd_train (see main).
+    sub.add_parser("pt", help="continued pre-training on subject text (LoRA, QLoRA, full); see adept pt --help")
+    sub.add_parser("sft", help="instruction tuning with loss on assistant replies; see adept sft --help")
     return parser
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+COMMANDS: dict[str, Callable] = {
     "models": cmd_models,
     "data check": cmd_data_check,
+    "pt": cmd_train,
+    "sft": cmd_train,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv[:1]
+    rest = argv[1:] if debug else argv
+    if rest and rest[0] in TRAIN_STAGES:
+        try:
+            return cmd_train(rest[0], rest[1:])
+        except AdeptError as exc:
+            if debug:
+                raise
+            print(f"adept: error: {exc}", file=sys.stderr)
+            return exc.exit_code
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -65,7 +65,7 @@ def build_tiny_model(arch: str, vocab_size: int, seed: int = 0):
     torch.manual_seed(seed)
     common = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                  tie_word_embeddings=True)
+                  tie_word_embeddings=True, initializer_range=0.2)
     if arch == "gemma3":
         cfg = AutoConfig.for_model("gemma3_text", head_dim=8, sliding_window=64, **common)
     else:

@@ -1,0 +1,156 @@
+"""Tokenized training data: packing for pre-training, masked records for SFT, cached by fingerprint.
+
+The cache key is a hash of the input files' bytes, the tokenizer (its vocabulary, merges, special
+tokens and chat template) and every setting that changes the tokens, so changing any of them
+rebuilds the cache (the seed reused a stale cache blindly). Caches are written to a temporary
+sibling and renamed, so an interrupted build is never loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .corpus import Document
+from .instructions import Conversation
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tokenizer_digest(tokenizer) -> str:
+    h = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    h.update((backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True))
+             .encode())
+    h.update(json.dumps(tokenizer.special_tokens_map, sort_keys=True, default=str).encode())
+    h.update(str(getattr(tokenizer, "chat_template", "")).encode())
+    return h.hexdigest()
+
+
+def fingerprint(files: Sequence[Path], tokenizer, settings: dict) -> str:
+    """One hash over the files' contents, the tokenizer and the settings."""
+    h = hashlib.sha256()
+    for f in sorted(map(Path, files)):
+        h.update(f.name.encode())
+        h.update(file_digest(f).encode())
+    h.update(tokenizer_digest(tokenizer).encode())
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def cached(cache_dir: Path, name: str, fp: str, build: Callable[[], tuple]) -> tuple:
+    """(dataset, stats dict, hit): the dataset cached under this fingerprint, or built by `build()`
+    (which returns the dataset and its stats), saved atomically, and loaded back."""
+    from datasets import load_from_disk
+
+    target = cache_dir / f"{name}-{fp[:16]}"
+    marker = target / "adeptlm-cache.json"
+    if marker.is_file():
+        return load_from_disk(str(target)), json.loads(marker.read_text())["stats"], True
+    ds, stats = build()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_dir / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    ds.save_to_disk(str(tmp))
+    (tmp / "adeptlm-cache.json").write_text(json.dumps({"fingerprint": fp, "stats": stats}, default=str))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return load_from_disk(str(target)), stats, False
+
+
+def end_of_text_id(tokenizer) -> int:
+    """The token placed between documents: <|endoftext|> / <|end_of_text|> when the vocabulary has one,
+    else EOS."""
+    vocab = tokenizer.get_vocab()
+    for tok in ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>"):
+        if tok in vocab:
+            return vocab[tok]
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has neither an end-of-text nor an EOS token to separate documents")
+    return tokenizer.eos_token_id
+
+
+@dataclass
+class PackStats:
+    documents: int = 0
+    tokens: int = 0
+    blocks: int = 0
+    tail_tokens: int = 0  # tokens in the final, shorter block (kept, padded at batch time)
+
+
+def pack_documents(docs: Sequence[Document], tokenizer, block_size: int, num_proc: int | None = None):
+    """Tokenize documents, join them with one end-of-text token after each, cut into blocks.
+
+    Every token is kept: the last block may be shorter than block_size (the collator pads it and
+    masks the padding). Blocks may span document boundaries, marked by the end-of-text token.
+    """
+    from datasets import Dataset
+
+    import numpy as np
+
+    eot = end_of_text_id(tokenizer)
+    texts = Dataset.from_dict({"text": [d.text for d in docs]})
+    tokenized = texts.map(lambda b: {"ids": tokenizer(b["text"], add_special_tokens=False)["input_ids"]},
+                          batched=True, remove_columns=["text"], num_proc=num_proc, desc="tokenizing documents")
+    stream = np.fromiter((t for ids in tokenized["ids"] for t in (*ids, eot)), dtype=np.int64)
+    blocks = [stream[i: i + block_size].tolist() for i in range(0, len(stream), block_size)]
+    stats = PackStats(len(docs), int(len(stream)), len(blocks), len(blocks[-1]) if len(blocks[-1]) < block_size else 0)
+    return Dataset.from_dict({"input_ids": blocks, "labels": blocks}), stats
+
+
+@dataclass
+class SftStats:
+    records: int = 0
+    truncated: int = 0  # records cut at max_seq_length (their end-of-turn token may be lost)
+    dropped: int = 0  # over-long records dropped (--truncation drop) or with nothing left to train
+    tokens: int = 0
+    trained_tokens: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def encode_records(convs: Sequence[Conversation], tokenizer, template, max_len: int, truncation: str,
+                   num_proc: int | None = None):
+    """Render and mask conversations; returns a dataset with input_ids, labels and length, and stats."""
+    from datasets import Dataset
+
+    from ..templates import IGNORE_INDEX, encode_conversation
+
+    def enc(batch):
+        out = {"input_ids": [], "labels": [], "length": [], "truncated": []}
+        for raw in batch["messages"]:
+            e = encode_conversation(tokenizer, template, json.loads(raw))
+            cut = len(e.input_ids) > max_len
+            out["input_ids"].append(e.input_ids[:max_len])
+            out["labels"].append(e.labels[:max_len])
+            out["length"].append(min(len(e.input_ids), max_len))
+            out["truncated"].append(cut)
+        return out
+
+    ds = Dataset.from_dict({"messages": [json.dumps(c.messages, ensure_ascii=False) for c in convs],
+                            "source": [c.source for c in convs]})
+    ds = ds.map(enc, batched=True, num_proc=num_proc, remove_columns=["messages"], desc="rendering records")
+    stats = SftStats(records=len(ds), truncated=sum(ds["truncated"]))
+    first_cut = next((s for s, t in zip(ds["source"], ds["truncated"]) if t), None)
+    keep = [i for i, (t, labels) in enumerate(zip(ds["truncated"], ds["labels"]))
+            if not (t and truncation == "drop") and any(x != IGNORE_INDEX for x in labels)]
+    stats.dropped = len(ds) - len(keep)
+    if stats.dropped:
+        ds = ds.select(keep)
+    stats.tokens = sum(ds["length"])
+    stats.trained_tokens = sum(sum(1 for x in labels if x != IGNORE_INDEX) for labels in ds["labels"])
+    if stats.truncated:
+        verb = "dropped" if truncation == "drop" else "truncated (their end-of-turn token is lost)"
+        stats.warnings.append(f"{stats.truncated} of {stats.records} records are longer than {max_len} tokens "
+                              f"and were {verb} (first: {first_cut}); raise --max_seq_length or use --truncation drop")
+    return ds.remove_columns(["truncated", "source"]), stats

@@ -1,0 +1,168 @@
+"""Training configuration: typed dataclasses, a YAML file and command-line flags (flags win).
+
+The seed's flag names work as written (`--lora_rank`, `--trainable`, `--modules_to_save`,
+`--block_size`, `--load_in_kbits`, `--full_finetuning`, `--peft_path`, ...), and so does every
+Hugging Face TrainingArguments flag. A few seed flags that transformers 5 removed are kept here:
+`--overwrite_output_dir`, `--evaluation_strategy` (now `--eval_strategy`) and `--group_by_length`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Optional
+
+from ..data.errors import AdeptError
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(default="smollm2-135m-instruct", metadata={
+        "help": "base model: a name from `adept models`, a local Hugging Face directory or a .gguf file"})
+    tokenizer_name_or_path: Optional[str] = field(default=None, metadata={
+        "help": "tokenizer source (default: the model's own)"})
+    torch_dtype: Optional[str] = field(default=None, metadata={
+        "help": "dtype the weights are loaded in: auto, bfloat16, float16, float32 (default float32)",
+        "choices": ["auto", "bfloat16", "float16", "float32"]})
+    low_cpu_mem_usage: bool = field(default=False, metadata={
+        "help": "accepted for seed compatibility; transformers 5 always loads with low memory"})
+    template: Optional[str] = field(default=None, metadata={
+        "help": "chat template for SFT: auto (the tokenizer's own), chatml, llama3, alpaca or a .jinja file"})
+
+
+@dataclass
+class DataArguments:
+    dataset_dir: Optional[str] = field(default=None, metadata={
+        "help": "training data: a directory (PT: .txt / .jsonl files; SFT: .json / .jsonl files) or one file"})
+    data_cache_dir: Optional[str] = field(default=None, metadata={
+        "help": "where tokenized data is cached, keyed by a fingerprint of files, tokenizer and settings "
+                "(default: <output_dir>/data_cache)"})
+    validation_split_percentage: float = field(default=0.05, metadata={
+        "help": "PT: share of blocks held out for evaluation, as a FRACTION like the seed (0.05 = 5%%); 0 for none"})
+    validation_file: Optional[str] = field(default=None, metadata={
+        "help": "SFT: a file of evaluation records; if it also sits in dataset_dir it is left out of training"})
+    block_size: Optional[int] = field(default=None, metadata={
+        "help": "PT: tokens per training block (default min(1024, model max length))"})
+    max_seq_length: int = field(default=1024, metadata={"help": "SFT: longest record in tokens"})
+    truncation: str = field(default="truncate", metadata={
+        "help": "SFT: over-long records are truncated (counted and reported) or dropped",
+        "choices": ["truncate", "drop"]})
+    preprocessing_num_workers: Optional[int] = field(default=None, metadata={
+        "help": "processes used to tokenize (datasets.map num_proc)"})
+    max_train_samples: Optional[int] = field(default=None, metadata={"help": "use only the first N records/blocks"})
+    max_eval_samples: Optional[int] = field(default=None, metadata={"help": "evaluate on at most N records/blocks"})
+
+
+@dataclass
+class LoraArguments:
+    trainable: str = field(default="q_proj,v_proj", metadata={
+        "help": "comma-separated module names that get LoRA adapters (seed: q_proj,v_proj,k_proj,o_proj,"
+                "gate_proj,down_proj,up_proj)"})
+    lora_rank: int = field(default=8, metadata={"help": "LoRA rank r"})
+    lora_alpha: float = field(default=32.0, metadata={"help": "LoRA alpha; the update is scaled by alpha/r"})
+    lora_dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA input"})
+    modules_to_save: Optional[str] = field(default=None, metadata={
+        "help": "comma-separated modules trained in full beside LoRA, e.g. embed_tokens,lm_head (kept tied "
+                "when the model ties them)"})
+    use_rslora: bool = field(default=False, metadata={"help": "rank-stabilised LoRA: scale alpha/sqrt(r)"})
+    full_finetuning: bool = field(default=False, metadata={"help": "train all weights instead of LoRA"})
+    peft_path: Optional[str] = field(default=None, metadata={"help": "continue training this LoRA adapter"})
+    load_in_kbits: int = field(default=16, metadata={
+        "help": "4 or 8: QLoRA through bitsandbytes (where the platform supports it); 16: no quantization",
+        "choices": [4, 8, 16]})
+    double_quant: bool = field(default=True, metadata={"help": "4-bit: quantize the quantization constants"})
+    quant_type: str = field(default="nf4", metadata={"help": "4-bit type: nf4 or fp4", "choices": ["nf4", "fp4"]})
+
+
+@dataclass
+class CompatArguments:
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "start afresh even if output_dir holds checkpoints (otherwise an interrupted run resumes)"})
+    evaluation_strategy: Optional[str] = field(default=None, metadata={
+        "help": "seed name of --eval_strategy (no, steps, epoch)"})
+    group_by_length: bool = field(default=True, metadata={
+        "help": "batch records of similar length together to cut padding (sets train_sampling_strategy)"})
+
+
+@dataclass
+class TrainConfig:
+    model: ModelArguments
+    data: DataArguments
+    lora: LoraArguments
+    compat: CompatArguments
+    training: "TrainingArguments"  # noqa: F821  (transformers' own)
+
+    def as_dict(self) -> dict:
+        out = {}
+        for part in (self.model, self.data, self.lora, self.compat):
+            out.update({f.name: getattr(part, f.name) for f in fields(part)})
+        out.update({k: v for k, v in self.training.to_dict().items() if not k.startswith("_")})
+        return out
+
+
+# Defaults that differ from TrainingArguments' own: a CPU-friendly, resumable run.
+STAGE_DEFAULTS = {
+    "output_dir": None,  # set per stage
+    "save_strategy": "steps",
+    "save_steps": 200,
+    "save_total_limit": 3,
+    "logging_steps": 10,
+    "logging_first_step": True,
+    "report_to": "tensorboard",
+    "remove_unused_columns": False,
+    "ddp_find_unused_parameters": False,
+}
+
+
+def parse_train_args(stage: str, argv: list[str]) -> TrainConfig:
+    """Parse `adept <stage> [CONFIG.yaml] [--flags]`: YAML values become defaults, flags override them."""
+    import yaml
+    from transformers import HfArgumentParser, TrainingArguments
+
+    parser = HfArgumentParser((ModelArguments, DataArguments, LoraArguments, CompatArguments, TrainingArguments),
+                              prog=f"adept {stage}", description=STAGE_HELP[stage])
+    import torch
+
+    # Without a GPU, say so: accelerate then runs several processes as CPU DDP over gloo (with
+    # use_cpu unset it set up a process group whose loss scaling did not match one process).
+    defaults = dict(STAGE_DEFAULTS, output_dir=f"runs/{stage}", use_cpu=not torch.cuda.is_available())
+    argv = list(argv)
+    if argv and not argv[0].startswith("-") and argv[0].endswith((".yaml", ".yml")):
+        cfg_path = Path(argv.pop(0))
+        if not cfg_path.is_file():
+            raise AdeptError(f"{cfg_path}: no such config file")
+        try:
+            loaded = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark else ""
+            raise AdeptError(f"{cfg_path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        if not isinstance(loaded, dict):
+            raise AdeptError(f"{cfg_path}: expected a mapping of option: value")
+        known = {a.dest for a in parser._actions}
+        unknown = sorted(set(loaded) - known)
+        if unknown:
+            raise AdeptError(f"{cfg_path}: unknown option(s) {', '.join(unknown)}: see `adept {stage} --help`")
+        defaults.update(loaded)
+    parser.set_defaults(**defaults)
+    try:
+        model, data, lora, compat, training = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as exc:  # unknown flags, bad values: one line, exit 2
+        raise AdeptError(f"adept {stage}: {exc}") from None
+    if compat.evaluation_strategy:
+        training.eval_strategy = type(training.eval_strategy)(compat.evaluation_strategy)
+    if compat.group_by_length and training.train_sampling_strategy == "random":
+        training.train_sampling_strategy = "group_by_length"
+    return TrainConfig(model, data, lora, compat, training)
+
+
+STAGE_HELP = {
+    "pt": "Continued pre-training on subject text with LoRA, QLoRA or full weights. Documents are tokenized "
+          "with an end-of-text token between them and packed into --block_size blocks; the tokenized data is "
+          "cached by a fingerprint of the files, tokenizer and settings. Takes a YAML config as first argument "
+          "and/or flags (flags win); the seed's flag names work as written.",
+    "sft": "Instruction tuning (SFT) with LoRA, QLoRA or full weights. Records are rendered with the chat template "
+           "and only assistant replies (with their end-of-turn token) are trained; batches group records of "
+           "similar length. Takes a YAML config as first argument and/or flags (flags win); the seed's flag "
+           "names work as written.",
+}

@@ -1,0 +1,256 @@
+"""What pt, sft and dpo share: loading the model for training (LoRA, QLoRA, full), the collator,
+the Trainer with progress and resume, and the outputs (adapter, tokenizer, run.json)."""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import time
+from pathlib import Path
+
+from ..data.errors import AdeptError
+from ..models import adapter_base, load_tokenizer, resolve_model
+from ..runrecord import write_run
+from .args import TrainConfig
+
+
+def is_main_process() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def log(msg: str) -> None:
+    if is_main_process():
+        print(f"adept: {msg}", flush=True)
+
+
+def split_names(value: str | None) -> list[str]:
+    return [x.strip() for x in (value or "").split(",") if x.strip()]
+
+
+def load_model_for_training(cfg: TrainConfig):
+    """(model, tokenizer) ready for the Trainer: LoRA (default), QLoRA (--load_in_kbits 4|8) or full weights."""
+    import torch
+    from transformers import AutoModelForCausalLM, set_seed
+
+    # Seed before the adapter is created: the Trainer seeds only later, after LoRA's random init.
+    set_seed(cfg.training.seed)
+    path = resolve_model(cfg.model.model_name_or_path)
+    if adapter_base(path) is not None:
+        raise AdeptError(f"{path} is a LoRA adapter: pass its base as --model_name_or_path and the adapter "
+                         "as --peft_path, or merge it first with `adept merge`")
+    tokenizer = load_tokenizer(cfg.model.tokenizer_name_or_path or path)
+    lora = cfg.lora
+    if not lora.full_finetuning and not lora.peft_path:
+        _check_targets(path, split_names(lora.trainable) + split_names(lora.modules_to_save))
+    quant = None
+    if lora.load_in_kbits in (4, 8):
+        quant = _kbit_config(cfg)
+        if lora.full_finetuning:
+            raise AdeptError("--full_finetuning cannot train quantized weights: use --load_in_kbits 16")
+    dtype_name = cfg.model.torch_dtype or "float32"
+    dtype = "auto" if dtype_name == "auto" else getattr(torch, dtype_name)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=quant)
+    model.config.use_cache = False
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        log(f"resizing embeddings from {model.get_input_embeddings().weight.shape[0]} to {len(tokenizer)} tokens")
+        model.resize_token_embeddings(len(tokenizer))
+    if lora.full_finetuning:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model, tokenizer
+    from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    if quant is not None:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.training.gradient_checkpointing)
+    if lora.peft_path:
+        model = PeftModel.from_pretrained(model, lora.peft_path, is_trainable=True)
+    else:
+        targets = split_names(lora.trainable)
+        to_save = split_names(lora.modules_to_save) or None
+        tied = bool(getattr(model.config, "tie_word_embeddings", False)) or \
+            bool(getattr(model.config.get_text_config(), "tie_word_embeddings", False))
+        config = LoraConfig(
+            task_type="CAUSAL_LM", r=lora.lora_rank, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout,
+            target_modules=targets, modules_to_save=to_save, use_rslora=lora.use_rslora,
+            # with tied input/output embeddings, one trained copy must serve both
+            ensure_weight_tying=bool(tied and to_save and {"embed_tokens", "lm_head"} & set(to_save)))
+        model = get_peft_model(model, config)
+    if cfg.training.gradient_checkpointing:
+        model.enable_input_require_grads()
+    return model, tokenizer
+
+
+def _check_targets(path: Path, wanted: list[str]) -> None:
+    """Fail before loading any weights when --trainable/--modules_to_save name absent modules."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+    names = {n.rsplit(".", 1)[-1] for n, _ in skeleton.named_modules()}
+    missing = [t for t in wanted if t not in names]
+    if missing:
+        raise AdeptError(f"--trainable/--modules_to_save name modules this model lacks: {', '.join(missing)} "
+                         f"(it has e.g. {', '.join(sorted(n for n in names if n.endswith('proj'))[:8])})")
+
+
+def _kbit_config(cfg: TrainConfig):
+    import torch
+
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise AdeptError(f"--load_in_kbits {cfg.lora.load_in_kbits} needs bitsandbytes, which is not installed "
+                         "(pip install bitsandbytes, on a machine with a CUDA GPU); use --load_in_kbits 16") from None
+    if not torch.cuda.is_available():
+        raise AdeptError(f"--load_in_kbits {cfg.lora.load_in_kbits} needs a CUDA GPU for bitsandbytes and this "
+                         "machine has none; use --load_in_kbits 16")
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if cfg.training.bf16 else torch.float16 if cfg.training.fp16 else torch.float32
+    skip = split_names(cfg.lora.modules_to_save)
+    if cfg.lora.load_in_kbits == 4:
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=compute,
+                                  bnb_4bit_use_double_quant=cfg.lora.double_quant,
+                                  bnb_4bit_quant_type=cfg.lora.quant_type, llm_int8_skip_modules=skip or None)
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=6.0, llm_int8_skip_modules=skip or None)
+
+
+class PadCollator:
+    """Pads input_ids with the pad token and labels with -100, per batch (to the longest in it)."""
+
+    def __init__(self, tokenizer):
+        from transformers import DataCollatorForSeq2Seq
+
+        self.inner = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding="longest")
+
+    def __call__(self, features):
+        return self.inner([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features])
+
+
+def _trainer_class():
+    import torch
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+
+    class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+        """Length-grouped shuffling that depends only on (seed, epoch).
+
+        The stock sampler draws from the global RNG, whose state at an epoch's start differs between
+        an uninterrupted run and one resumed mid-epoch, so the resumed run would see other batches.
+        """
+
+        def __init__(self, *args, seed: int = 0, **kw):
+            super().__init__(*args, **kw)
+            self.seed, self.epoch = seed, 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def __iter__(self):
+            g = torch.Generator()
+            g.manual_seed(self.seed + self.epoch)
+            return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=g))
+
+    class AdeptTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            ds = train_dataset if train_dataset is not None else self.train_dataset
+            if self.args.train_sampling_strategy != "group_by_length" or ds is None:
+                return super()._get_train_sampler(train_dataset)
+            lengths = ds["length"] if "length" in ds.column_names else [len(x) for x in ds["input_ids"]]
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                                   lengths=lengths, seed=seed)
+
+    return AdeptTrainer
+
+
+def _progress_callback():
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        """One line per log step: loss, trained tokens per second, ETA."""
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.t0, self.step0, self.tok0 = time.time(), state.global_step, state.num_input_tokens_seen
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not state.is_world_process_zero or not logs or "loss" not in logs:
+                return
+            elapsed = max(time.time() - self.t0, 1e-9)
+            done = state.global_step - self.step0
+            rate = (state.num_input_tokens_seen - self.tok0) / elapsed
+            eta = elapsed / done * (state.max_steps - state.global_step) if done else float("nan")
+            print(f"adept: step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f} "
+                  f"{rate:.1f} tokens/s ETA {_fmt(eta)}", flush=True)
+
+    return Progress()
+
+
+def _fmt(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def resume_point(cfg: TrainConfig) -> str | None:
+    """The checkpoint to resume from: the one asked for, else the newest in output_dir (unless overwriting)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(cfg.training.output_dir)
+    if cfg.training.resume_from_checkpoint:
+        return cfg.training.resume_from_checkpoint
+    if not out.is_dir():
+        return None
+    if cfg.compat.overwrite_output_dir:
+        if is_main_process():
+            for old in out.glob("checkpoint-*"):
+                shutil.rmtree(old, ignore_errors=True)
+            (out / "run.json").unlink(missing_ok=True)
+        return None
+    last = get_last_checkpoint(str(out))
+    if last:
+        log(f"resuming from {last} (pass --overwrite_output_dir to start afresh)")
+    return last
+
+
+def train_and_save(cfg: TrainConfig, stage: str, model, tokenizer, train_ds, eval_ds, data_info: dict,
+                   collator=None) -> dict:
+    """Run the Trainer (resuming when there is a checkpoint), save the model and write run.json."""
+    args = cfg.training
+    if args.include_num_input_tokens_seen in (False, "no", None):
+        args.include_num_input_tokens_seen = "non_padding"
+    resume = resume_point(cfg)
+    trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                      data_collator=collator or PadCollator(tokenizer), processing_class=tokenizer,
+                      callbacks=[_progress_callback()])
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=resume)
+    metrics = {"train_loss": result.training_loss, "train_runtime_s": round(time.time() - t0, 2),
+               "global_step": trainer.state.global_step,
+               "trained_tokens_seen": int(trainer.state.num_input_tokens_seen)}
+    metrics["loss_history"] = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history
+                               if "loss" in h]
+    if eval_ds is not None and len(eval_ds):
+        ev = trainer.evaluate()
+        metrics["eval_loss"] = ev["eval_loss"]
+        metrics["eval_perplexity"] = math.exp(ev["eval_loss"]) if ev["eval_loss"] < 50 else float("inf")
+    out = Path(args.output_dir)
+    trainer.save_model(str(out))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(out))
+        write_run(out, stage, cfg.as_dict(), metrics, data=data_info,
+                  adapter=not cfg.lora.full_finetuning,
+                  base_model=str(resolve_model(cfg.model.model_name_or_path)))
+        log(f"saved {'adapter' if not cfg.lora.full_finetuning else 'model'} and run.json to {out}")
+    return metrics
+
+
+def checkpoint_steps(out: Path) -> list[int]:
+    return sorted(int(m.group(1)) for p in out.glob("checkpoint-*") if (m := re.match(r"checkpoint-(\d+)$", p.name)))

@@ -1,0 +1,190 @@
+"""adept pt / sft on tiny random models: losses, which parameters change, masks, caches, options."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from adeptlm.cli import main
+from adeptlm.data.corpus import Document
+from adeptlm.data.tokenize import end_of_text_id, pack_documents
+from adeptlm.runrecord import read_run
+
+RECORDS = [
+    {"instruction": "What is two plus two?", "input": "", "output": "Two plus two is four."},
+    {"instruction": "Say hello", "input": "world", "output": "Hello world!"},
+    {"instruction": "Who are you?", "input": "", "output": "You are a helpful assistant."},
+    {"instruction": "Pick a word", "input": "", "output": "The quick brown fox jumps over the lazy dog."},
+]
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def common_flags(model_dir, out, steps=8):
+    return ["--model_name_or_path", str(model_dir), "--output_dir", str(out), "--max_steps", str(steps),
+            "--per_device_train_batch_size", "2", "--learning_rate", "5e-3", "--logging_steps", "1",
+            "--report_to", "none", "--save_steps", "1000", "--lora_dropout", "0", "--seed", "1"]
+
+
+def losses(out):
+    return [h["loss"] for h in read_run(out)["metrics"]["loss_history"]]
+
+
+def test_sft_lora_loss_falls_and_only_lora_changes(tmp_path, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    data = write_jsonl(tmp_path / "train.jsonl", RECORDS)
+    out = tmp_path / "out"
+    assert main(["sft", *common_flags(tiny_model_dir, out, steps=16), "--dataset_dir", str(data),
+                 "--lora_rank", "8", "--lora_alpha", "16", "--trainable", "q_proj,v_proj,o_proj,down_proj",
+                 "--learning_rate", "5e-2", "--lr_scheduler_type", "constant"]) == 0
+    hist = losses(out)
+    assert all(torch.isfinite(torch.tensor(hist)))
+    assert sum(hist[-4:]) / 4 < sum(hist[:4]) / 4 - 0.5, hist
+    adapter = load_file(out / "adapter_model.safetensors")
+    assert adapter and all("lora_" in k for k in adapter)
+    assert any(k.endswith("o_proj.lora_B.weight") for k in adapter)
+    assert any(t.abs().sum() > 0 for k, t in adapter.items() if "lora_B" in k)  # B starts at zero: it moved
+    # the base is untouched: loading the adapter's base gives the original weights
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    from adeptlm.models import load_model
+
+    tuned, _ = load_model(str(out))
+    tuned_base = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
+                  for k, v in tuned.state_dict().items() if "lora_" not in k}
+    for k, v in base.state_dict().items():
+        assert torch.equal(tuned_base[k], v), k
+    run = read_run(out)
+    assert run["stage"] == "sft" and run["data"]["trained_tokens"] > 0 and run["adapter"] is True
+    assert (out / "chat_template.jinja").is_file()
+
+
+def test_sft_modules_to_save_on_tied_embeddings(tmp_path, tiny_model_dir):
+    data = write_jsonl(tmp_path / "train.jsonl", RECORDS)
+    out = tmp_path / "out"
+    assert main(["sft", *common_flags(tiny_model_dir, out, steps=4), "--dataset_dir", str(data),
+                 "--modules_to_save", "embed_tokens,lm_head"]) == 0
+    from adeptlm.models import load_model
+    from transformers import AutoModelForCausalLM
+
+    tuned, _ = load_model(str(out))
+    emb = tuned.get_input_embeddings().weight
+    head = tuned.get_output_embeddings().weight
+    assert torch.equal(emb, head)  # still tied after training
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert not torch.equal(emb, base.get_input_embeddings().weight)  # and trained
+
+
+def test_full_finetuning_changes_all_weights(tmp_path, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    data = write_jsonl(tmp_path / "train.jsonl", RECORDS)
+    out = tmp_path / "out"
+    assert main(["sft", *common_flags(tiny_model_dir, out, steps=3), "--dataset_dir", str(data),
+                 "--full_finetuning", "True"]) == 0
+    before = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    after = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert len(changed) >= len(before) - 1, set(before) - set(changed)  # (rotary buffers may be absent)
+
+
+def test_pt_packs_with_end_of_text_and_keeps_the_tail(tiny_tokenizer):
+    docs = [Document("Hello world", "a:1"), Document("The quick brown fox", "a:3"), Document("Two plus two", "b:1")]
+    ds, stats = pack_documents(docs, tiny_tokenizer, block_size=5)
+    eot = end_of_text_id(tiny_tokenizer)
+    lengths = [len(tiny_tokenizer(d.text, add_special_tokens=False)["input_ids"]) for d in docs]
+    flat = [t for b in ds["input_ids"] for t in b]
+    assert len(flat) == sum(lengths) + len(docs) == stats.tokens
+    assert flat.count(eot) == len(docs) and flat[-1] == eot
+    assert all(len(b) == 5 for b in ds["input_ids"][:-1])
+    assert stats.tail_tokens == len(ds["input_ids"][-1]) or len(ds["input_ids"][-1]) == 5
+    assert ds["labels"] == ds["input_ids"]
+
+
+def test_pt_cache_rebuilt_when_the_data_changes(tmp_path, tiny_model_dir, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("The quick brown fox jumps over the lazy dog.\n\nHello world.\n")
+    cache = tmp_path / "cache"
+    flags = [*common_flags(tiny_model_dir, tmp_path / "out", steps=2), "--dataset_dir", str(corpus),
+             "--data_cache_dir", str(cache), "--block_size", "16", "--validation_split_percentage", "0",
+             "--overwrite_output_dir", "True"]
+    assert main(["pt", *flags]) == 0
+    first = read_run(tmp_path / "out")["data"]
+    assert "tokenized corpus" in capsys.readouterr().out
+    assert main(["pt", *flags]) == 0
+    assert "loaded cached corpus" in capsys.readouterr().out
+    (corpus / "a.txt").write_text("The quick brown fox jumps over the lazy dog.\n\nHello world. Two plus two.\n")
+    assert main(["pt", *flags]) == 0
+    assert "tokenized corpus" in capsys.readouterr().out
+    second = read_run(tmp_path / "out")["data"]
+    assert second["fingerprint"] != first["fingerprint"] and second["tokens"] > first["tokens"]
+    assert len(list(cache.glob("pt-*"))) == 2
+    hist = [h["loss"] for h in read_run(tmp_path / "out")["metrics"]["loss_history"]]
+    assert all(torch.isfinite(torch.tensor(hist)))
+
+
+def test_sft_truncation_is_counted_or_dropped(tmp_path, tiny_model_dir, capsys):
+    long = {"instruction": "Say hello", "input": "", "output": "Hello world! " * 40}
+    data = write_jsonl(tmp_path / "train.jsonl", RECORDS + [long])
+    out = tmp_path / "out"
+    assert main(["sft", *common_flags(tiny_model_dir, out, steps=1), "--dataset_dir", str(data),
+                 "--max_seq_length", "48"]) == 0
+    text = capsys.readouterr().out
+    assert "1 of 5 records are longer than 48 tokens and were truncated" in text and "train.jsonl:5" in text
+    assert read_run(out)["data"]["train_records"] == 5
+    out2 = tmp_path / "out2"
+    assert main(["sft", *common_flags(tiny_model_dir, out2, steps=1), "--dataset_dir", str(data),
+                 "--max_seq_length", "48", "--truncation", "drop"]) == 0
+    assert read_run(out2)["data"]["train_records"] == 4
+
+
+def test_validation_file_in_dataset_dir_is_not_trained_on(tmp_path, tiny_model_dir, capsys):
+    d = tmp_path / "data"
+    d.mkdir()
+    write_jsonl(d / "train.jsonl", RECORDS)
+    val = write_jsonl(d / "val.jsonl", RECORDS[:2])
+    out = tmp_path / "out"
+    assert main(["sft", *common_flags(tiny_model_dir, out, steps=2), "--dataset_dir", str(d),
+                 "--validation_file", str(val)]) == 0
+    assert "used for evaluation only, not trained on" in capsys.readouterr().out
+    run = read_run(out)
+    assert run["data"]["files"] == [str(d / "train.jsonl")]
+    assert run["data"]["eval_records"] == 2 and run["metrics"]["eval_loss"] > 0
+
+
+def test_yaml_config_with_flags_winning(tmp_path, tiny_model_dir):
+    from adeptlm.train.args import parse_train_args
+
+    cfg_file = tmp_path / "sft.yaml"
+    cfg_file.write_text(f"model_name_or_path: {tiny_model_dir}\nlora_rank: 4\nlearning_rate: 0.001\n"
+                        "evaluation_strategy: steps\ntrainable: q_proj,k_proj\n")
+    cfg = parse_train_args("sft", [str(cfg_file), "--lora_rank", "16", "--output_dir", str(tmp_path / "o")])
+    assert cfg.lora.lora_rank == 16 and cfg.training.learning_rate == 0.001
+    assert cfg.lora.trainable == "q_proj,k_proj" and str(cfg.training.eval_strategy.value) == "steps"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lora_rnak: 4\n")
+    from adeptlm.data.errors import AdeptError
+
+    with pytest.raises(AdeptError, match="unknown option.*lora_rnak"):
+        parse_train_args("sft", [str(bad)])
+
+
+def test_kbit_on_cpu_and_bad_targets_are_one_line(tmp_path, tiny_model_dir, capsys):
+    data = write_jsonl(tmp_path / "train.jsonl", RECORDS)
+    rc = main(["sft", *common_flags(tiny_model_dir, tmp_path / "o", 1), "--dataset_dir", str(data),
+               "--load_in_kbits", "4"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--load_in_kbits 4" in err and err.count("\n") == 1
+    rc = main(["sft", *common_flags(tiny_model_dir, tmp_path / "o", 1), "--dataset_dir", str(data),
+               "--trainable", "q_proj,wq"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "wq" in err and err.count("\n") == 1
+    rc = main(["sft", *common_flags(tiny_model_dir, tmp_path / "o", 1), "--dataset_dir", str(tmp_path / "none")])
+    assert rc == 2 and "no such file" in capsys.readouterr().err
