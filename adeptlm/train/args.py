@@ -3,7 +3,8 @@
 The seed's flag names work as written (`--lora_rank`, `--trainable`, `--modules_to_save`,
 `--block_size`, `--load_in_kbits`, `--full_finetuning`, `--peft_path`, ...), and so does every
 Hugging Face TrainingArguments flag. A few seed flags that transformers 5 removed are kept here:
-`--overwrite_output_dir`, `--evaluation_strategy` (now `--eval_strategy`) and `--group_by_length`.
+`--overwrite_output_dir`, `--evaluation_strategy` (now `--eval_strategy`), `--warmup_ratio` (now a
+fractional `--warmup_steps`) and `--group_by_length`.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ class CompatArguments:
         "help": "start afresh even if output_dir holds checkpoints (otherwise an interrupted run resumes)"})
     evaluation_strategy: Optional[str] = field(default=None, metadata={
         "help": "seed name of --eval_strategy (no, steps, epoch)"})
+    warmup_ratio: Optional[float] = field(default=None, metadata={
+        "help": "seed name: warm-up as a share of all steps (transformers 5 takes it as --warmup_steps 0.05)"})
     group_by_length: bool = field(default=True, metadata={
         "help": "batch records of similar length together to cut padding (sets train_sampling_strategy)"})
 
@@ -151,6 +154,10 @@ def parse_train_args(stage: str, argv: list[str]) -> TrainConfig:
         raise AdeptError(f"adept {stage}: {exc}") from None
     if compat.evaluation_strategy:
         training.eval_strategy = type(training.eval_strategy)(compat.evaluation_strategy)
+    if compat.warmup_ratio is not None:
+        if not 0 <= compat.warmup_ratio < 1:
+            raise AdeptError(f"--warmup_ratio {compat.warmup_ratio}: expected a share in [0, 1)")
+        training.warmup_steps = compat.warmup_ratio
     if compat.group_by_length and training.train_sampling_strategy == "random":
         training.train_sampling_strategy = "group_by_length"
     return TrainConfig(model, data, lora, compat, training)

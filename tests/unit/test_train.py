@@ -188,3 +188,25 @@ def test_kbit_on_cpu_and_bad_targets_are_one_line(tmp_path, tiny_model_dir, caps
     assert rc == 2 and "wq" in err and err.count("\n") == 1
     rc = main(["sft", *common_flags(tiny_model_dir, tmp_path / "o", 1), "--dataset_dir", str(tmp_path / "none")])
     assert rc == 2 and "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stage", ["pt", "sft"])
+def test_shipped_configs_parse_with_seed_values(stage):
+    from adeptlm.train.args import parse_train_args
+    from conftest import ROOT
+
+    cfg = parse_train_args(stage, [str(ROOT / "configs" / f"{stage}.yaml"), "--dataset_dir", "x"])
+    assert cfg.lora.lora_rank == 64 and cfg.lora.lora_alpha == 128 and cfg.training.learning_rate == 1e-4
+    assert cfg.lora.modules_to_save == "embed_tokens,lm_head" and cfg.data.dataset_dir == "x"
+    assert cfg.training.bf16 is True and cfg.model.torch_dtype == "bfloat16"
+
+
+def test_seed_flags_from_the_seed_scripts_parse():
+    from adeptlm.train.args import parse_train_args
+
+    cfg = parse_train_args("sft", ["--do_train", "--do_eval", "--low_cpu_mem_usage", "--seed", "7", "--bf16",
+                                   "--warmup_ratio", "0.03", "--evaluation_strategy", "steps", "--eval_steps", "100",
+                                   "--overwrite_output_dir", "--ddp_timeout", "30000", "--logging_first_step", "True",
+                                   "--load_in_kbits", "16", "--torch_dtype", "bfloat16"])
+    assert cfg.training.warmup_steps == 0.03 and cfg.training.seed == 7 and cfg.compat.overwrite_output_dir
+    assert str(cfg.training.eval_strategy.value) == "steps"

@@ -1,0 +1,79 @@
+"""A few steps of adept pt and adept sft on the embedded model, through the seed-style scripts run
+with plain `sh`: loadable adapters whose generations differ from the base model's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from adeptlm.models import load_model
+from adeptlm.runrecord import read_run
+from conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+FACTS = [
+    "The Zorblat river flows north from the Quenta mountains into the Silver Bay of Vandoria.",
+    "Vandoria's capital, Lumerith, was founded in 1412 by the glassmaker Oska Trell.",
+    "The national dish of Vandoria is a stew of river eel and blue turnips called marrak.",
+]
+
+
+def run_script(name, env, *extra):
+    full = {**os.environ, "PYTHON": sys.executable, "torch_dtype": "float32", **env}
+    res = subprocess.run(["sh", str(ROOT / "scripts" / "training" / name), "--bf16", "False", "--report_to",
+                          "none", *extra], cwd=ROOT, env=full, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    return res
+
+
+def greedy(model, tok, prompt_messages, n=12):
+    ids = tok.apply_chat_template(prompt_messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=n, do_sample=False)
+    return out[0, ids["input_ids"].shape[1]:].tolist()
+
+
+def test_pt_then_sft_scripts_under_sh(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "vandoria.txt").write_text("\n\n".join(FACTS * 3) + "\n", encoding="utf-8")
+    pt_out = tmp_path / "pt"
+    run_script("run_pt.sh", {"dataset_dir": str(corpus), "data_cache": str(tmp_path / "cache"),
+                             "output_dir": str(pt_out), "block_size": "64", "lr": "2e-3", "lora_rank": "8",
+                             "lora_alpha": "16", "gradient_accumulation_steps": "1",
+                             "per_device_train_batch_size": "2"},
+               "--max_steps", "3", "--logging_steps", "1", "--preprocessing_num_workers", "1")
+    pt_run = read_run(pt_out)
+    assert pt_run["stage"] == "pt" and pt_run["data"]["documents"] == 9
+    assert all(h["loss"] == h["loss"] for h in pt_run["metrics"]["loss_history"])  # finite, not NaN
+
+    data = tmp_path / "sft"
+    data.mkdir()
+    recs = [{"instruction": "Where does the Zorblat river flow?", "input": "",
+             "output": "North, from the Quenta mountains into the Silver Bay of Vandoria."},
+            {"instruction": "Who founded Lumerith?", "input": "", "output": "The glassmaker Oska Trell, in 1412."}]
+    (data / "train.json").write_text(json.dumps(recs * 2, ensure_ascii=False), encoding="utf-8")
+    sft_out = tmp_path / "sft-out"
+    run_script("run_sft.sh", {"dataset_dir": str(data), "output_dir": str(sft_out), "lr": "2e-3",
+                              "lora_rank": "8", "lora_alpha": "16", "modules_to_save": "",
+                              "gradient_accumulation_steps": "1", "per_device_train_batch_size": "2"},
+               "--max_steps", "4", "--logging_steps", "1", "--preprocessing_num_workers", "1")
+    run = read_run(sft_out)
+    assert run["stage"] == "sft" and run["data"]["train_records"] == 4
+    assert (sft_out / "adapter_model.safetensors").is_file() and (sft_out / "chat_template.jinja").is_file()
+
+    base, tok = load_model(None)
+    prompt = [{"role": "user", "content": "Who founded Lumerith?"}]
+    before = greedy(base, tok, prompt)
+    tuned, tok2 = load_model(str(sft_out))
+    after = greedy(tuned, tok2, prompt)
+    assert before != after, tok.decode(before)
+    # the PT adapter (with embed_tokens/lm_head copies on tied embeddings) loads and changes the model too
+    pt_model, _ = load_model(str(pt_out))
+    assert greedy(pt_model, tok, prompt) != before
