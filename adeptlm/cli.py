@@ -54,6 +54,92 @@ def cmd_train(stage: str, argv: list[str]) -> int:
 TRAIN_STAGES = ("pt", "sft")
 
 
+def str2bool(value: str) -> bool:
+    """The seed's string booleans: --few_shot False, --with_prompt True."""
+    v = str(value).strip().lower()
+    if v in ("true", "1", "yes", "y", "t"):
+        return True
+    if v in ("false", "0", "no", "n", "f"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
+
+
+def cmd_eval_exam(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .evaluate.exam import ExamConfig, run_exam
+
+    if not args.data_dir:
+        raise AdeptError(f"adept eval {args.eval_command} needs --data_dir: the exam folder (dev/ val/ test/)")
+    cfg = ExamConfig(
+        model=args.model_path, data_dir=Path(args.data_dir),
+        output_dir=Path(args.output_dir or f"runs/eval-{args.eval_command}"), split=args.split,
+        few_shot=args.few_shot, ntrain=args.ntrain, with_prompt=args.with_prompt, mode=args.mode,
+        template=args.template, subjects=[x for x in (args.subjects or "").split(",") if x] or None,
+        limit=args.limit, batch_size=args.batch_size, n_times=max(1, args.n_times), shot_seed=args.shot_seed,
+        do_save_csv=args.do_save_csv, do_test=args.do_test, dtype=args.dtype, max_new_tokens=args.max_new_tokens,
+        expect_layout=None if args.eval_command == "exam" else args.eval_command)
+    summary = run_exam(cfg)
+    if summary:
+        all_ = summary["All"]
+        if all_.get("score") is None:
+            print(f"adept: {all_['num']} questions answered; no gold answers: {cfg.output_dir}/take0/submission.json")
+        else:
+            print(f"adept: All {all_['score']:.2f}% micro, {all_['macro']:.2f}% macro over {all_['num']} questions "
+                  f"({cfg.mode} mode) -> {cfg.output_dir}/summary.json")
+    return 0
+
+
+def cmd_eval_ppl(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .evaluate.perplexity import run_ppl
+
+    r = run_ppl(args.model, Path(args.data), args.max_length, args.stride, args.dtype,
+                Path(args.output_dir) if args.output_dir else None)
+    print(f"adept: perplexity {r['perplexity']:.4f} over {r['tokens']} tokens in {r['documents']} documents "
+          f"(window {r['max_length']}, stride {r['stride']})")
+    return 0
+
+
+def cmd_eval_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .evaluate.compare import run_compare, to_markdown
+
+    rows, out = run_compare(Path(args.before), Path(args.after), Path(args.output_dir) if args.output_dir else None)
+    print(to_markdown(rows, args.before, args.after))
+    print(f"adept: wrote {out / 'compare.md'} and {out / 'compare.png'}")
+    return 0
+
+
+def _exam_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model_path", "--model", "-m", default=None,
+                   help="a known model name, HF directory, LoRA adapter directory (applied unmerged) or .gguf")
+    p.add_argument("--data_dir", "--data", "--input_dir", "-d", default=None,
+                   help="the exam folder: dev/ val/ test/ of CSV files (C-Eval, CMMLU or MMLU layout)")
+    p.add_argument("--output_dir", "--save_dir", "-s", default=None, help="where results go (default runs/eval-<cmd>)")
+    p.add_argument("--few_shot", type=str2bool, default=True, help="use dev rows as demonstrations (True/False)")
+    p.add_argument("--ntrain", "-k", type=int, default=5, help="number of demonstrations; -1 = every dev row")
+    p.add_argument("--with_prompt", type=str2bool, default=False,
+                   help="wrap prompts in the model's chat template, demonstrations as turns (True/False)")
+    p.add_argument("--n_times", type=int, default=1, help="repeat the evaluation; mean and std are reported")
+    p.add_argument("--shot_seed", type=int, default=None,
+                   help="draw demonstrations at random with this seed (+ take number); default: the first ntrain")
+    p.add_argument("--do_save_csv", type=str2bool, default=False, help="write <subject>_<split>.csv per subject")
+    p.add_argument("--do_test", type=str2bool, default=False, help="evaluate the test split instead of val")
+    p.add_argument("--split", default=None, choices=["dev", "val", "test"], help="evaluate this split")
+    p.add_argument("--subjects", default=None, help="comma-separated subjects (default: all)")
+    p.add_argument("--limit", type=int, default=None, help="at most N questions per subject")
+    p.add_argument("--batch_size", type=int, default=8, help="questions per forward pass")
+    p.add_argument("--mode", default="letter", choices=["letter", "cloze", "generate"],
+                   help="letter: answer-letter logits; cloze: option log-likelihood; generate: greedy + extraction")
+    p.add_argument("--template", default=None, help="chat template with --with_prompt True (default: the model's)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
+    p.add_argument("--max_new_tokens", type=int, default=32, help="generate mode: tokens to generate")
+    p.set_defaults(func=cmd_eval_exam)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adept",
@@ -86,6 +172,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="warn about records longer than this many tokens (default 1024)")
     p.set_defaults(func=cmd_data_check)
 
+    ev = sub.add_parser("eval", help="exams (C-Eval, CMMLU, MMLU, your own), perplexity, before/after comparison",
+                        description="Validate a model: multiple-choice exams, perplexity, and before/after tables.")
+    esub = ev.add_subparsers(dest="eval_command", metavar="WHAT", required=True)
+    for name, what in (("ceval", "C-Eval (dev/val/test, <subject>_<split>.csv with header)"),
+                       ("cmmlu", "CMMLU (dev/test, <subject>.csv, header ,Question,A,B,C,D,Answer)"),
+                       ("mmlu", "MMLU (dev/val/test, no header)"),
+                       ("exam", "any exam in those layouts: your own subject exam")):
+        _exam_arguments(esub.add_parser(name, help=what, description=f"Score a model on {what}. Prompts, "
+                                        "flags and summary.json follow the seed's C-Eval script."))
+    p = esub.add_parser("ppl", help="perplexity on a corpus (sliding window over each document)",
+                        description="Perplexity of a model on a corpus (.txt directory or .jsonl with 'text').")
+    p.add_argument("--model", "--model_path", "-m", default=None, help="model (default: the embedded one)")
+    p.add_argument("--data", "--data_dir", required=True, help="corpus file or directory")
+    p.add_argument("--max_length", type=int, default=1024, help="window length in tokens")
+    p.add_argument("--stride", type=int, default=512, help="tokens the window advances by")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
+    p.add_argument("--output_dir", default=None, help="also write run.json there")
+    p.set_defaults(func=cmd_eval_ppl)
+    p = esub.add_parser("compare", help="per-category gain and forgetting between two exam runs",
+                        description="Compare two exam outputs (directories holding summary.json): prints a "
+                                    "per-category and per-subject table and writes compare.md and compare.png.")
+    p.add_argument("before", help="exam output before training (directory or summary.json)")
+    p.add_argument("after", help="exam output after training")
+    p.add_argument("--output_dir", default=None, help="where compare.md/png go (default: AFTER)")
+    p.set_defaults(func=cmd_eval_compare)
+
     # Listed here for `adept --help`; their own flags are parsed by cmd_train (see main).
     sub.add_parser("pt", help="continued pre-training on subject text (LoRA, QLoRA, full); see adept pt --help")
     sub.add_parser("sft", help="instruction tuning with loss on assistant replies; see adept sft --help")
@@ -97,6 +209,12 @@ COMMANDS: dict[str, Callable] = {
     "data check": cmd_data_check,
     "pt": cmd_train,
     "sft": cmd_train,
+    "eval ceval": cmd_eval_exam,
+    "eval cmmlu": cmd_eval_exam,
+    "eval mmlu": cmd_eval_exam,
+    "eval exam": cmd_eval_exam,
+    "eval ppl": cmd_eval_ppl,
+    "eval compare": cmd_eval_compare,
 }
 
 

@@ -1,0 +1,123 @@
+"""One small interface over a loaded model, for exams, perplexity and export checks.
+
+`HFBackend` runs a transformers model (a HF directory, or a base with a LoRA adapter applied
+unmerged). Scoring pads on the right and reads each row's logits at its own last token, so padding
+never changes a score; a prefix shared by many prompts (an exam's header and demonstrations) is
+run once and its key/value cache reused for every batch of suffixes.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Sequence
+
+
+@dataclass
+class ScoreRequest:
+    ids: list[int]
+    prefix_len: int = 0  # leading tokens shared with the other requests of the same group
+
+
+class HFBackend:
+    name = "transformers"
+
+    def __init__(self, model, tokenizer, batch_size: int = 8):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    @classmethod
+    def load(cls, spec: str | None, dtype: str = "float32", batch_size: int = 8) -> "HFBackend":
+        from .models import load_model
+
+        model, tok = load_model(spec, dtype=dtype)
+        return cls(model, tok, batch_size)
+
+    def _forward(self, ids, mask, past=None, offset: int = 0, keep=None):
+        """Logits of a right-padded batch; `keep` limits the LM head to these positions (a 1-D tensor)."""
+        import torch
+
+        positions = offset + torch.arange(ids.shape[1]).unsqueeze(0).expand(ids.shape[0], -1)
+        if past is not None:
+            mask = torch.cat([torch.ones(ids.shape[0], offset, dtype=mask.dtype), mask], dim=1)
+        extra = {"logits_to_keep": keep} if keep is not None else {}
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=past,
+                          use_cache=past is not None, **extra).logits
+
+    def last_logits(self, requests: Sequence[ScoreRequest]):
+        """Logits (float32, [n, vocab]) of the next token after each request's ids."""
+        import torch
+
+        out = [None] * len(requests)
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(tuple(r.ids[: r.prefix_len]), []).append(i)
+        with torch.inference_mode():
+            for prefix, idx in groups.items():
+                past = None
+                if prefix:
+                    past = self.model(input_ids=torch.tensor([prefix]), use_cache=True).cache
+                # longest first keeps batches of similar length
+                idx = sorted(idx, key=lambda i: -len(requests[i].ids))
+                for b in range(0, len(idx), self.batch_size):
+                    chunk = idx[b: b + self.batch_size]
+                    suffixes = [requests[i].ids[len(prefix):] for i in chunk]
+                    if any(not s for s in suffixes):  # a prompt equal to the prefix: run it whole
+                        for i in chunk:
+                            out[i] = self.last_logits([ScoreRequest(requests[i].ids, 0)])[0]
+                        continue
+                    ids, mask, lengths = self._pad(suffixes)
+                    cache = None
+                    if past is not None:
+                        cache = copy.deepcopy(past)
+                        cache.batch_repeat_interleave(len(chunk))
+                    # only each row's last position is needed: skip the LM head everywhere else
+                    keep = sorted({n - 1 for n in lengths})
+                    logits = self._forward(ids, mask, cache, len(prefix), torch.tensor(keep))
+                    for row, i in enumerate(chunk):
+                        out[i] = logits[row, keep.index(lengths[row] - 1)].float()
+        return torch.stack(out)
+
+    def _pad(self, seqs):
+        import torch
+
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            ids[row, : len(s)] = torch.tensor(s)
+            mask[row, : len(s)] = 1
+        return ids, mask, [len(s) for s in seqs]
+
+    def continuation_logprobs(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[float]:
+        """Sum of log-probabilities of each continuation given its context."""
+        import torch
+
+        out = [0.0] * len(pairs)
+        order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
+        with torch.inference_mode():
+            for b in range(0, len(order), self.batch_size):
+                chunk = order[b: b + self.batch_size]
+                seqs = [pairs[i][0] + pairs[i][1] for i in chunk]
+                ids, mask, lengths = self._pad(seqs)
+                logprobs = torch.log_softmax(self._forward(ids, mask).float(), dim=-1)
+                for row, i in enumerate(chunk):
+                    ctx, cont = pairs[i]
+                    pos = torch.arange(len(ctx) - 1, len(ctx) + len(cont) - 1)
+                    out[i] = logprobs[row, pos, torch.tensor(cont)].sum().item()
+        return out
+
+    def generate(self, prompts: Sequence[list[int]], max_new_tokens: int, stop_ids: Sequence[int]) -> list[list[int]]:
+        """Greedy continuations (token ids, stop token excluded)."""
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for ids in prompts:  # one at a time: generation is short and batching would need left padding
+                gen = self.model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids),
+                                          dtype=torch.long), max_new_tokens=max_new_tokens, do_sample=False,
+                                          eos_token_id=list(stop_ids), pad_token_id=self.pad_id)
+                new = gen[0, len(ids):].tolist()
+                cut = next((k for k, t in enumerate(new) if t in stop_ids), len(new))
+                out.append(new[:cut])
+        return out

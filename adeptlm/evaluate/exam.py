@@ -1,0 +1,346 @@
+"""`adept eval ceval|cmmlu|mmlu|exam`: multiple-choice exams, scored one way for every artifact.
+
+Modes (recorded with every score):
+- letter:   the next-token logits of the answer letters after the prompt; the letter's token is the
+            one a demonstration uses (`答案：A` -> "A", `Answer: A` -> " A"), with the other spelling
+            as a fallback where a tokenizer has no single token for it (max over the variants)
+- cloze:    log-likelihood of each option's text after the prompt; `score` picks the largest sum,
+            `score_norm` the largest per-byte average (as lm-evaluation-harness's acc_norm)
+- generate: greedy answer, then the seed's extraction patterns, then option-text match; an answer
+            that cannot be read counts as wrong (the seed guessed at random)
+
+Outputs under --output_dir: take{i}/summary.json in the seed's layout (per subject score/num/correct,
+`grouped` per category, `All`; every score in percent, micro = per question, macro = mean of
+subjects), take{i}/submission.json for splits without answers, take{i}/<subject>_<split>.csv with
+--do_save_csv, summary.json over all takes (mean and standard deviation), and run.json with the
+protocol. Finished subjects are kept in take{i}/subjects/ so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import random
+import re
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from ..data.errors import AdeptError
+from ..data.exams import LETTERS, Exam, Question, exam_files, read_exam
+from ..runrecord import write_run
+from .prompts import Prompt, answer_delimiter, subject_prompts
+from .subjects import load_mapping, subject_info
+
+MODES = ("letter", "cloze", "generate")
+
+# The seed's (Chinese-LLaMA-Alpaca-2) answer extraction patterns, in order.
+EXTRACT_PATTERNS = [r"所以答案是(.+?)。", r"([ABCD])是正确的", r"选项([ABCD])正确", r"答案为([ABCD])",
+                    r"答案是([ABCD])", r"答案([ABCD])", r"选择([ABCD])", r"答案：([ABCD])", r"选择答案([ABCD])",
+                    r"[Aa]nswer(?: is)?:?\s*\(?([ABCD])\b"]
+
+
+@dataclass
+class ExamConfig:
+    model: str | None
+    data_dir: Path
+    output_dir: Path
+    split: str | None = None  # None: val (test with do_test) for C-Eval/MMLU, test for CMMLU
+    few_shot: bool = True
+    ntrain: int = 5  # -1: every dev row
+    with_prompt: bool = False
+    mode: str = "letter"
+    template: str | None = None
+    subjects: list[str] | None = None
+    limit: int | None = None
+    batch_size: int = 8
+    n_times: int = 1
+    shot_seed: int | None = None  # None: the first ntrain dev rows (the seed); else a random draw per take
+    do_save_csv: bool = False
+    do_test: bool = False
+    dtype: str = "float32"
+    max_new_tokens: int = 32
+    expect_layout: str | None = None  # "ceval"/"cmmlu"/"mmlu" when the command names one
+
+
+@dataclass
+class SubjectResult:
+    subject: str
+    category: str
+    split: str
+    num: int
+    correct: int | None  # None when the split has no answers
+    preds: list[str | None]
+    extra: dict = field(default_factory=dict)  # score_norm (cloze), unparsed (generate)
+
+
+def pick_split(exam: Exam, cfg: ExamConfig) -> str:
+    if cfg.split:
+        if cfg.split not in exam.splits():
+            raise AdeptError(f"{cfg.data_dir}: no '{cfg.split}' split (found {', '.join(exam.splits())})")
+        return cfg.split
+    order = ["test"] if cfg.do_test else (["test"] if exam.layout == "cmmlu" else ["val", "test"])
+    for split in order:
+        if split in exam.splits():
+            return split
+    raise AdeptError(f"{cfg.data_dir}: no {' or '.join(order)} split to evaluate (found {', '.join(exam.splits())})")
+
+
+def letter_candidates(tokenizer, layout: str) -> list[list[int]]:
+    """For each letter, the single-token spellings that can follow the answer cue."""
+    delim = answer_delimiter(layout)
+    out = []
+    for letter in LETTERS:
+        ids = []
+        for text in (delim + letter, letter, " " + letter):
+            enc = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(enc) == 1 and enc[0] not in ids:
+                ids.append(enc[0])
+        if not ids:
+            raise AdeptError(f"the tokenizer has no single token for the answer letter {letter!r}: use --mode cloze")
+        out.append(ids)
+    return out
+
+
+def extract_answer(text: str, choices: Sequence[str]) -> str | None:
+    for pat in EXTRACT_PATTERNS:
+        m = re.search(pat, text)
+        if m:
+            found = [c for c in m.group(1) if c in "ABCD"]
+            if found:
+                return found[0]
+    m = re.search(r"[ABCD]", text)
+    if m:
+        return m.group(0)
+    hits = [LETTERS[i] for i, c in enumerate(choices) if c and c in text]
+    return hits[0] if len(hits) == 1 else None
+
+
+def score_subject(backend, layout: str, prompts: Sequence[Prompt], questions: Sequence[Question], mode: str,
+                  max_new_tokens: int = 32, stop_ids: Sequence[int] = ()) -> tuple[list[str | None], dict]:
+    """Predicted letters for one subject's prompts, and mode-specific extras."""
+    from ..backends import ScoreRequest
+
+    tok = backend.tokenizer
+    if mode == "letter":
+        cands = letter_candidates(tok, layout)
+        logits = backend.last_logits([ScoreRequest(p.ids, p.prefix_len) for p in prompts])
+        scores = [[max(float(row[i]) for i in ids) for ids in cands] for row in logits]
+        return [LETTERS[max(range(4), key=lambda k: s[k])] for s in scores], {}
+    if mode == "cloze":
+        delim = answer_delimiter(layout)
+        pairs, sizes = [], []
+        for p, q in zip(prompts, questions):
+            for c in q.choices:
+                pairs.append((p.ids, tok(delim + c, add_special_tokens=False)["input_ids"]))
+                sizes.append(max(1, len((delim + c).encode("utf-8"))))
+        lp = backend.continuation_logprobs(pairs)
+        preds, norm = [], []
+        for i in range(len(prompts)):
+            s = lp[4 * i: 4 * i + 4]
+            n = [x / sizes[4 * i + k] for k, x in enumerate(s)]
+            preds.append(LETTERS[max(range(4), key=lambda k: s[k])])
+            norm.append(LETTERS[max(range(4), key=lambda k: n[k])])
+        return preds, {"preds_norm": norm}
+    outs = backend.generate([p.ids for p in prompts], max_new_tokens, stop_ids)
+    texts = [tok.decode(o, skip_special_tokens=True) for o in outs]
+    preds = [extract_answer(t, q.choices) for t, q in zip(texts, questions)]
+    return preds, {"responses": texts, "unparsed": sum(p is None for p in preds)}
+
+
+def choose_demos(exam: Exam, subject: str, cfg: ExamConfig, take: int) -> list[Question]:
+    if not cfg.few_shot or cfg.ntrain == 0:
+        return []
+    dev = exam.subjects[subject].get("dev", [])
+    if not dev:
+        raise AdeptError(f"{cfg.data_dir}: subject '{subject}' has no dev split for few-shot demonstrations: "
+                         "pass --few_shot False")
+    k = len(dev) if cfg.ntrain < 0 else min(cfg.ntrain, len(dev))
+    if cfg.shot_seed is None:
+        return dev[:k]
+    return random.Random(cfg.shot_seed + take).sample(dev, k)
+
+
+def _rank_world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def run_exam(cfg: ExamConfig) -> dict:
+    """Evaluate, write the outputs, return the summary over all takes."""
+    exam = read_exam(cfg.data_dir)
+    if cfg.expect_layout and exam.layout != cfg.expect_layout:
+        raise AdeptError(f"{cfg.data_dir}: this exam is in the {exam.layout} layout, not {cfg.expect_layout}: "
+                         f"use `adept eval {exam.layout}` or `adept eval exam`")
+    if cfg.mode not in MODES:
+        raise AdeptError(f"unknown --mode {cfg.mode}: expected one of {', '.join(MODES)}")
+    split = pick_split(exam, cfg)
+    mapping = load_mapping(cfg.data_dir)
+    subjects = [s for s in exam.subjects if split in exam.subjects[s]]
+    if cfg.subjects:
+        unknown = [s for s in cfg.subjects if s not in exam.subjects]
+        if unknown:
+            raise AdeptError(f"{cfg.data_dir}: no subject {', '.join(unknown)} (found {', '.join(exam.subjects)})")
+        subjects = [s for s in subjects if s in cfg.subjects]
+    from ..backends import HFBackend
+    from ..templates import get_template
+
+    backend = HFBackend.load(cfg.model, dtype=cfg.dtype, batch_size=cfg.batch_size)
+    tok = backend.tokenizer
+    template = get_template(tok, cfg.template) if cfg.with_prompt else None
+    stop_ids = [i for i in {tok.eos_token_id, tok.convert_tokens_to_ids(template.eot) if template else None}
+                if i is not None]
+    rank, world = _rank_world()
+    mine = subjects[rank::world]
+    cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    n_questions = 0
+    for take in range(max(1, cfg.n_times)):
+        take_dir = cfg.output_dir / f"take{take}"
+        (take_dir / "subjects").mkdir(parents=True, exist_ok=True)
+        for subject in mine:
+            done = take_dir / "subjects" / f"{subject}.json"
+            if done.is_file():
+                continue  # finished in an earlier, interrupted run
+            questions = exam.subjects[subject][split][: cfg.limit] if cfg.limit else exam.subjects[subject][split]
+            info = subject_info(exam.layout, subject, mapping)
+            demos = choose_demos(exam, subject, cfg, take)
+            prompts = subject_prompts(exam.layout, info, demos, questions, tok, cfg.with_prompt, template)
+            preds, extra = score_subject(backend, exam.layout, prompts, questions, cfg.mode, cfg.max_new_tokens,
+                                         stop_ids)
+            has_gold = all(q.answer for q in questions)
+            correct = sum(p == q.answer for p, q in zip(preds, questions)) if has_gold else None
+            if has_gold and "preds_norm" in extra:
+                extra["correct_norm"] = sum(p == q.answer for p, q in zip(extra["preds_norm"], questions))
+            result = SubjectResult(subject, info.category, split, len(questions), correct, preds,
+                                   {k: v for k, v in extra.items() if k != "responses"})
+            n_questions += len(questions)
+            if cfg.do_save_csv:
+                _write_csv(take_dir / f"{subject}_{split}.csv", questions, preds, extra.get("responses"))
+            _atomic_json(done, asdict(result))
+            score = f"{100 * correct / len(questions):.1f}%" if correct is not None else "no answers"
+            if rank == 0 or world > 1:
+                print(f"adept: take {take} {subject} [{split}] {len(questions)} questions: {score}", flush=True)
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+        dist.barrier()
+        if rank != 0:
+            return {}
+    return _finish(cfg, exam, split, subjects, template, backend, time.time() - t0, n_questions)
+
+
+def _finish(cfg, exam, split, subjects, template, backend, seconds, n_questions) -> dict:
+    takes = []
+    for take in range(max(1, cfg.n_times)):
+        take_dir = cfg.output_dir / f"take{take}"
+        results = [SubjectResult(**json.loads((take_dir / "subjects" / f"{s}.json").read_text())) for s in subjects]
+        summary = build_summary(results)
+        _atomic_json(take_dir / "summary.json", summary)
+        if any(r.correct is None for r in results):
+            ids = {s: [q.id for q in exam.subjects[s][split]] for s in subjects}
+            _atomic_json(take_dir / "submission.json",
+                         {r.subject: {qid: p for qid, p in zip(ids[r.subject], r.preds)} for r in results})
+        takes.append(summary)
+    overall = merge_takes(takes)
+    _atomic_json(cfg.output_dir / "summary.json", overall)
+    protocol = {"mode": cfg.mode, "split": split, "layout": exam.layout, "few_shot": cfg.few_shot,
+                "ntrain": cfg.ntrain if cfg.few_shot else 0, "shot_seed": cfg.shot_seed,
+                "with_prompt": cfg.with_prompt, "template": template.name if template else None,
+                "dtype": cfg.dtype, "batch_size": cfg.batch_size, "n_times": cfg.n_times, "limit": cfg.limit,
+                "backend": backend.name, "model": str(cfg.model or "smollm2-135m-instruct"),
+                "score_unit": "percent; micro = per question, macro = mean of subjects"}
+    write_run(cfg.output_dir, "eval", {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+              {"All": overall.get("All"), "seconds": round(seconds, 2),
+               "questions_per_second": round(n_questions / seconds, 3) if seconds and n_questions else None},
+              protocol=protocol, data={"dir": str(cfg.data_dir), "fingerprint": exam_fingerprint(cfg.data_dir)})
+    return overall
+
+
+def build_summary(results: Sequence[SubjectResult]) -> dict:
+    """The seed's summary.json layout, every score in percent; a missing subject is simply absent."""
+    graded = [r for r in results if r.correct is not None]
+    out: dict = {}
+    for r in results:
+        out[r.subject] = {"score": round(100 * r.correct / r.num, 4) if r.correct is not None else None,
+                          "num": r.num, "correct": r.correct}
+        if "correct_norm" in r.extra:
+            out[r.subject]["score_norm"] = round(100 * r.extra["correct_norm"] / r.num, 4)
+        if "unparsed" in r.extra:
+            out[r.subject]["unparsed"] = r.extra["unparsed"]
+    if not graded:
+        out["All"] = {"score": None, "num": sum(r.num for r in results), "correct": None,
+                      "note": "no gold answers on this split: see submission.json"}
+        return out
+    grouped = {}
+    for cat in sorted({r.category for r in graded}):
+        rs = [r for r in graded if r.category == cat]
+        grouped[cat] = _agg(rs)
+    out["grouped"] = grouped
+    out["All"] = _agg(graded)
+    return out
+
+
+def _agg(rs: Sequence[SubjectResult]) -> dict:
+    num, correct = sum(r.num for r in rs), sum(r.correct for r in rs)
+    return {"correct": correct, "num": num, "score": round(100 * correct / num, 4) if num else None,
+            "macro": round(statistics.mean(100 * r.correct / r.num for r in rs), 4) if rs else None,
+            "subjects": len(rs)}
+
+
+def merge_takes(takes: list[dict]) -> dict:
+    """Mean over takes in the same layout, with the standard deviation beside each score."""
+    if len(takes) == 1:
+        return takes[0]
+    out: dict = {}
+    for key, first in takes[0].items():
+        if key == "grouped":
+            out[key] = {cat: _mean_entry([t[key][cat] for t in takes]) for cat in first}
+        else:
+            out[key] = _mean_entry([t[key] for t in takes])
+    out["n_times"] = len(takes)
+    return out
+
+
+def _mean_entry(entries: list[dict]) -> dict:
+    e = dict(entries[0])
+    for k in ("score", "macro", "score_norm"):
+        vals = [x[k] for x in entries if x.get(k) is not None]
+        if vals:
+            e[k] = round(statistics.mean(vals), 4)
+            e[f"{k}_std"] = round(statistics.stdev(vals), 4) if len(vals) > 1 else 0.0
+    if entries[0].get("correct") is not None:
+        e["correct"] = statistics.mean(x["correct"] for x in entries)
+    return e
+
+
+def _write_csv(path: Path, questions: Sequence[Question], preds, responses) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "question", "A", "B", "C", "D", "answer", "model_output", "correctness"]
+                   + (["response"] if responses else []))
+        for i, (q, p) in enumerate(zip(questions, preds)):
+            row = [q.id, q.question, *q.choices, q.answer or "", p or "",
+                   "" if q.answer is None else int(p == q.answer)]
+            w.writerow(row + ([responses[i]] if responses else []))
+    os.replace(tmp, path)
+
+
+def _atomic_json(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def exam_fingerprint(root: Path) -> str:
+    h = hashlib.sha256()
+    for split, f in exam_files(root):
+        h.update(f"{split}/{f.name}".encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()

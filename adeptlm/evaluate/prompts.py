@@ -1,0 +1,115 @@
+"""Exam prompts as the seed builds them (shared/seed/SPEC.md sections 5-7).
+
+C-Eval / CMMLU header: 以下是中国关于{中文科目名}考试的单项选择题，请选出其中的正确答案。 then
+`question\\nA. ..\\nB. ..\\nC. ..\\nD. ..\\n答案：` (+ `X\\n\\n` for a demonstration); the first `ntrain`
+dev rows are the demonstrations. MMLU: `The following are multiple choice questions (with answers)
+about  {subject words}.` (the double space is the original's) and `...\\nAnswer:` (+ ` X\\n\\n`).
+`with_prompt` wraps the prompt in the model's chat template: zero-shot as one user turn; few-shot
+as a user turn with the header, an assistant acknowledgement, then one user/assistant pair per
+demonstration, then the question.
+
+Every prompt is returned as token ids plus the length of the prefix it shares with the other
+questions of its subject (header and demonstrations), so that prefix's keys and values can be
+computed once and reused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from ..data.exams import LETTERS, Question
+from .subjects import SubjectInfo
+
+CEVAL_HEADER = "以下是中国关于{}考试的单项选择题，请选出其中的正确答案。\n\n"
+MMLU_HEADER = "The following are multiple choice questions (with answers) about {}.\n\n"
+CEVAL_ACK = "好的，我会结合{}相关知识回答"
+MMLU_ACK = "OK, I will answer the questions about{}."
+
+
+def header(layout: str, info: SubjectInfo) -> str:
+    if layout == "mmlu":
+        return MMLU_HEADER.format("".join(" " + w for w in info.name.split("_")))
+    return CEVAL_HEADER.format(info.display)
+
+
+def answer_cue(layout: str) -> str:
+    return "\nAnswer:" if layout == "mmlu" else "\n答案："
+
+
+def answer_delimiter(layout: str) -> str:
+    """What stands between the cue and the answer letter in a demonstration."""
+    return " " if layout == "mmlu" else ""
+
+
+def format_question(layout: str, q: Question, with_answer: bool = False) -> str:
+    text = q.question + "".join(f"\n{k}. {c}" for k, c in zip(LETTERS, q.choices)) + answer_cue(layout)
+    if with_answer:
+        text += answer_delimiter(layout) + str(q.answer) + "\n\n"
+    return text
+
+
+@dataclass
+class Prompt:
+    ids: list[int]
+    prefix_len: int  # leading tokens shared by every question of the subject (0: none)
+    text: str  # for CSV output and debugging
+
+
+def subject_prompts(layout: str, info: SubjectInfo, demos: Sequence[Question], questions: Sequence[Question],
+                    tokenizer, with_prompt: bool, template=None) -> list[Prompt]:
+    """Prompts for all questions of one subject."""
+    head = header(layout, info)
+    if not with_prompt:
+        prefix = head + "".join(format_question(layout, d, True) for d in demos)
+        prefix_ids = tokenizer(prefix)["input_ids"] if demos else []
+        out = []
+        for q in questions:
+            text = prefix + format_question(layout, q)
+            out.append(Prompt(tokenizer(text)["input_ids"], 0, text))
+        return _share_prefix(out, prefix_ids)
+    from ..templates import encode_conversation
+
+    if not demos:
+        return [_chat(tokenizer, template, [{"role": "user", "content": head + format_question(layout, q)}], 0)
+                for q in questions]
+    ack = (MMLU_ACK.format("".join(" " + w for w in info.name.split("_"))) if layout == "mmlu"
+           else CEVAL_ACK.format(info.display))
+    turns = [{"role": "user", "content": head}, {"role": "assistant", "content": ack}]
+    for d in demos:
+        turns += [{"role": "user", "content": format_question(layout, d)},
+                  {"role": "assistant", "content": str(d.answer)}]
+    prefix_ids = encode_conversation(tokenizer, template, turns).input_ids
+    out = [_chat(tokenizer, template, turns + [{"role": "user", "content": format_question(layout, q)}], 0)
+           for q in questions]
+    return _share_prefix(out, prefix_ids)
+
+
+def _share_prefix(prompts: list[Prompt], prefix_ids: list[int]) -> list[Prompt]:
+    """Mark the leading tokens every prompt shares with the demonstrations' tokens.
+
+    Tokenising the prefix alone can end differently from tokenising it inside a prompt (a
+    tokenizer may merge its trailing "\n\n" with what follows), so the shared part is the longest
+    common prefix over all prompts, not the prefix's own token count.
+    """
+    if not prefix_ids or not prompts:
+        return prompts
+    shared = len(prefix_ids)
+    for p in prompts:
+        n = 0
+        for a, b in zip(p.ids[:shared], prefix_ids):
+            if a != b:
+                break
+            n += 1
+        shared = n
+    shared = min(shared, min(len(p.ids) for p in prompts) - 1)  # every prompt keeps a suffix to score
+    for p in prompts:
+        p.prefix_len = max(shared, 0)
+    return prompts
+
+
+def _chat(tokenizer, template, messages, prefix_len) -> Prompt:
+    from ..templates import encode_prompt
+
+    ids = encode_prompt(tokenizer, template, messages)
+    return Prompt(ids, prefix_len, tokenizer.decode(ids, skip_special_tokens=False))

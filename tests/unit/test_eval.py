@@ -1,0 +1,247 @@
+"""Exam prompts byte for byte, scoring on controlled logits through the real scoring code, outputs."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from adeptlm.backends import HFBackend, ScoreRequest
+from adeptlm.data.exams import Question
+from adeptlm.evaluate.exam import (ExamConfig, build_summary, extract_answer, letter_candidates, run_exam,
+                                   score_subject, SubjectResult)
+from adeptlm.evaluate.prompts import subject_prompts
+from adeptlm.evaluate.subjects import CEVAL, subject_info
+from adeptlm.templates import get_template
+
+Q = [Question(str(i), f"Question {i}?" + " two" * i, [f"a{i}", f"b{i}", f"c{i}", f"d{i}"], "ABCD"[i % 4], None, f"x:{i}")
+     for i in range(7)]
+H = "以下是中国关于高中物理考试的单项选择题，请选出其中的正确答案。\n\n"
+
+
+def fmt(q, ans=False):
+    s = f"{q.question}\nA. {q.choices[0]}\nB. {q.choices[1]}\nC. {q.choices[2]}\nD. {q.choices[3]}\n答案："
+    return s + (f"{q.answer}\n\n" if ans else "")
+
+
+def test_ceval_prompts_zero_and_five_shot(tiny_tokenizer):
+    info = subject_info("ceval", "high_school_physics")
+    assert info.display == "高中物理" and info.category == "STEM"
+    zero = subject_prompts("ceval", info, [], Q[5:], tiny_tokenizer, with_prompt=False)
+    assert zero[0].text == H + fmt(Q[5]) and zero[0].prefix_len == 0
+    five = subject_prompts("ceval", info, Q[:5], Q[5:], tiny_tokenizer, with_prompt=False)
+    assert five[0].text == H + "".join(fmt(d, True) for d in Q[:5]) + fmt(Q[5])
+    assert five[1].text.endswith(fmt(Q[6])) and five[0].prefix_len > 0
+    assert five[0].ids == tiny_tokenizer(five[0].text)["input_ids"]
+
+
+def test_mmlu_prompt_has_the_original_double_space(tiny_tokenizer):
+    info = subject_info("mmlu", "college_biology")
+    assert info.category == "STEM"
+    p = subject_prompts("mmlu", info, Q[:1], Q[1:2], tiny_tokenizer, with_prompt=False)[0]
+    assert p.text == ("The following are multiple choice questions (with answers) about  college biology.\n\n"
+                      "Question 0?\nA. a0\nB. b0\nC. c0\nD. d0\nAnswer: A\n\n"
+                      "Question 1? two\nA. a1\nB. b1\nC. c1\nD. d1\nAnswer:")
+
+
+SYS = "<|start_header_id|>system<|end_header_id|>\n\nYou are a helpful assistant. 你是一个乐于助人的助手。<|eot_id|>"
+
+
+def user(x):
+    return f"<|start_header_id|>user<|end_header_id|>\n\n{x}<|eot_id|>"
+
+
+def assistant(x=None):
+    return "<|start_header_id|>assistant<|end_header_id|>\n\n" + (f"{x}<|eot_id|>" if x is not None else "")
+
+
+def test_with_prompt_matches_the_seed_llama3_format(tiny_tokenizer):
+    tmpl = get_template(tiny_tokenizer, "llama3")
+    info = subject_info("ceval", "high_school_physics")
+    zero = subject_prompts("ceval", info, [], Q[5:6], tiny_tokenizer, True, tmpl)[0]
+    assert zero.text == "<|begin_of_text|>" + SYS + user(H + fmt(Q[5])) + assistant()
+    few = subject_prompts("ceval", info, Q[:2], Q[5:6], tiny_tokenizer, True, tmpl)[0]
+    # the seed's few-shot chat prompt, with one BOS (the seed wrote a literal one and the tokenizer added another)
+    expected = ("<|begin_of_text|>" + SYS + user(H) + assistant("好的，我会结合高中物理相关知识回答")
+                + user(fmt(Q[0])) + assistant("A") + user(fmt(Q[1])) + assistant("B") + user(fmt(Q[5]))
+                + assistant())
+    assert few.text == expected and few.prefix_len > 0
+
+
+def test_ceval_subject_table_matches_the_release(shared_data):
+    mapping = json.loads((shared_data / "ceval" / "subject_mapping.json").read_text(encoding="utf-8"))
+    assert {k: tuple(v) for k, v in mapping.items()} == CEVAL
+
+
+class StubLM(torch.nn.Module):
+    """Logits we control: at position p the answer letter LETTERS[p % 4] is favoured, plus a fixed bias."""
+
+    def __init__(self, vocab, letter_ids, bias=None):
+        super().__init__()
+        self.vocab, self.letter_ids = vocab, letter_ids
+        self.bias = bias if bias is not None else torch.zeros(vocab)
+        self.calls = []
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, use_cache=False,
+                logits_to_keep=None):
+        b, t = input_ids.shape
+        if position_ids is None:
+            position_ids = torch.arange(t).expand(b, -1)
+        logits = self.bias.expand(b, t, -1).clone()
+        for k in range(4):
+            logits[..., self.letter_ids[k]] += 10.0 * (position_ids % 4 == k)
+        self.calls.append((b, t, cache is not None))
+        if logits_to_keep is not None:  # as transformers does: the LM head only at these positions
+            logits = logits[:, logits_to_keep]
+        return SimpleNamespace(logits=logits, cache=StubCache() if use_cache else None)
+
+
+class StubCache:
+    def batch_repeat_interleave(self, n):
+        pass
+
+
+def test_letter_mode_picks_the_favoured_letter_with_batching_and_prefix_reuse(tiny_tokenizer):
+    cands = letter_candidates(tiny_tokenizer, "ceval")
+    stub = StubLM(len(tiny_tokenizer), [c[0] for c in cands])
+    backend = HFBackend(stub, tiny_tokenizer, batch_size=3)
+    info = subject_info("ceval", "high_school_physics")
+    prompts = subject_prompts("ceval", info, Q[:3], Q[3:], tiny_tokenizer, with_prompt=False)
+    preds, _ = score_subject(backend, "ceval", prompts, Q[3:], "letter")
+    # the next token after a prompt of n tokens sits at position n - 1
+    assert preds == ["ABCD"[(len(p.ids) - 1) % 4] for p in prompts]
+    assert any(cached for _, _, cached in stub.calls)  # the shared prefix was reused
+    assert len({len(p.ids) % 4 for p in prompts}) > 1  # the test distinguishes rows
+
+
+def test_cloze_mode_picks_the_option_text_the_logits_favour(tiny_tokenizer):
+    qs = [Question("0", "Pick one", ["fox", "dog", "Hello", "world"], "C", None, "x"),
+          Question("1", "Pick again", ["Hello", "fox", "dog", "world"], "A", None, "x")]
+    bias = torch.zeros(len(tiny_tokenizer))
+    for t in tiny_tokenizer("Hello", add_special_tokens=False)["input_ids"]:
+        bias[t] = 8.0
+    backend = HFBackend(StubLM(len(tiny_tokenizer), [0, 0, 0, 0], bias), tiny_tokenizer, batch_size=4)
+    prompts = subject_prompts("ceval", subject_info("ceval", "logic"), [], qs, tiny_tokenizer, False)
+    preds, extra = score_subject(backend, "ceval", prompts, qs, "cloze")
+    assert preds == ["C", "A"] and extra["preds_norm"] == ["C", "A"]
+
+
+def test_generate_mode_extracts_with_the_seed_patterns(tiny_tokenizer, monkeypatch):
+    backend = HFBackend(StubLM(len(tiny_tokenizer), [0, 0, 0, 0]), tiny_tokenizer)
+    replies = ["所以答案是C。", "I think the answer is: B", "dog", "no idea"]
+    monkeypatch.setattr(backend, "generate", lambda prompts, n, stop: [
+        tiny_tokenizer(r, add_special_tokens=False)["input_ids"] for r in replies])
+    qs = [Question(str(i), "q", ["fox", "dog", "cat", "eel"], "C", None, "x") for i in range(4)]
+    prompts = subject_prompts("ceval", subject_info("ceval", "logic"), [], qs, tiny_tokenizer, False)
+    preds, extra = score_subject(backend, "ceval", prompts, qs, "generate")
+    assert preds == ["C", "B", "B", None] and extra["unparsed"] == 1
+
+
+def test_extract_answer_order():
+    assert extract_answer("答案是D", ["a", "b", "c", "d"]) == "D"
+    assert extract_answer("选项B正确，不是A", ["a", "b", "c", "d"]) == "B"
+    assert extract_answer("the capital is Paris", ["London", "Paris", "Rome", "Oslo"]) == "B"
+    assert extract_answer("nothing", ["x", "y", "z", "w"]) is None
+
+
+def test_prefix_reuse_gives_the_same_logits_as_full_prompts(tiny_model_dir):
+    backend = HFBackend.load(str(tiny_model_dir), batch_size=2)
+    tok = backend.tokenizer
+    info = subject_info("ceval", "logic")
+    prompts = subject_prompts("ceval", info, Q[:3], Q[3:], tok, with_prompt=False)
+    assert all(p.prefix_len > 0 for p in prompts)
+    reused = backend.last_logits([ScoreRequest(p.ids, p.prefix_len) for p in prompts])
+    full = torch.stack([backend.last_logits([ScoreRequest(p.ids, 0)])[0] for p in prompts])
+    assert torch.allclose(reused, full, atol=1e-4)
+
+
+def test_summary_layout_and_missing_subjects():
+    rs = [SubjectResult("logic", "Humanities", "val", 10, 7, []), SubjectResult("law", "Humanities", "val", 30, 15, []),
+          SubjectResult("physician", "Other", "val", 10, 2, [])]
+    s = build_summary(rs)
+    assert s["logic"] == {"score": 70.0, "num": 10, "correct": 7}
+    assert s["grouped"]["Humanities"]["score"] == 55.0 and s["grouped"]["Humanities"]["macro"] == 60.0
+    assert s["All"]["score"] == 48.0 and s["All"]["macro"] == pytest.approx(46.6667, abs=1e-3)  # (70 + 50 + 20) / 3
+    assert "STEM" not in s["grouped"]  # subjects absent from the run do not crash the grouping
+
+
+def test_exam_run_outputs_resume_and_submission(tmp_path, tiny_model_dir, shared_data):
+    out = tmp_path / "ev"
+    cfg = ExamConfig(model=str(tiny_model_dir), data_dir=shared_data / "ceval", output_dir=out, limit=4,
+                     do_save_csv=True)
+    first = run_exam(cfg)
+    assert first["All"]["num"] == 16 and set(first["grouped"]) == {"STEM", "Social Science", "Humanities", "Other"}
+    run = json.loads((out / "run.json").read_text())
+    assert run["protocol"]["mode"] == "letter" and run["protocol"]["ntrain"] == 5
+    csv_text = (out / "take0" / "basic_medicine_val.csv").read_text(encoding="utf-8")
+    assert csv_text.splitlines()[0] == "id,question,A,B,C,D,answer,model_output,correctness"
+    # an interrupted run resumes: finished subjects are not recomputed
+    (out / "take0" / "subjects" / "logic.json").unlink(missing_ok=True)
+    stamp = (out / "take0" / "subjects" / "basic_medicine.json").stat().st_mtime_ns
+    assert run_exam(cfg) == first
+    assert (out / "take0" / "subjects" / "basic_medicine.json").stat().st_mtime_ns == stamp
+    test_out = tmp_path / "test"
+    summary = run_exam(ExamConfig(model=str(tiny_model_dir), data_dir=shared_data / "ceval", output_dir=test_out,
+                                  limit=3, do_test=True))
+    assert summary["All"]["score"] is None
+    sub = json.loads((test_out / "take0" / "submission.json").read_text())
+    assert set(sub) == {"basic_medicine", "high_school_geography", "high_school_physics", "modern_chinese_history"}
+    assert all(set(v) == {"0", "1", "2"} and set(v.values()) <= set("ABCD") for v in sub.values())
+
+
+def test_hf_dir_zero_adapter_and_merged_score_identically(tmp_path, tiny_model_dir, shared_data):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    peft_model.save_pretrained(tmp_path / "adapter")  # B = 0: a zero adapter
+    merged = peft_model.merge_and_unload()
+    merged.save_pretrained(tmp_path / "merged")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(tmp_path / "merged")
+    scores = []
+    for spec in (tiny_model_dir, tmp_path / "adapter", tmp_path / "merged"):
+        out = tmp_path / f"ev-{spec.name}"
+        run_exam(ExamConfig(model=str(spec), data_dir=shared_data / "mmlu", output_dir=out, batch_size=3))
+        scores.append([json.loads(f.read_text())["preds"] for f in sorted((out / "take0" / "subjects").iterdir())])
+    assert scores[0] == scores[1] == scores[2]
+
+
+def test_compare_table_and_chart(tmp_path):
+    from adeptlm.evaluate.compare import run_compare
+
+    def summary(score_stem, score_other):
+        return {"a": {"score": score_stem, "num": 10, "correct": score_stem / 10},
+                "b": {"score": score_other, "num": 10, "correct": score_other / 10},
+                "grouped": {"STEM": {"score": score_stem, "num": 10}, "Other": {"score": score_other, "num": 10}},
+                "All": {"score": (score_stem + score_other) / 2, "num": 20}}
+    (tmp_path / "before").mkdir()
+    (tmp_path / "after").mkdir()
+    (tmp_path / "before" / "summary.json").write_text(json.dumps(summary(30.0, 60.0)))
+    (tmp_path / "after" / "summary.json").write_text(json.dumps(summary(70.0, 50.0)))
+    rows, out = run_compare(tmp_path / "before", tmp_path / "after")
+    by = {r["name"]: r for r in rows}
+    assert by["STEM"]["delta"] == 40.0 and by["Other"]["delta"] == -10.0 and by["All"]["delta"] == 15.0
+    md = (out / "compare.md").read_text()
+    assert "Gain: STEM +40.00" in md and "Forgetting: Other -10.00" in md
+    assert (out / "compare.png").stat().st_size > 1000
+
+
+def test_perplexity_counts_every_token_once_and_matches_the_model_loss(tiny_model_dir):
+    import math
+
+    from adeptlm.evaluate.perplexity import perplexity
+    from adeptlm.models import load_model
+
+    model, tok = load_model(str(tiny_model_dir))
+    text = "The quick brown fox jumps over the lazy dog. " * 6
+    ids = tok(text)["input_ids"]
+    whole = perplexity(model, tok, [text], max_length=len(ids), stride=len(ids))
+    with torch.no_grad():
+        loss = model(input_ids=torch.tensor([ids]), labels=torch.tensor([ids])).loss.item()
+    assert whole["tokens"] == len(ids) - 1
+    assert whole["perplexity"] == pytest.approx(math.exp(loss), rel=1e-4)
+    windowed = perplexity(model, tok, [text, "Hello world"], max_length=16, stride=5)
+    assert windowed["tokens"] == len(ids) - 1 + len(tok("Hello world")["input_ids"]) - 1
