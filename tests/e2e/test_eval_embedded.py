@@ -48,7 +48,8 @@ def test_with_prompt_and_generate_modes_run(shared_data, tmp_path):
     for mode in ("cloze", "generate"):
         out = tmp_path / mode
         res = run_adept("eval", "exam", "--data", str(shared_data / "mmlu"), "--output_dir", str(out),
-                        "--with_prompt", "True", "--mode", mode, "--limit", "4", "--max_new_tokens", "8")
+                        "--with_prompt", "True", "--mode", mode, "--limit", "4", "--max_new_tokens", "8",
+                        "--ntrain", "1")
         assert res.returncode == 0, res.stderr[-3000:]
         run = json.loads((out / "run.json").read_text())
         assert run["protocol"]["mode"] == mode and run["protocol"]["template"] == "tokenizer"

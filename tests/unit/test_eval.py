@@ -245,3 +245,24 @@ def test_perplexity_counts_every_token_once_and_matches_the_model_loss(tiny_mode
     assert whole["perplexity"] == pytest.approx(math.exp(loss), rel=1e-4)
     windowed = perplexity(model, tok, [text, "Hello world"], max_length=16, stride=5)
     assert windowed["tokens"] == len(ids) - 1 + len(tok("Hello world")["input_ids"]) - 1
+
+
+def test_torchrun_splits_subjects_and_merges_the_same_summary(tmp_path, tiny_model_dir, shared_data):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    args = ["eval", "ceval", "--model_path", str(tiny_model_dir), "--data_dir", str(shared_data / "ceval"),
+            "--limit", "5", "--ntrain", "2"]
+    one = subprocess.run([sys.executable, "-m", "adeptlm", *args, "--output_dir", str(tmp_path / "one")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29561", "-m", "adeptlm", *args, "--output_dir", str(tmp_path / "two")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert two.returncode == 0, two.stderr[-2000:]
+    s1 = json.loads((tmp_path / "one" / "summary.json").read_text())
+    s2 = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert s1 == s2 and s1["All"]["num"] == 20
