@@ -62,49 +62,43 @@ def subject_prompts(layout: str, info: SubjectInfo, demos: Sequence[Question], q
     head = header(layout, info)
     if not with_prompt:
         prefix = head + "".join(format_question(layout, d, True) for d in demos)
-        prefix_ids = tokenizer(prefix)["input_ids"] if demos else []
         out = []
         for q in questions:
             text = prefix + format_question(layout, q)
             out.append(Prompt(tokenizer(text)["input_ids"], 0, text))
-        return _share_prefix(out, prefix_ids)
-    from ..templates import encode_conversation
-
+        return _share_prefix(out)
     if not demos:
-        return [_chat(tokenizer, template, [{"role": "user", "content": head + format_question(layout, q)}], 0)
-                for q in questions]
+        return _share_prefix([_chat(tokenizer, template, [{"role": "user", "content": head + format_question(layout, q)}],
+                                    0) for q in questions])
     ack = (MMLU_ACK.format("".join(" " + w for w in info.name.split("_"))) if layout == "mmlu"
            else CEVAL_ACK.format(info.display))
     turns = [{"role": "user", "content": head}, {"role": "assistant", "content": ack}]
     for d in demos:
         turns += [{"role": "user", "content": format_question(layout, d)},
                   {"role": "assistant", "content": str(d.answer)}]
-    prefix_ids = encode_conversation(tokenizer, template, turns).input_ids
-    out = [_chat(tokenizer, template, turns + [{"role": "user", "content": format_question(layout, q)}], 0)
-           for q in questions]
-    return _share_prefix(out, prefix_ids)
+    return _share_prefix([_chat(tokenizer, template, turns + [{"role": "user", "content": format_question(layout, q)}],
+                                0) for q in questions])
 
 
-def _share_prefix(prompts: list[Prompt], prefix_ids: list[int]) -> list[Prompt]:
-    """Mark the leading tokens every prompt shares with the demonstrations' tokens.
+def _share_prefix(prompts: list[Prompt]) -> list[Prompt]:
+    """Mark the leading tokens that every prompt of the subject shares (header, demonstrations).
 
-    Tokenising the prefix alone can end differently from tokenising it inside a prompt (a
-    tokenizer may merge its trailing "\n\n" with what follows), so the shared part is the longest
-    common prefix over all prompts, not the prefix's own token count.
+    Measured as the longest common prefix of the prompts' own token ids: tokenising the prefix text
+    alone can end differently (a tokenizer may merge its trailing "\\n\\n" with what follows), and
+    at zero-shot the header alone is still worth computing once.
     """
-    if not prefix_ids or not prompts:
+    if len(prompts) < 2:
         return prompts
-    shared = len(prefix_ids)
-    for p in prompts:
+    first = prompts[0].ids
+    shared = min(len(p.ids) for p in prompts) - 1  # every prompt keeps a suffix to score
+    for p in prompts[1:]:
         n = 0
-        for a, b in zip(p.ids[:shared], prefix_ids):
-            if a != b:
-                break
+        while n < shared and p.ids[n] == first[n]:
             n += 1
         shared = n
-    shared = min(shared, min(len(p.ids) for p in prompts) - 1)  # every prompt keeps a suffix to score
-    for p in prompts:
-        p.prefix_len = max(shared, 0)
+    if shared >= 8:  # below that, copying the cache costs more than it saves
+        for p in prompts:
+            p.prefix_len = shared
     return prompts
 
 
