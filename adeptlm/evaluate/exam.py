@@ -196,6 +196,7 @@ def run_exam(cfg: ExamConfig) -> dict:
     rank, world = _rank_world()
     mine = subjects[rank::world]
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    _check_same_evaluation(cfg, split)
     t0 = time.time()
     n_questions = 0
     for take in range(max(1, cfg.n_times)):
@@ -222,8 +223,7 @@ def run_exam(cfg: ExamConfig) -> dict:
                 _write_csv(take_dir / f"{subject}_{split}.csv", questions, preds, extra.get("responses"))
             _atomic_json(done, asdict(result))
             score = f"{100 * correct / len(questions):.1f}%" if correct is not None else "no answers"
-            if rank == 0 or world > 1:
-                print(f"adept: take {take} {subject} [{split}] {len(questions)} questions: {score}", flush=True)
+            print(f"adept: take {take} {subject} [{split}] {len(questions)} questions: {score}", flush=True)
     if world > 1:
         import torch.distributed as dist
 
@@ -233,6 +233,24 @@ def run_exam(cfg: ExamConfig) -> dict:
         if rank != 0:
             return {}
     return _finish(cfg, exam, split, subjects, template, backend, time.time() - t0, n_questions)
+
+
+RESULT_KEYS = ("model", "data_dir", "split", "few_shot", "ntrain", "with_prompt", "mode", "template", "limit",
+               "shot_seed", "dtype", "max_new_tokens")
+
+
+def _check_same_evaluation(cfg: ExamConfig, split: str) -> None:
+    """Finished subjects are reused on a rerun only if they came from the same evaluation."""
+    path = cfg.output_dir / "eval-config.json"
+    now = {k: str(getattr(cfg, k)) for k in RESULT_KEYS} | {"split": split}
+    if path.is_file():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        differ = [k for k in now if before.get(k) != now[k]]
+        if differ:
+            raise AdeptError(f"{cfg.output_dir} holds results of another evaluation (different {', '.join(differ)}): "
+                             "use another --output_dir, or delete it to start afresh")
+    elif _rank_world()[0] == 0:
+        _atomic_json(path, now)
 
 
 def _finish(cfg, exam, split, subjects, template, backend, seconds, n_questions) -> dict:

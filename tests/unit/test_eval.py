@@ -266,3 +266,13 @@ def test_torchrun_splits_subjects_and_merges_the_same_summary(tmp_path, tiny_mod
     s1 = json.loads((tmp_path / "one" / "summary.json").read_text())
     s2 = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert s1 == s2 and s1["All"]["num"] == 20
+
+
+def test_rerun_with_another_protocol_into_the_same_dir_is_refused(tmp_path, tiny_model_dir, shared_data):
+    from adeptlm.data.errors import AdeptError
+
+    cfg = ExamConfig(model=str(tiny_model_dir), data_dir=shared_data / "mmlu", output_dir=tmp_path / "ev", limit=2)
+    run_exam(cfg)
+    cfg.mode = "cloze"
+    with pytest.raises(AdeptError, match="another evaluation .*mode"):
+        run_exam(cfg)
