@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import importlib.util
 import json
 import os
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .data.errors import AdeptError
+from .data.tokenize import file_digest
 
 # Loading must never fall back to a download, even when a path is mistyped.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -82,7 +82,7 @@ def resolve_model(spec: str | os.PathLike | None) -> Path:
         return materialise_known(spec)
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".gguf":
-        digest = _sha256(path)[:12]
+        digest = file_digest(path)[:12]
         return materialise_gguf(path, adeptlm_home() / "models" / f"{path.stem}-{digest}")
     if path.is_dir():
         if (path / "config.json").is_file() or (path / "adapter_config.json").is_file():
@@ -146,7 +146,7 @@ def materialise_gguf(gguf: Path, dest: Path, name: str | None = None) -> Path:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / MARKER).write_text(json.dumps({"name": name, "source_gguf": str(gguf),
-                                              "source_sha256": _sha256(gguf)}, indent=2))
+                                              "source_sha256": file_digest(gguf)}, indent=2))
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)
@@ -162,14 +162,6 @@ def _locked(lock_path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def adapter_base(path: Path) -> Path | None:

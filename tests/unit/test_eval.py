@@ -259,8 +259,8 @@ def test_torchrun_splits_subjects_and_merges_the_same_summary(tmp_path, tiny_mod
     one = subprocess.run([sys.executable, "-m", "adeptlm", *args, "--output_dir", str(tmp_path / "one")],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          "29561", "-m", "adeptlm", *args, "--output_dir", str(tmp_path / "two")], cwd=ROOT,
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+                          "-m", "adeptlm", *args, "--output_dir", str(tmp_path / "two")], cwd=ROOT,
                          capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert two.returncode == 0, two.stderr[-2000:]
     s1 = json.loads((tmp_path / "one" / "summary.json").read_text())

@@ -81,8 +81,8 @@ def test_two_process_ddp_matches_one_process_with_double_accumulation(tmp_path, 
     text = one.communicate(timeout=600)[0]
     assert one.returncode == 0, text
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_port", "29533", "-m", "adeptlm", "sft",
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+                          "-m", "adeptlm", "sft",
                           *flags(tiny_model_dir, data, tmp_path / "two", 6, gradient_accumulation_steps=1, **common)],
                          cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
