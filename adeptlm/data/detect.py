@@ -67,8 +67,6 @@ def load_data(path: Path | str, kind: str | None = None) -> Loaded:
     else:
         files = [path]
         found = file_kind(path)
-    if found == "exam" and path.is_file():
-        files = [path]
     if kind and kind != found:
         raise InputError(path, f"expected {kind} data, found {found} data")
     if found == "exam":

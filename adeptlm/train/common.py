@@ -4,7 +4,6 @@ the Trainer with progress and resume, and the outputs (adapter, tokenizer, run.j
 from __future__ import annotations
 
 import math
-import re
 import shutil
 import time
 from pathlib import Path
@@ -250,7 +249,3 @@ def train_and_save(cfg: TrainConfig, stage: str, model, tokenizer, train_ds, eva
                   base_model=str(resolve_model(cfg.model.model_name_or_path)))
         log(f"saved {'adapter' if not cfg.lora.full_finetuning else 'model'} and run.json to {out}")
     return metrics
-
-
-def checkpoint_steps(out: Path) -> list[int]:
-    return sorted(int(m.group(1)) for p in out.glob("checkpoint-*") if (m := re.match(r"checkpoint-(\d+)$", p.name)))
