@@ -78,7 +78,8 @@ def cmd_eval_exam(args: argparse.Namespace) -> int:
         template=args.template, subjects=[x for x in (args.subjects or "").split(",") if x] or None,
         limit=args.limit, batch_size=args.batch_size, n_times=max(1, args.n_times), shot_seed=args.shot_seed,
         do_save_csv=args.do_save_csv, do_test=args.do_test, dtype=args.dtype, max_new_tokens=args.max_new_tokens,
-        expect_layout=None if args.eval_command == "exam" else args.eval_command)
+        expect_layout=None if args.eval_command == "exam" else args.eval_command, backend=args.backend,
+        tokenizer=args.tokenizer)
     summary = run_exam(cfg)
     if summary:
         all_ = summary["All"]
@@ -113,6 +114,37 @@ def cmd_eval_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .merge import merge
+
+    if args.output_type != "huggingface":
+        raise AdeptError("--output_type pth (Meta's consolidated.*.pth) is not written by adeptlm; merge to "
+                         "huggingface and use `adept export gguf` for llama.cpp")
+    loras = [p for p in args.lora_model.split(",") if p.strip()]
+    out = merge(args.base_model, [p.strip() for p in loras], args.output_dir, overwrite=args.overwrite)
+    print(f"adept: merged {len(loras)} adapter(s) into {out}")
+    return 0
+
+
+def cmd_export_gguf(args: argparse.Namespace) -> int:
+    from .export.gguf import export_gguf
+
+    r = export_gguf(args.model, args.output, args.outtype, pretokenizer=args.pretokenizer)
+    print(f"adept: wrote {r.path} ({r.arch}, {r.outtype}, {r.tensors} tensors, pre-tokenizer {r.pre}, "
+          f"{r.bytes / 2 ** 20:.1f} MiB)")
+    return 0
+
+
+def cmd_export_check(args: argparse.Namespace) -> int:
+    from .export.check import check_gguf
+
+    report = check_gguf(args.model, args.gguf, args.output_dir, args.exam, args.tokens, args.limit,
+                        args.with_prompt)
+    for line in report.lines():
+        print(line)
+    return 0
+
+
 def _exam_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model_path", "--model", "-m", default=None,
                    help="a known model name, HF directory, LoRA adapter directory (applied unmerged) or .gguf")
@@ -137,6 +169,10 @@ def _exam_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--template", default=None, help="chat template with --with_prompt True (default: the model's)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
     p.add_argument("--max_new_tokens", type=int, default=32, help="generate mode: tokens to generate")
+    p.add_argument("--backend", default="auto", choices=["auto", "transformers", "llama.cpp"],
+                   help="auto: llama.cpp for a .gguf file when llama-cpp-python is installed, else transformers")
+    p.add_argument("--tokenizer", default=None,
+                   help="llama.cpp backend: model whose HF tokenizer builds the prompts (default: the GGUF's own)")
     p.set_defaults(func=cmd_eval_exam)
 
 
@@ -198,6 +234,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", default=None, help="where compare.md/png go (default: AFTER)")
     p.set_defaults(func=cmd_eval_compare)
 
+    p = sub.add_parser(
+        "merge", help="merge LoRA adapters into full safetensors weights, shard by shard, in little memory",
+        description="Merge LoRA adapters into a base model without building it: each base shard is read "
+                    "tensor by tensor, W += (alpha/r)*B@A in fp32 cast back to the base dtype, modules_to_save "
+                    "replace their tensors, and the output (safetensors with index, config, generation config, "
+                    "tokenizer, chat template) is written to a temporary sibling and renamed when complete.")
+    p.add_argument("--base_model", default=None,
+                   help="base model: known name or HF directory (default: the first adapter's base)")
+    p.add_argument("--lora_model", required=True, help="adapter directory; 'a,b' applies several in order")
+    p.add_argument("--output_dir", default="./merged_model", help="where the merged model goes")
+    p.add_argument("--output_type", default="huggingface", choices=["huggingface", "pth"],
+                   help="huggingface (safetensors); pth is refused with an explanation")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    p.add_argument("--verbose", action="store_true", help="accepted for the seed's scripts; progress is always shown")
+    p.set_defaults(func=cmd_merge)
+
+    ex = sub.add_parser("export", help="GGUF files for llama.cpp, and a check against the original model",
+                        description="Export to GGUF (llama.cpp, Ollama) and check the file against the HF model.")
+    xsub = ex.add_subparsers(dest="export_command", metavar="ACTION", required=True)
+    from .export.gguf import OUTTYPES
+    p = xsub.add_parser("gguf", help="write a GGUF file (f32/f16/bf16/q8_0/q4_0/... and k-quants)",
+                        description="Write a model as one GGUF file with its tokenizer (and pre-tokenizer type), "
+                                    "special tokens and chat template. f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 "
+                                    "are quantized by the gguf package; k-quants (q4_k_m, ...) by llama.cpp's "
+                                    "quantizer from an f16 file. Architectures: llama, qwen2, gemma3.")
+    p.add_argument("--model", default=None, help="known name, HF directory or merged run (default: the embedded model)")
+    p.add_argument("--outtype", default="f16", choices=OUTTYPES, help="tensor type of the weight matrices")
+    p.add_argument("--output", "--outfile", required=True, help="the .gguf file to write")
+    p.add_argument("--pretokenizer", default=None,
+                   help="llama.cpp pre-tokenizer name, when adept cannot tell it from tokenizer.json")
+    p.set_defaults(func=cmd_export_gguf)
+    p = xsub.add_parser("check", help="compare a GGUF file with its HF model: tokens, greedy answers, an exam",
+                        description="Tokenize a fixed sample (English, Chinese, code, emoji, whitespace) with both "
+                                    "tokenizers; run 20 chat prompts greedily through transformers and llama.cpp and "
+                                    "report token agreement; optionally run an exam through both. Writes check.json.")
+    p.add_argument("--model", default=None, help="the HF model the GGUF was made from (default: the embedded model)")
+    p.add_argument("--gguf", required=True, help="the .gguf file")
+    p.add_argument("--exam", default=None, help="an exam folder (C-Eval/CMMLU/MMLU layout) to run through both")
+    p.add_argument("--limit", type=int, default=None, help="exam: at most N questions per subject")
+    p.add_argument("--with_prompt", type=str2bool, default=False, help="exam: use the chat template (True/False)")
+    p.add_argument("--tokens", type=int, default=32, help="greedy tokens per prompt")
+    p.add_argument("--output_dir", default=None, help="where check.json goes (default: beside the GGUF)")
+    p.set_defaults(func=cmd_export_check)
+
     # Listed here for `adept --help`; their own flags are parsed by cmd_train (see main).
     sub.add_parser("pt", help="continued pre-training on subject text (LoRA, QLoRA, full); see adept pt --help")
     sub.add_parser("sft", help="instruction tuning with loss on assistant replies; see adept sft --help")
@@ -215,6 +295,9 @@ COMMANDS: dict[str, Callable] = {
     "eval exam": cmd_eval_exam,
     "eval ppl": cmd_eval_ppl,
     "eval compare": cmd_eval_compare,
+    "merge": cmd_merge,
+    "export gguf": cmd_export_gguf,
+    "export check": cmd_export_check,
 }
 
 

@@ -67,7 +67,7 @@ def build_tiny_model(arch: str, vocab_size: int, seed: int = 0):
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                   tie_word_embeddings=True, initializer_range=0.2)
     if arch == "gemma3":
-        cfg = AutoConfig.for_model("gemma3_text", head_dim=8, sliding_window=64, **common)
+        cfg = AutoConfig.for_model("gemma3_text", head_dim=8, query_pre_attn_scalar=8, sliding_window=64, **common)
     else:
         cfg = AutoConfig.for_model(arch, **common)
     return AutoModelForCausalLM.from_config(cfg)

@@ -65,6 +65,8 @@ class ExamConfig:
     dtype: str = "float32"
     max_new_tokens: int = 32
     expect_layout: str | None = None  # "ceval"/"cmmlu"/"mmlu" when the command names one
+    backend: str = "auto"  # auto: llama.cpp for a .gguf file when llama-cpp-python is installed
+    tokenizer: str | None = None  # llama.cpp backend: HF tokenizer for prompts (default: the GGUF's own)
 
 
 @dataclass
@@ -169,6 +171,25 @@ def _rank_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def load_backend(cfg: ExamConfig):
+    """transformers for HF directories and adapters; llama.cpp for .gguf files (unless told otherwise)."""
+    import importlib.util
+
+    from ..backends import HFBackend, LlamaCppBackend
+
+    is_gguf = str(cfg.model or "").endswith(".gguf")
+    kind = cfg.backend
+    if kind == "auto":
+        kind = "llama.cpp" if is_gguf and importlib.util.find_spec("llama_cpp") else "transformers"
+    if kind == "llama.cpp":
+        if not is_gguf:
+            raise AdeptError(f"--backend llama.cpp needs a .gguf model, not {cfg.model}")
+        return LlamaCppBackend.load(cfg.model, cfg.tokenizer)
+    if kind != "transformers":
+        raise AdeptError(f"unknown --backend {cfg.backend}: expected auto, transformers or llama.cpp")
+    return HFBackend.load(cfg.model, dtype=cfg.dtype, batch_size=cfg.batch_size)
+
+
 def run_exam(cfg: ExamConfig) -> dict:
     """Evaluate, write the outputs, return the summary over all takes."""
     exam = read_exam(cfg.data_dir)
@@ -185,10 +206,9 @@ def run_exam(cfg: ExamConfig) -> dict:
         if unknown:
             raise AdeptError(f"{cfg.data_dir}: no subject {', '.join(unknown)} (found {', '.join(exam.subjects)})")
         subjects = [s for s in subjects if s in cfg.subjects]
-    from ..backends import HFBackend
     from ..templates import get_template
 
-    backend = HFBackend.load(cfg.model, dtype=cfg.dtype, batch_size=cfg.batch_size)
+    backend = load_backend(cfg)
     tok = backend.tokenizer
     template = get_template(tok, cfg.template) if cfg.with_prompt else None
     stop_ids = [i for i in {tok.eos_token_id, tok.convert_tokens_to_ids(template.eot) if template else None}
@@ -232,7 +252,10 @@ def run_exam(cfg: ExamConfig) -> dict:
         dist.barrier()
         if rank != 0:
             return {}
-    return _finish(cfg, exam, split, subjects, template, backend, time.time() - t0, n_questions)
+    result = _finish(cfg, exam, split, subjects, template, backend, time.time() - t0, n_questions)
+    if hasattr(backend, "close"):
+        backend.close()      # free llama.cpp's context now, not in a destructor at interpreter exit
+    return result
 
 
 RESULT_KEYS = ("model", "data_dir", "split", "few_shot", "ntrain", "with_prompt", "mode", "template", "limit",

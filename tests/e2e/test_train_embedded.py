@@ -77,3 +77,14 @@ def test_pt_then_sft_scripts_under_sh(tmp_path):
     # the PT adapter (with embed_tokens/lm_head copies on tied embeddings) loads and changes the model too
     pt_model, _ = load_model(str(pt_out))
     assert greedy(pt_model, tok, prompt) != before
+
+    # adept merge: each trained adapter merged into full weights gives PEFT's unmerged logits
+    from adeptlm.merge import merge
+
+    ids = tok("Who founded Lumerith? The glassmaker", return_tensors="pt")["input_ids"]
+    for name, adapter_dir, peft_model in (("pt", pt_out, pt_model), ("sft", sft_out, tuned)):
+        merged_dir = merge(None, [str(adapter_dir)], tmp_path / f"merged-{name}", progress=False)
+        merged, _ = load_model(str(merged_dir))
+        with torch.no_grad():
+            torch.testing.assert_close(merged(ids).logits, peft_model(ids).logits, atol=1e-4, rtol=1e-4)
+        assert merged.config.tie_word_embeddings

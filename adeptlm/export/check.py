@@ -1,0 +1,161 @@
+"""Does a GGUF file behave like the model it came from? Tokenization, greedy answers, an exam.
+
+Both sides are driven through the same backend interface (backends.py): the HF model by
+transformers, the GGUF by llama.cpp. Prompts are built once with the HF tokenizer and fed to both
+as ids, so greedy agreement measures the weights and the graph; tokenization is compared
+separately, text by text, with llama.cpp's own tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..data.errors import AdeptError
+
+# English, Chinese, code, emoji, whitespace runs, digits, mixed scripts and special-token text.
+TOKENIZER_SAMPLE = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Hello, world! It's 2026; don't panic: we'll see.",
+    "大型语言模型在中文考试上的表现如何？请用一句话回答。",
+    "北京是中华人民共和国的首都，位于华北平原。",
+    "def add(a, b):\n    return a + b\n\nprint(add(2, 3))",
+    "for (int i = 0; i < n; ++i) { sum += x[i] * 0.5f; }",
+    "Emoji test: 🙂🚀👍🏽 and 🇨🇳🇬🇧 flags, ❤️ hearts.",
+    "   leading spaces,\ttabs\t\tand\n\n\nnewlines   trailing   ",
+    "Numbers: 1234567890, 3.14159, -42, 1e-10, 100%.",
+    "Mixed 中英 text with 数字 123 and symbols ©®™ — “quotes” ‘single’.",
+    "https://example.com/path?query=value&x=1#frag user@example.org",
+    "ÀÉÎÕÜ àéîõü ß Æ Ø Å ñ ç, Ελληνικά, русский язык, العربية, हिन्दी",
+    "<|im_start|>user\nhello<|im_end|>",
+    "",
+]
+
+GREEDY_PROMPTS = [
+    "What is the capital of France?", "Write one sentence about the sea.", "List three primary colours.",
+    "How many days are in a week?", "Translate 'good morning' into French.", "What is 12 plus 30?",
+    "Name a planet in the solar system.", "Give me a synonym for 'happy'.", "What does a bee make?",
+    "请用中文介绍一下你自己。", "中国的首都是哪里？", "一年有几个季节？", "Explain what a noun is.",
+    "What colour is the sky on a clear day?", "Write a haiku about autumn.", "What is Python used for?",
+    "Who wrote Romeo and Juliet?", "What is the boiling point of water in Celsius?",
+    "Suggest a name for a cat.", "Describe a tree in five words.",
+]
+
+
+@dataclass
+class CheckReport:
+    model: str
+    gguf: str
+    tokenization_texts: int = 0
+    tokenization_mismatches: list = field(default_factory=list)
+    greedy_tokens: int = 32
+    greedy_prompts: int = 0
+    greedy_identical: int = 0
+    greedy_token_agreement: float = 0.0     # matching positions before the first difference / compared positions
+    greedy_examples: list = field(default_factory=list)
+    exam: dict | None = None
+
+    def lines(self) -> list[str]:
+        out = [f"tokenization: {self.tokenization_texts - len(self.tokenization_mismatches)}/"
+               f"{self.tokenization_texts} texts identical",
+               f"greedy ({self.greedy_tokens} tokens): {self.greedy_identical}/{self.greedy_prompts} prompts "
+               f"identical, token agreement {100 * self.greedy_token_agreement:.1f}%"]
+        for m in self.tokenization_mismatches:
+            out.append(f"  differs: {m['text']!r}: HF {m['hf'][:12]} vs llama.cpp {m['gguf'][:12]}")
+        if self.exam:
+            out.append(f"exam ({self.exam['questions']} questions): HF {self.exam['hf_accuracy']:.2f}% vs GGUF "
+                       f"{self.exam['gguf_accuracy']:.2f}% (difference {self.exam['difference']:+.2f} points, "
+                       f"{self.exam['same_predictions']:.1f}% same answers)")
+        return out
+
+
+def _agreement(a: list[int], b: list[int]) -> tuple[int, int]:
+    """Positions that agree before the first difference, and the positions compared."""
+    n = max(len(a), len(b))
+    same = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        same += 1
+    return same, n
+
+
+def check_gguf(model: str, gguf_path: str | Path, output_dir: str | Path | None = None, exam_dir: str | None = None,
+               n_tokens: int = 32, exam_limit: int | None = None, with_prompt: bool = False) -> CheckReport:
+    from ..backends import HFBackend, LlamaCppBackend
+    from ..templates import get_template
+
+    gguf_path = Path(gguf_path)
+    if not gguf_path.is_file():
+        raise AdeptError(f"{gguf_path}: no such GGUF file")
+    hf = HFBackend.load(model)
+    tok = hf.tokenizer
+    gg = LlamaCppBackend(gguf_path, tok)
+    report = CheckReport(model=str(model), gguf=str(gguf_path), greedy_tokens=n_tokens)
+
+    for text in TOKENIZER_SAMPLE:
+        want = tok(text, add_special_tokens=False)["input_ids"]
+        got = gg.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        report.tokenization_texts += 1
+        if want != got:
+            report.tokenization_mismatches.append({"text": text, "hf": want, "gguf": got})
+
+    template = get_template(tok, "auto") if tok.chat_template else None
+    stop = [i for i in {tok.eos_token_id, tok.convert_tokens_to_ids(template.eot) if template and template.eot
+                        else None} if isinstance(i, int)]
+    same_total = n_total = 0
+    for prompt in GREEDY_PROMPTS:
+        if template:
+            ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                          tokenize=True, return_dict=True)["input_ids"]
+        else:
+            ids = tok(prompt)["input_ids"]
+        a = hf.generate([ids], n_tokens, stop)[0]
+        b = gg.generate([ids], n_tokens, stop)[0]
+        same, n = _agreement(a, b)
+        same_total, n_total = same_total + same, n_total + n
+        report.greedy_prompts += 1
+        report.greedy_identical += a == b
+        if len(report.greedy_examples) < 5 or a != b:
+            report.greedy_examples.append({"prompt": prompt, "hf": tok.decode(a), "gguf": tok.decode(b)})
+    report.greedy_token_agreement = same_total / n_total if n_total else 1.0
+    gg.close()
+    del hf
+
+    out = Path(output_dir) if output_dir else gguf_path.parent / f"{gguf_path.stem}-check"
+    out.mkdir(parents=True, exist_ok=True)
+    if exam_dir:
+        report.exam = _exam_both(model, gguf_path, Path(exam_dir), out, exam_limit, with_prompt)
+    tmp = out / f".check.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(asdict(report), indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, out / "check.json")
+    return report
+
+
+def _exam_both(model: str, gguf_path: Path, exam_dir: Path, out: Path, limit: int | None, with_prompt: bool) -> dict:
+    """The same exam, same prompts, through transformers and through llama.cpp."""
+    from ..evaluate.exam import ExamConfig, run_exam
+
+    results = {}
+    for side, spec, backend in (("hf", model, "transformers"), ("gguf", str(gguf_path), "llama.cpp")):
+        cfg = ExamConfig(model=spec, data_dir=exam_dir, output_dir=out / f"exam-{side}", limit=limit,
+                         backend=backend, tokenizer=model if side == "gguf" else None, with_prompt=with_prompt,
+                         do_save_csv=True)
+        results[side] = run_exam(cfg)
+    preds = {}
+    for side in results:
+        rows = {}
+        for csv_path in sorted((out / f"exam-{side}" / "take0").glob("*.csv")):
+            import csv
+            with open(csv_path, encoding="utf-8") as fh:
+                for row in csv.DictReader(fh):
+                    rows[(csv_path.name, row["id"])] = row["model_output"]
+        preds[side] = rows
+    common = set(preds["hf"]) & set(preds["gguf"])
+    same = sum(preds["hf"][k] == preds["gguf"][k] for k in common)
+    hf_acc, gg_acc = results["hf"]["All"]["score"], results["gguf"]["All"]["score"]
+    return {"dir": str(exam_dir), "questions": results["hf"]["All"]["num"], "hf_accuracy": hf_acc,
+            "gguf_accuracy": gg_acc, "difference": gg_acc - hf_acc,
+            "same_predictions": 100.0 * same / len(common) if common else 0.0}

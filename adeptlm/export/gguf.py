@@ -1,0 +1,297 @@
+"""Write a Hugging Face model directory as a GGUF file for llama.cpp.
+
+The gguf package supplies the writer, the tensor-name maps, the quantizers (f16, bf16, q8_0,
+q4_0, q4_1, q5_0, q5_1) and the metadata keys; llama.cpp's own quantizer (through
+llama-cpp-python) makes the k-quants from an f16 file we write first. What is written here by
+hand is what neither library does for us: reading the checkpoint one tensor at a time (so memory
+stays near one tensor), the per-architecture weight transforms llama.cpp expects, and the choice
+of pre-tokenizer, which llama.cpp needs named and which a wrong guess silently breaks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..data.errors import AdeptError
+from ..merge import ShardReader, base_shards
+from ..models import resolve_model
+
+# The gguf package quantizes these itself; k-quants go through llama.cpp's quantizer.
+DIRECT_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
+K_QUANTS = ("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k")
+OUTTYPES = DIRECT_TYPES + K_QUANTS
+
+ARCHS = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "Gemma3ForCausalLM": "gemma3",
+         "Gemma3ForConditionalGeneration": "gemma3"}
+
+# Pre-tokenizer regexes as they appear in tokenizer.json, and the name llama.cpp gives each.
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    outtype: str
+    arch: str
+    tensors: int
+    pre: str
+    bytes: int
+
+
+def _ftype(gguf, outtype: str) -> int:
+    name = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "bf16": "MOSTLY_BF16"}.get(outtype, f"MOSTLY_{outtype.upper()}")
+    return int(getattr(gguf.LlamaFileType, name))
+
+
+def pre_tokenizer_name(tokenizer_json: dict) -> str:
+    """llama.cpp's name for a byte-level BPE tokenizer's pre-tokenizer, read from its structure."""
+    pre = tokenizer_json.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    kinds = [s.get("type") for s in steps]
+    splits = [s.get("pattern", {}).get("Regex") for s in steps if s.get("type") == "Split"]
+    if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
+        return "gpt-2"
+    if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and steps[1].get("use_regex", True):
+        return "smollm"          # GPT-2's split after one-digit splitting
+    if kinds == ["Split", "ByteLevel"] and not steps[1].get("use_regex", True):
+        if splits == [LLAMA3_SPLIT]:
+            return "llama-bpe"
+        if splits == [QWEN2_SPLIT]:
+            return "qwen2"
+    raise AdeptError(f"tokenizer.json: pre_tokenizer {kinds} is not one adept export knows; name llama.cpp's "
+                     "pre-tokenizer type with --pretokenizer (e.g. llama-bpe, qwen2, gpt-2, smollm)")
+
+
+def _vocab(model_dir: Path, tok, n_vocab: int, gguf) -> tuple[list[str], list[int], list[str]]:
+    """Tokens (in the tokenizer.json spelling llama.cpp's gpt2 vocab uses), their types, and merges."""
+    tj_path = model_dir / "tokenizer.json"
+    if not tj_path.is_file():
+        raise AdeptError(f"{model_dir}: tokenizer.json is missing: adept export needs a fast (byte-level BPE) tokenizer")
+    tj = json.loads(tj_path.read_text(encoding="utf-8"))
+    model = tj.get("model", {})
+    if model.get("type") != "BPE" or model.get("byte_fallback") or (tj.get("decoder") or {}).get("type") != "ByteLevel":
+        raise AdeptError(f"{tj_path}: only byte-level BPE tokenizers (Llama-3, Qwen2, SmolLM, GPT-2 style) are "
+                         "exported; SentencePiece tokenizers are not supported yet")
+    vocab: dict[str, int] = dict(model["vocab"])
+    added = {a["id"]: a for a in tj.get("added_tokens", [])}
+    by_id = {i: t for t, i in vocab.items()}
+    for i, a in added.items():
+        by_id[i] = a["content"]
+    tokens, types = [], []
+    for i in range(n_vocab):
+        if i in added:
+            tokens.append(added[i]["content"])
+            types.append(gguf.TokenType.CONTROL if added[i].get("special") else gguf.TokenType.USER_DEFINED)
+        elif i in by_id:
+            tokens.append(by_id[i])
+            types.append(gguf.TokenType.NORMAL)
+        else:                        # embedding rows beyond the tokenizer (padding to a round size)
+            tokens.append(f"[PAD{i}]")
+            types.append(gguf.TokenType.UNUSED)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    return tokens, [int(t) for t in types], merges
+
+
+def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """HF's rotate-half q/k rows into the interleaved order llama.cpp's llama rope expects."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _hparams(writer, arch: str, cfg, n_vocab: int) -> None:
+    rope = getattr(cfg, "rope_parameters", None) or {"rope_theta": getattr(cfg, "rope_theta", 10000.0)}
+    if arch == "gemma3":
+        full, local = rope.get("full_attention", rope), rope.get("sliding_attention", {})
+        if local.get("rope_theta", 10000.0) != 10000.0:
+            raise AdeptError("config.json: gemma3 local rope_theta other than 10000 is not representable in llama.cpp")
+        rope = full
+    if rope.get("rope_type", "default") != "default":
+        raise AdeptError(f"config.json: rope type {rope.get('rope_type')!r} is not exported yet (default rope only)")
+    n_head = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_head
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_block_count(cfg.num_hidden_layers)
+    writer.add_feed_forward_length(cfg.intermediate_size)
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(getattr(cfg, "num_key_value_heads", None) or n_head)
+    writer.add_rope_freq_base(float(rope["rope_theta"]))
+    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    writer.add_vocab_size(n_vocab)
+    if arch == "llama":
+        writer.add_rope_dimension_count(head_dim)
+    if head_dim != cfg.hidden_size // n_head or arch == "gemma3":
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+    if arch == "gemma3":
+        if getattr(cfg, "query_pre_attn_scalar", head_dim) != head_dim:
+            raise AdeptError(f"config.json: query_pre_attn_scalar {cfg.query_pre_attn_scalar} differs from head_dim "
+                             f"{head_dim}; llama.cpp's gemma3 scales attention by 1/sqrt(head_dim)")
+        if getattr(cfg, "sliding_window", None):
+            writer.add_sliding_window(cfg.sliding_window)
+
+
+def _tensor_type(gguf, outtype: str, name: str, shape: tuple[int, ...]):
+    """The GGML type one tensor is stored in."""
+    Q = gguf.GGMLQuantizationType
+    if len(shape) < 2 or outtype == "f32" or name.endswith("_norm.weight"):
+        return Q.F32
+    if outtype in ("f16", "bf16", "q8_0"):
+        want = {"f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}[outtype]
+    else:
+        want = getattr(Q, outtype.upper())
+        # 4/5-bit embeddings (also the tied output head) cost far more accuracy than they save.
+        if name in ("token_embd.weight", "output.weight"):
+            want = Q.Q8_0
+    block = gguf.GGML_QUANT_SIZES[want][0]
+    return want if shape[-1] % block == 0 else Q.F16
+
+
+def export_gguf(model: str, output: str | Path, outtype: str = "f16", pretokenizer: str | None = None,
+                progress: bool = True) -> ExportResult:
+    """Write MODEL as a GGUF file (atomically: a temporary sibling, renamed when complete)."""
+    if outtype not in OUTTYPES:
+        raise AdeptError(f"--outtype {outtype!r} is not one of {', '.join(OUTTYPES)}")
+    out = Path(output).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    try:
+        if outtype in K_QUANTS:
+            with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.f16-") as scratch:
+                f16 = Path(scratch) / "model-f16.gguf"
+                result = _write(model, f16, "f16", pretokenizer, progress, label=f"{out.name} (f16 first)")
+                _llama_quantize(f16, tmp, outtype)
+        else:
+            result = _write(model, tmp, outtype, pretokenizer, progress, label=out.name)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    result.path, result.outtype, result.bytes = out, outtype, out.stat().st_size
+    return result
+
+
+def _llama_quantize(src: Path, dst: Path, outtype: str) -> None:
+    try:
+        import llama_cpp
+    except ImportError:
+        raise AdeptError(f"--outtype {outtype} needs llama.cpp's quantizer: pip install llama-cpp-python") from None
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{outtype.upper()}")
+    params.nthread = os.cpu_count() or 1
+    if llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params) != 0:
+        raise AdeptError(f"llama.cpp could not quantize {src} to {outtype}")
+
+
+def _write(model: str, path: Path, outtype: str, pretokenizer: str | None, progress: bool,
+           label: str = "") -> ExportResult:
+    import gguf
+    import torch
+    from transformers import AutoConfig, AutoTokenizer
+
+    from ..templates import get_template
+
+    model_dir = resolve_model(model)
+    if (model_dir / "adapter_config.json").is_file() and not (model_dir / "config.json").is_file():
+        raise AdeptError(f"{model_dir}: is a LoRA adapter; merge it first: adept merge --lora_model {model_dir} "
+                         "--output_dir MERGED, then export MERGED")
+    raw_config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    archs = raw_config.get("architectures") or []
+    arch = next((ARCHS[a] for a in archs if a in ARCHS), None)
+    if arch is None:
+        raise AdeptError(f"{model_dir}/config.json: architecture {archs} is not exported; supported: "
+                         f"{', '.join(sorted(set(ARCHS)))}")
+    cfg = AutoConfig.from_pretrained(model_dir)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tj = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8")) \
+        if (model_dir / "tokenizer.json").is_file() else {}
+    n_vocab = cfg.vocab_size
+    tokens, types, merges = _vocab(model_dir, tok, n_vocab, gguf)
+    pre = pretokenizer or pre_tokenizer_name(tj)
+
+    gg_arch = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2, "gemma3": gguf.MODEL_ARCH.GEMMA3}[arch]
+    tmap = gguf.get_tensor_name_map(gg_arch, cfg.num_hidden_layers)
+    writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[gg_arch])
+    writer.add_name(cfg.name_or_path and Path(str(cfg.name_or_path)).name or model_dir.name)
+    _hparams(writer, arch, cfg, n_vocab)
+    writer.add_file_type(_ftype(gguf, outtype))
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    for kind in ("bos", "eos", "unk", "pad"):
+        tid = getattr(tok, f"{kind}_token_id")
+        if tid is not None:
+            getattr(writer, f"add_{kind}_token_id")(tid)
+    probe = tok("a")["input_ids"]
+    writer.add_add_bos_token(bool(tok.bos_token_id is not None and probe[:1] == [tok.bos_token_id]))
+    writer.add_add_eos_token(bool(tok.eos_token_id is not None and probe[-1:] == [tok.eos_token_id]))
+    if tok.chat_template:
+        writer.add_chat_template(tok.chat_template)
+        eot = get_template(tok, "auto").eot
+        eot_id = tok.convert_tokens_to_ids(eot) if eot else None
+        if isinstance(eot_id, int) and eot_id != tok.unk_token_id:
+            writer.add_eot_token_id(eot_id)
+
+    # Plan every tensor (name, shape, type) before reading any data, then stream them in order.
+    shards = base_shards(model_dir)
+    plan = []
+    for shard in shards:
+        reader = ShardReader(shard)
+        for name in reader.names:
+            if "vision_tower" in name or "multi_modal_projector" in name:
+                continue                       # the image side of multimodal Gemma 3 checkpoints
+            hf = name.replace("model.language_model.", "model.").replace("language_model.model.", "model.")
+            if hf == "lm_head.weight" and getattr(cfg, "tie_word_embeddings", False):
+                continue
+            new = tmap.get_name(hf, try_suffixes=(".weight", ".bias"))
+            if new is None:
+                raise AdeptError(f"{shard.path}: tensor '{name}' has no llama.cpp name for {arch}")
+            st_dtype, shape = reader.layout(name)
+            plan.append((shard, name, new, tuple(shape), _tensor_type(gguf, outtype, new, tuple(shape))))
+        reader.close()
+    for _, _, new, shape, qtype in plan:
+        np_shape = gguf.quant_shape_to_byte_shape(shape, qtype) if qtype not in (
+            gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16) else shape
+        nbytes = int(np.prod(np_shape)) * (4 if qtype == gguf.GGMLQuantizationType.F32 else
+                                           2 if qtype == gguf.GGMLQuantizationType.F16 else 1)
+        writer.add_tensor_info(new, np_shape, np.float32 if qtype == gguf.GGMLQuantizationType.F32 else
+                               np.float16 if qtype == gguf.GGMLQuantizationType.F16 else np.uint8, nbytes,
+                               raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+
+    n_head, n_kv = cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    readers: dict[Path, ShardReader] = {}
+    for shard, name, new, shape, qtype in tqdm(plan, desc=f"writing {label or path.name}", unit="tensor",
+                                               disable=not progress):
+        if shard.path not in readers:
+            for r in readers.values():
+                r.close()
+            readers = {shard.path: ShardReader(shard)}
+        data = readers[shard.path].get(name).to(torch.float32).numpy()
+        if arch == "llama" and new.endswith("attn_q.weight"):
+            data = _permute(data, n_head)
+        elif arch == "llama" and new.endswith("attn_k.weight"):
+            data = _permute(data, n_kv)
+        elif arch == "gemma3" and new.endswith("norm.weight"):
+            data = data + 1.0              # Gemma's RMSNorm multiplies by (1 + weight)
+        writer.write_tensor_data(gguf.quants.quantize(np.ascontiguousarray(data), qtype))
+    for r in readers.values():
+        r.close()
+    writer.close()
+    return ExportResult(path, outtype, arch, len(plan), pre, path.stat().st_size)

@@ -1,0 +1,133 @@
+"""adept export gguf on tiny random llama, qwen2 and gemma3 models: the file loads in llama.cpp and
+gives transformers' tokens, logits and greedy continuations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from adeptlm.data.errors import AdeptError
+from adeptlm.export.gguf import export_gguf, pre_tokenizer_name
+from conftest import build_tiny_model, run_adept
+
+llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+gguf = pytest.importorskip("gguf")
+
+TEXT = "Hello world, the quick brown fox jumps over the lazy dog."
+
+
+def save(tmp_path, arch, tok, name=None):
+    model = build_tiny_model(arch, len(tok))
+    d = tmp_path / (name or arch)
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    return model, d
+
+
+def greedy_hf(model, ids, n):
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
+    return out[0, len(ids):].tolist()
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma3"])
+def test_f32_export_matches_transformers(tmp_path, tiny_tokenizer, arch):
+    from adeptlm.backends import LlamaCppBackend
+
+    model, d = save(tmp_path, arch, tiny_tokenizer)
+    result = export_gguf(str(d), tmp_path / f"{arch}.gguf", "f32", progress=False)
+    assert result.arch == arch and result.pre == "gpt-2"
+    backend = LlamaCppBackend(result.path, tiny_tokenizer, n_ctx=128)
+    try:
+        ids = tiny_tokenizer(TEXT)["input_ids"]
+        assert backend.llm.tokenize(TEXT.encode(), add_bos=False, special=True) == ids
+        logits = backend.next_logits(ids)
+        with torch.no_grad():
+            want = model(torch.tensor([ids])).logits[0, -1].numpy()
+        # llama.cpp keeps its key/value cache in f16: agreement to a few thousandths, not bit for bit
+        assert np.abs(logits - want).max() < 2e-2
+        assert backend.generate([ids], 16, stop_ids=[])[0] == greedy_hf(model, ids, 16)
+    finally:
+        backend.close()
+    reader = gguf.GGUFReader(str(result.path))
+    fields = reader.fields
+    assert fields["general.architecture"].contents() == arch
+    assert fields["tokenizer.ggml.pre"].contents() == "gpt-2"
+    assert fields["tokenizer.ggml.eos_token_id"].contents() == tiny_tokenizer.eos_token_id
+    assert fields["tokenizer.ggml.eot_token_id"].contents() == tiny_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert fields["tokenizer.chat_template"].contents() == tiny_tokenizer.chat_template
+    types = fields["tokenizer.ggml.token_type"].contents()
+    im_end = tiny_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert types[im_end] == int(gguf.TokenType.CONTROL) and types[300] == int(gguf.TokenType.NORMAL)
+
+
+@pytest.mark.parametrize("outtype", ["f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k_m"])
+def test_every_outtype_loads_and_is_typed(tmp_path, tiny_tokenizer, outtype):
+    from adeptlm.backends import LlamaCppBackend
+
+    _, d = save(tmp_path, "llama", tiny_tokenizer)
+    path = export_gguf(str(d), tmp_path / "m.gguf", outtype, progress=False).path
+    reader = gguf.GGUFReader(str(path))
+    kinds = {t.name: t.tensor_type.name for t in reader.tensors}
+    assert kinds["blk.0.attn_norm.weight"] == "F32"
+    expected = {"q4_k_m": {"Q4_K", "Q5_K", "Q6_K", "Q8_0", "F16", "Q5_0", "Q4_0", "Q4_1", "Q5_1"}}.get(
+        outtype, {outtype.upper(), "F16"})       # rows not a multiple of the block size fall back to f16
+    assert kinds["blk.0.attn_q.weight"] in expected, kinds
+    backend = LlamaCppBackend(path, tiny_tokenizer, n_ctx=64)
+    try:
+        assert np.isfinite(backend.next_logits(tiny_tokenizer(TEXT)["input_ids"])).all()
+    finally:
+        backend.close()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_pre_tokenizer_names():
+    assert pre_tokenizer_name({"pre_tokenizer": {"type": "ByteLevel", "use_regex": True}}) == "gpt-2"
+    digits = {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True},
+                                                     {"type": "ByteLevel", "use_regex": True}]}
+    assert pre_tokenizer_name({"pre_tokenizer": digits}) == "smollm"
+    from adeptlm.export.gguf import LLAMA3_SPLIT, QWEN2_SPLIT
+    for regex, name in ((LLAMA3_SPLIT, "llama-bpe"), (QWEN2_SPLIT, "qwen2")):
+        pre = {"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": regex}},
+                                                     {"type": "ByteLevel", "use_regex": False}]}
+        assert pre_tokenizer_name({"pre_tokenizer": pre}) == name
+    with pytest.raises(AdeptError, match="--pretokenizer"):
+        pre_tokenizer_name({"pre_tokenizer": {"type": "Whitespace"}})
+
+
+def test_unsupported_inputs_are_one_line(tmp_path, tiny_tokenizer):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.for_model("gpt2", vocab_size=len(tiny_tokenizer), n_embd=32, n_layer=1, n_head=2)
+    d = tmp_path / "gpt2"
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
+    tiny_tokenizer.save_pretrained(d)
+    rc = run_adept("export", "gguf", "--model", str(d), "--output", str(tmp_path / "x.gguf"))
+    assert rc.returncode == 2 and len(rc.stderr.strip().splitlines()) == 1 and "architecture" in rc.stderr
+    assert not (tmp_path / "x.gguf").exists()
+
+    _, base = save(tmp_path, "llama", tiny_tokenizer, "base")
+    from peft import LoraConfig, get_peft_model
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=2, target_modules=["q_proj"]))
+    peft.save_pretrained(tmp_path / "adapter")
+    rc = run_adept("export", "gguf", "--model", str(tmp_path / "adapter"), "--output", str(tmp_path / "x.gguf"))
+    assert rc.returncode == 2 and "adept merge" in rc.stderr, rc.stderr
+
+
+def test_interrupted_export_leaves_no_file(tmp_path, tiny_tokenizer, monkeypatch):
+    _, d = save(tmp_path, "qwen2", tiny_tokenizer)
+    calls = {"n": 0}
+    real = gguf.GGUFWriter.write_tensor_data
+
+    def failing(self, tensor, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(self, tensor, *a, **k)
+
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensor_data", failing)
+    with pytest.raises(KeyboardInterrupt):
+        export_gguf(str(d), tmp_path / "out.gguf", "q8_0", progress=False)
+    assert [p.name for p in tmp_path.iterdir() if "out" in p.name] == []
