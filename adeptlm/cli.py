@@ -45,13 +45,15 @@ def cmd_train(stage: str, argv: list[str]) -> int:
     cfg = parse_train_args(stage, argv)
     if stage == "pt":
         from .train.pt import run_pt as run
+    elif stage == "dpo":
+        from .train.dpo import run_dpo as run
     else:
         from .train.sft import run_sft as run
     run(cfg)
     return 0
 
 
-TRAIN_STAGES = ("pt", "sft")
+TRAIN_STAGES = ("pt", "sft", "dpo")
 
 
 def str2bool(value: str) -> bool:
@@ -281,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Listed here for `adept --help`; their own flags are parsed by cmd_train (see main).
     sub.add_parser("pt", help="continued pre-training on subject text (LoRA, QLoRA, full); see adept pt --help")
     sub.add_parser("sft", help="instruction tuning with loss on assistant replies; see adept sft --help")
+    sub.add_parser("dpo", help="preference tuning (DPO on TRL) with LoRA or full weights; see adept dpo --help")
     return parser
 
 
@@ -289,6 +292,7 @@ COMMANDS: dict[str, Callable] = {
     "data check": cmd_data_check,
     "pt": cmd_train,
     "sft": cmd_train,
+    "dpo": cmd_train,
     "eval ceval": cmd_eval_exam,
     "eval cmmlu": cmd_eval_exam,
     "eval mmlu": cmd_eval_exam,

@@ -45,6 +45,8 @@ class DataArguments:
     block_size: Optional[int] = field(default=None, metadata={
         "help": "PT: tokens per training block (default min(1024, model max length))"})
     max_seq_length: int = field(default=1024, metadata={"help": "SFT: longest record in tokens"})
+    max_prompt_length: Optional[int] = field(default=None, metadata={
+        "help": "DPO: drop (and count) pairs whose rendered prompt is longer than this many tokens"})
     truncation: str = field(default="truncate", metadata={
         "help": "SFT: over-long records are truncated (counted and reported) or dropped",
         "choices": ["truncate", "drop"]})
@@ -122,6 +124,8 @@ def parse_train_args(stage: str, argv: list[str]) -> TrainConfig:
     import yaml
     from transformers import HfArgumentParser, TrainingArguments
 
+    if stage == "dpo":
+        from trl import DPOConfig as TrainingArguments  # TrainingArguments plus beta, loss_type, max_length
     parser = HfArgumentParser((ModelArguments, DataArguments, LoraArguments, CompatArguments, TrainingArguments),
                               prog=f"adept {stage}", description=STAGE_HELP[stage])
     import torch
@@ -129,6 +133,8 @@ def parse_train_args(stage: str, argv: list[str]) -> TrainConfig:
     # Without a GPU, say so: accelerate then runs several processes as CPU DDP over gloo (with
     # use_cpu unset it set up a process group whose loss scaling did not match one process).
     defaults = dict(STAGE_DEFAULTS, output_dir=f"runs/{stage}", use_cpu=not torch.cuda.is_available())
+    if stage == "dpo":
+        defaults.update(learning_rate=5e-6, max_length=1024)
     argv = list(argv)
     if argv and not argv[0].startswith("-") and argv[0].endswith((".yaml", ".yml")):
         cfg_path = Path(argv.pop(0))
@@ -148,6 +154,11 @@ def parse_train_args(stage: str, argv: list[str]) -> TrainConfig:
             raise AdeptError(f"{cfg_path}: unknown option(s) {', '.join(unknown)}: see `adept {stage} --help`")
         defaults.update(loaded)
     parser.set_defaults(**defaults)
+    import warnings
+
+    # DPOConfig's own default sets the deprecated gradient_checkpointing name, which transformers 5
+    # warns about on every run; it is the library's default, not something the user can act on.
+    warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated", category=FutureWarning)
     try:
         model, data, lora, compat, training = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as exc:  # unknown flags, bad values: one line, exit 2
@@ -158,7 +169,8 @@ def parse_train_args(stage: str, argv: list[str]) -> TrainConfig:
         if not 0 <= compat.warmup_ratio < 1:
             raise AdeptError(f"--warmup_ratio {compat.warmup_ratio}: expected a share in [0, 1)")
         training.warmup_steps = compat.warmup_ratio
-    if compat.group_by_length and training.train_sampling_strategy == "random":
+    # TRL's DPO records carry no input_ids to group by; its batches stay random.
+    if compat.group_by_length and training.train_sampling_strategy == "random" and stage != "dpo":
         training.train_sampling_strategy = "group_by_length"
     return TrainConfig(model, data, lora, compat, training)
 
@@ -168,6 +180,12 @@ STAGE_HELP = {
           "with an end-of-text token between them and packed into --block_size blocks; the tokenized data is "
           "cached by a fingerprint of the files, tokenizer and settings. Takes a YAML config as first argument "
           "and/or flags (flags win); the seed's flag names work as written.",
+    "dpo": "Preference tuning (DPO) on TRL's DPOTrainer, with LoRA (default; the reference model is the same "
+           "network with the adapter disabled, no second copy), full weights, or continuing an SFT adapter "
+           "(--peft_path). Data: prompt/chosen/rejected, sharegpt conversations/chosen/rejected, or DPO-zh-en-emoji "
+           "(question, answer_zh chosen, answer_en rejected), rendered with the chat template. --beta, --loss_type "
+           "(sigmoid, ipo, hinge, ...), --max_length (prompt+reply, truncated by TRL) and --max_prompt_length "
+           "(longer pairs are dropped and counted, as the seed's DPO scripts did).",
     "sft": "Instruction tuning (SFT) with LoRA, QLoRA or full weights. Records are rendered with the chat template "
            "and only assistant replies (with their end-of-turn token) are trained; batches group records of "
            "similar length. Takes a YAML config as first argument and/or flags (flags win); the seed's flag "

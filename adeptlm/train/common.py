@@ -220,15 +220,21 @@ def resume_point(cfg: TrainConfig) -> str | None:
 
 
 def train_and_save(cfg: TrainConfig, stage: str, model, tokenizer, train_ds, eval_ds, data_info: dict,
-                   collator=None) -> dict:
-    """Run the Trainer (resuming when there is a checkpoint), save the model and write run.json."""
+                   collator=None, trainer_class=None) -> dict:
+    """Run the Trainer (resuming when there is a checkpoint), save the model and write run.json.
+
+    trainer_class: another Trainer (TRL's DPOTrainer) built with the same arguments and no collator."""
     args = cfg.training
     if args.include_num_input_tokens_seen in (False, "no", None):
         args.include_num_input_tokens_seen = "non_padding"
     resume = resume_point(cfg)
-    trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                      data_collator=collator or PadCollator(tokenizer), processing_class=tokenizer,
-                      callbacks=[_progress_callback()])
+    if trainer_class is None:
+        trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                                   data_collator=collator or PadCollator(tokenizer), processing_class=tokenizer,
+                                   callbacks=[_progress_callback()])
+    else:
+        trainer = trainer_class(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                                processing_class=tokenizer, callbacks=[_progress_callback()])
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
     metrics = {"train_loss": result.training_loss, "train_runtime_s": round(time.time() - t0, 2),
@@ -236,6 +242,13 @@ def train_and_save(cfg: TrainConfig, stage: str, model, tokenizer, train_ds, eva
                "trained_tokens_seen": int(trainer.state.num_input_tokens_seen)}
     metrics["loss_history"] = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history
                                if "loss" in h]
+    # DPO logs reward accuracy and margins per step: keep their history and last values.
+    reward_keys = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
+    rewards = [{"step": h["step"], **{k: h[k] for k in reward_keys if k in h}} for h in trainer.state.log_history
+               if "rewards/accuracies" in h and "loss" in h]
+    if rewards:
+        metrics["reward_history"] = rewards
+        metrics.update({k.replace("/", "_"): rewards[-1][k] for k in reward_keys if k in rewards[-1]})
     if eval_ds is not None and len(eval_ds):
         ev = trainer.evaluate()
         metrics["eval_loss"] = ev["eval_loss"]

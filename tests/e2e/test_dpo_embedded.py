@@ -1,0 +1,54 @@
+"""adept dpo on the embedded model with each preference shape, then merge and GGUF export of the result."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from adeptlm.runrecord import read_run
+from conftest import run_adept
+
+pytestmark = pytest.mark.e2e
+pytest.importorskip("trl")
+
+
+def test_dpo_then_merge_then_gguf(tmp_path, shared_data):
+    data = tmp_path / "prefs"
+    data.mkdir()
+    demo = json.loads((shared_data / "preferences" / "dpo_zh_demo.json").read_text(encoding="utf-8"))
+    short = [r for r in demo if len(r["conversations"][-1]["value"]) < 60][:2]
+    (data / "sharegpt.json").write_text(json.dumps(short, ensure_ascii=False), encoding="utf-8")
+    (data / "emoji.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in [
+        {"question": "用一句话介绍长城。", "answer_zh": "长城是中国古代修建的军事防御工程🏯。",
+         "answer_en": "The Great Wall is an ancient Chinese defence work."},
+        {"question": "今天天气怎么样？", "answer_zh": "今天阳光明媚☀️，适合出门。", "answer_en": "It is sunny today."},
+    ]) + "\n", encoding="utf-8")
+    (data / "pcr.jsonl").write_text(json.dumps({"prompt": "Name a fruit.", "chosen": "An apple 🍎.",
+                                                "rejected": "I cannot answer that."}) + "\n", encoding="utf-8")
+    out = tmp_path / "dpo"
+    rc = run_adept("dpo", "--dataset_dir", str(data), "--output_dir", str(out), "--max_steps", "3",
+                   "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "1",
+                   "--learning_rate", "1e-4", "--lora_rank", "8", "--lora_alpha", "16", "--trainable",
+                   "q_proj,v_proj", "--logging_steps", "1", "--report_to", "none", "--save_strategy", "no",
+                   "--max_length", "256", "--max_prompt_length", "128", "--loss_type", "sigmoid")
+    assert rc.returncode == 0, rc.stderr[-3000:]
+    run = read_run(out)
+    assert run["data"]["train_pairs"] == 5 and set(run["data"]["shapes"].values()) == {"pcr", "sharegpt", "emoji"}
+    assert len(run["metrics"]["reward_history"]) == 3
+
+    merged = tmp_path / "merged"
+    rc = run_adept("merge", "--lora_model", str(out), "--output_dir", str(merged))
+    assert rc.returncode == 0, rc.stderr[-2000:]
+    gguf_file = tmp_path / "dpo-q8_0.gguf"
+    rc = run_adept("export", "gguf", "--model", str(merged), "--outtype", "q8_0", "--output", str(gguf_file))
+    assert rc.returncode == 0, rc.stderr[-2000:]
+    pytest.importorskip("llama_cpp")
+    from llama_cpp import Llama
+    llm = Llama(str(gguf_file), n_ctx=256, verbose=False)
+    try:
+        text = llm.create_chat_completion([{"role": "user", "content": "Name a fruit."}], max_tokens=8,
+                                          temperature=0)["choices"][0]["message"]["content"]
+        assert text.strip()
+    finally:
+        llm.close()
