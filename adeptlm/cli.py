@@ -147,6 +147,67 @@ def cmd_export_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gen_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", default=None,
+                   help="a .gguf file (llama.cpp), a known name, HF directory, merged run or adapter (transformers); "
+                        "default: the embedded model")
+    p.add_argument("--n_ctx", type=int, default=4096, help="llama.cpp context length in tokens")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"],
+                   help="transformers weights dtype")
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from .serve.chat import chat_loop
+    from .serve.engine import GenParams, load_engine
+
+    engine = load_engine(args.model, n_ctx=args.n_ctx, dtype=args.dtype)
+    try:
+        return chat_loop(engine, GenParams(max_tokens=args.max_tokens, temperature=args.temperature,
+                                           top_p=args.top_p, seed=args.seed), system=args.system)
+    finally:
+        engine.close()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve.engine import load_engine
+    from .serve.server import Server
+
+    if args.backend == "vllm":
+        return _serve_vllm(args)
+    engine = load_engine(args.model, n_ctx=args.n_ctx, dtype=args.dtype)
+    server = Server(engine, args.host, args.port, api_key=args.api_key, queue_size=args.queue_size,
+                    model_id=args.served_model_name)
+    print(f"adept: serving {server.model_id} ({engine.name}) on http://{args.host}:{server.port}/v1"
+          f"{' (API key required)' if args.api_key else ''}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        engine.close()
+    return 0
+
+
+def _serve_vllm(args: argparse.Namespace) -> int:
+    """Hand a merged directory to vLLM's own OpenAI server (GPU machines)."""
+    import importlib.util
+    import os
+
+    from .models import resolve_model
+
+    if importlib.util.find_spec("vllm") is None:
+        raise AdeptError("--backend vllm needs vLLM (pip install vllm, on a machine with a supported GPU)")
+    path = resolve_model(args.model)
+    if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+        raise AdeptError(f"{path}: vLLM serves merged models: run adept merge first")
+    argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(path), "--host", args.host,
+            "--port", str(args.port), "--served-model-name", args.served_model_name or path.name]
+    if args.api_key:
+        argv += ["--api-key", args.api_key]
+    os.execv(sys.executable, argv)
+    return 0
+
+
 def _exam_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model_path", "--model", "-m", default=None,
                    help="a known model name, HF directory, LoRA adapter directory (applied unmerged) or .gguf")
@@ -280,6 +341,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", default=None, help="where check.json goes (default: beside the GGUF)")
     p.set_defaults(func=cmd_export_check)
 
+    p = sub.add_parser("chat", help="chat with a model in the terminal (GGUF via llama.cpp, or transformers)",
+                       description="Terminal chat: streamed answers, multi-turn, the model's own chat template, stops "
+                                   "at the end-of-turn token. /reset forgets the conversation, /exit leaves. With "
+                                   "piped stdin, each input line gets one answer line.")
+    _gen_arguments(p)
+    p.add_argument("--system", default=None, help="a system prompt")
+    p.add_argument("--max_tokens", type=int, default=512, help="longest answer in tokens")
+    p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
+    p.add_argument("--top_p", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=None)
+    p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (llama.cpp, transformers or vLLM)",
+                       description="OpenAI-compatible server: /v1/chat/completions (streaming or not), "
+                                   "/v1/completions, /v1/models, /health. One generation at a time from a bounded "
+                                   "queue (a full queue answers 503). Binds 127.0.0.1 unless --host says otherwise.")
+    _gen_arguments(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to the network)")
+    p.add_argument("--port", type=int, default=8000, help="port (0: any free port, printed at start)")
+    p.add_argument("--api_key", default=None, help="require 'Authorization: Bearer KEY' on /v1 routes")
+    p.add_argument("--queue_size", type=int, default=16, help="requests waiting beyond this answer 503")
+    p.add_argument("--served_model_name", default=None, help="model id reported to clients")
+    p.add_argument("--backend", default="auto", choices=["auto", "vllm"],
+                   help="auto: llama.cpp for .gguf, transformers otherwise; vllm: run vLLM's server (GPU)")
+    p.set_defaults(func=cmd_serve)
+
     # Listed here for `adept --help`; their own flags are parsed by cmd_train (see main).
     sub.add_parser("pt", help="continued pre-training on subject text (LoRA, QLoRA, full); see adept pt --help")
     sub.add_parser("sft", help="instruction tuning with loss on assistant replies; see adept sft --help")
@@ -302,6 +389,8 @@ COMMANDS: dict[str, Callable] = {
     "merge": cmd_merge,
     "export gguf": cmd_export_gguf,
     "export check": cmd_export_check,
+    "chat": cmd_chat,
+    "serve": cmd_serve,
 }
 
 

@@ -118,8 +118,8 @@ def load_adapter(path: Path) -> Adapter:
     return adapter
 
 
-def delta(pair) -> "torch.Tensor":
-    """scale * B @ A in fp32, in the base weight's (out, in) layout, as PEFT's get_delta_weight defines it."""
+def delta(pair):
+    """scale * B @ A in fp32 (a torch tensor) in the base weight's (out, in) layout, as PEFT defines it."""
     a, b, scale, fan_in_fan_out, embedding = pair
     d = b.float() @ a.float()
     if fan_in_fan_out or embedding:

@@ -124,9 +124,11 @@ def parse_train_args(stage: str, argv: list[str]) -> TrainConfig:
     import yaml
     from transformers import HfArgumentParser, TrainingArguments
 
+    training_args = TrainingArguments
     if stage == "dpo":
-        from trl import DPOConfig as TrainingArguments  # TrainingArguments plus beta, loss_type, max_length
-    parser = HfArgumentParser((ModelArguments, DataArguments, LoraArguments, CompatArguments, TrainingArguments),
+        from trl import DPOConfig  # TrainingArguments plus beta, loss_type, max_length
+        training_args = DPOConfig
+    parser = HfArgumentParser((ModelArguments, DataArguments, LoraArguments, CompatArguments, training_args),
                               prog=f"adept {stage}", description=STAGE_HELP[stage])
     import torch
 

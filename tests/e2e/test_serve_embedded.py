@@ -1,0 +1,70 @@
+"""The embedded model served through transformers and through llama.cpp (a GGUF export): a streamed
+chat answer ends at the end-of-turn token with finish_reason "stop" and no template tokens in it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from conftest import ROOT, run_adept
+
+pytestmark = pytest.mark.e2e
+openai = pytest.importorskip("openai")
+
+TEMPLATE_TOKENS = ("<|im_end|>", "<|im_start|>", "<|endoftext|>", "<|eot_id|>")
+
+
+def serve(model: str, port: int):
+    proc = subprocess.Popen([sys.executable, "-m", "adeptlm", "serve", model, "--port", str(port)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stdout.read())
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+def streamed_answer(port: int) -> tuple[str, str]:
+    c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=300)
+    text, finish = "", None
+    for chunk in c.chat.completions.create(model="m", messages=[{"role": "user", "content": "What is 2 + 2?"}],
+                                           max_tokens=200, temperature=0, stream=True):
+        text += chunk.choices[0].delta.content or ""
+        finish = chunk.choices[0].finish_reason or finish
+    return text, finish
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("backend", ["transformers", "llama.cpp"])
+def test_stream_stops_at_end_of_turn(tmp_path, backend):
+    model = "smollm2-135m-instruct"
+    if backend == "llama.cpp":
+        pytest.importorskip("llama_cpp")
+        model = str(tmp_path / "smollm2-q8_0.gguf")
+        rc = run_adept("export", "gguf", "--outtype", "q8_0", "--output", model)
+        assert rc.returncode == 0, rc.stderr[-2000:]
+    port = _free_port()
+    proc = serve(model, port)
+    try:
+        text, finish = streamed_answer(port)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert finish == "stop", (finish, text)
+    assert text.strip() and not any(t in text for t in TEMPLATE_TOKENS), text
