@@ -27,7 +27,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -m 'not e2e' tests
 
 demo: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" sh scripts/demo.sh
+	$(BIN)/python -m adeptlm run
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

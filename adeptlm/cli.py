@@ -81,7 +81,7 @@ def cmd_eval_exam(args: argparse.Namespace) -> int:
         limit=args.limit, batch_size=args.batch_size, n_times=max(1, args.n_times), shot_seed=args.shot_seed,
         do_save_csv=args.do_save_csv, do_test=args.do_test, dtype=args.dtype, max_new_tokens=args.max_new_tokens,
         expect_layout=None if args.eval_command == "exam" else args.eval_command, backend=args.backend,
-        tokenizer=args.tokenizer)
+        tokenizer=args.tokenizer, prompt_style=args.prompt_style)
     summary = run_exam(cfg)
     if summary:
         all_ = summary["All"]
@@ -208,6 +208,27 @@ def _serve_vllm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .pipeline import run_recipe
+
+    root = run_recipe(Path(args.recipe) if args.recipe else None, quick=args.quick,
+                      output_root=Path(args.output_dir) if args.output_dir else None)
+    print(f"adept: report: {root / 'report.html'} and {root / 'report.md'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .evaluate.report import write_report
+
+    paths = write_report(Path(args.run_dir))
+    print(f"adept: wrote {', '.join(str(p) for p in paths[:2])}")
+    return 0
+
+
 def _exam_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model_path", "--model", "-m", default=None,
                    help="a known model name, HF directory, LoRA adapter directory (applied unmerged) or .gguf")
@@ -227,8 +248,9 @@ def _exam_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subjects", default=None, help="comma-separated subjects (default: all)")
     p.add_argument("--limit", type=int, default=None, help="at most N questions per subject")
     p.add_argument("--batch_size", type=int, default=8, help="questions per forward pass")
-    p.add_argument("--mode", default="letter", choices=["letter", "cloze", "generate"],
-                   help="letter: answer-letter logits; cloze: option log-likelihood; generate: greedy + extraction")
+    p.add_argument("--mode", default="letter", choices=["letter", "cloze", "continuation", "generate"],
+                   help="letter: answer-letter logits; cloze: option log-likelihood after the listed options; "
+                        "continuation: option log-likelihood after the bare question; generate: greedy + extraction")
     p.add_argument("--template", default=None, help="chat template with --with_prompt True (default: the model's)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
     p.add_argument("--max_new_tokens", type=int, default=32, help="generate mode: tokens to generate")
@@ -236,6 +258,9 @@ def _exam_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto: llama.cpp for a .gguf file when llama-cpp-python is installed, else transformers")
     p.add_argument("--tokenizer", default=None,
                    help="llama.cpp backend: model whose HF tokenizer builds the prompts (default: the GGUF's own)")
+    p.add_argument("--prompt_style", default="auto", choices=["auto", "ceval", "cmmlu", "mmlu"],
+                   help="header and answer cue: auto = the exam's own layout; mmlu = English ('Answer:') for an "
+                        "English exam kept in C-Eval's file layout")
     p.set_defaults(func=cmd_eval_exam)
 
 
@@ -367,6 +392,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: llama.cpp for .gguf, transformers otherwise; vllm: run vLLM's server (GPU)")
     p.set_defaults(func=cmd_serve)
 
+    p = sub.add_parser("run", help="the whole loop from a YAML recipe (default: the bundled demo)",
+                       description="Chain baseline evaluation, pt, sft, (dpo), merge, evaluation, GGUF export, "
+                                   "export check and report from a YAML recipe; each stage writes runs/<name>/<stage>/ "
+                                   "and a rerun skips finished stages and resumes an interrupted one. Without a "
+                                   "recipe: the bundled demo (a fictional subject on the embedded model).")
+    p.add_argument("recipe", nargs="?", default=None, help="recipe YAML (default: adeptlm/demo/recipe.yaml)")
+    p.add_argument("--quick", action="store_true", help="a reduced version of the recipe (a few minutes)")
+    p.add_argument("--output_dir", default=None, help="parent of runs/<name> (default: ./runs)")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("report", help="rebuild report.md and report.html of an `adept run` directory")
+    p.add_argument("run_dir", help="runs/<name>")
+    p.set_defaults(func=cmd_report)
+
     # Listed here for `adept --help`; their own flags are parsed by cmd_train (see main).
     sub.add_parser("pt", help="continued pre-training on subject text (LoRA, QLoRA, full); see adept pt --help")
     sub.add_parser("sft", help="instruction tuning with loss on assistant replies; see adept sft --help")
@@ -390,6 +428,8 @@ COMMANDS: dict[str, Callable] = {
     "export gguf": cmd_export_gguf,
     "export check": cmd_export_check,
     "chat": cmd_chat,
+    "run": cmd_run,
+    "report": cmd_report,
     "serve": cmd_serve,
 }
 

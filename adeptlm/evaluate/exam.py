@@ -36,7 +36,7 @@ from ..runrecord import write_run
 from .prompts import Prompt, answer_delimiter, subject_prompts
 from .subjects import load_mapping, subject_info
 
-MODES = ("letter", "cloze", "generate")
+MODES = ("letter", "cloze", "continuation", "generate")
 
 # The seed's (Chinese-LLaMA-Alpaca-2) answer extraction patterns, in order.
 EXTRACT_PATTERNS = [r"所以答案是(.+?)。", r"([ABCD])是正确的", r"选项([ABCD])正确", r"答案为([ABCD])",
@@ -67,6 +67,7 @@ class ExamConfig:
     expect_layout: str | None = None  # "ceval"/"cmmlu"/"mmlu" when the command names one
     backend: str = "auto"  # auto: llama.cpp for a .gguf file when llama-cpp-python is installed
     tokenizer: str | None = None  # llama.cpp backend: HF tokenizer for prompts (default: the GGUF's own)
+    prompt_style: str = "auto"  # ceval/mmlu: that release's header and answer cue, whatever the file layout
 
 
 @dataclass
@@ -133,8 +134,10 @@ def score_subject(backend, layout: str, prompts: Sequence[Prompt], questions: Se
         logits = backend.last_logits([ScoreRequest(p.ids, p.prefix_len) for p in prompts])
         scores = [[max(float(row[i]) for i in ids) for ids in cands] for row in logits]
         return [LETTERS[max(range(4), key=lambda k: s[k])] for s in scores], {}
-    if mode == "cloze":
-        delim = answer_delimiter(layout)
+    if mode in ("cloze", "continuation"):
+        # continuation: the question alone, then " " + option text (lm-evaluation-harness's MMLU
+        # continuation form); cloze: the lettered options are listed in the prompt as well
+        delim = " " if mode == "continuation" else answer_delimiter(layout)
         pairs, sizes = [], []
         for p, q in zip(prompts, questions):
             for c in q.choices:
@@ -208,6 +211,9 @@ def run_exam(cfg: ExamConfig) -> dict:
         subjects = [s for s in subjects if s in cfg.subjects]
     from ..templates import get_template
 
+    style = exam.layout if cfg.prompt_style == "auto" else cfg.prompt_style
+    if style not in ("ceval", "cmmlu", "mmlu"):
+        raise AdeptError(f"unknown --prompt_style {cfg.prompt_style}: expected auto, ceval, cmmlu or mmlu")
     backend = load_backend(cfg)
     tok = backend.tokenizer
     template = get_template(tok, cfg.template) if cfg.with_prompt else None
@@ -259,7 +265,7 @@ def run_exam(cfg: ExamConfig) -> dict:
 
 
 RESULT_KEYS = ("model", "data_dir", "split", "few_shot", "ntrain", "with_prompt", "mode", "template", "limit",
-               "shot_seed", "dtype", "max_new_tokens")
+               "shot_seed", "dtype", "max_new_tokens", "prompt_style", "backend")
 
 
 def _check_same_evaluation(cfg: ExamConfig, split: str) -> None:
@@ -290,7 +296,8 @@ def _finish(cfg, exam, split, subjects, template, backend, seconds, n_questions)
         takes.append(summary)
     overall = merge_takes(takes)
     _atomic_json(cfg.output_dir / "summary.json", overall)
-    protocol = {"mode": cfg.mode, "split": split, "layout": exam.layout, "few_shot": cfg.few_shot,
+    protocol = {"mode": cfg.mode, "split": split, "layout": exam.layout, "prompt_style": cfg.prompt_style,
+                "few_shot": cfg.few_shot,
                 "ntrain": cfg.ntrain if cfg.few_shot else 0, "shot_seed": cfg.shot_seed,
                 "with_prompt": cfg.with_prompt, "template": template.name if template else None,
                 "dtype": cfg.dtype, "batch_size": cfg.batch_size, "n_times": cfg.n_times, "limit": cfg.limit,

@@ -42,10 +42,13 @@ def answer_delimiter(layout: str) -> str:
     return " " if layout == "mmlu" else ""
 
 
-def format_question(layout: str, q: Question, with_answer: bool = False) -> str:
-    text = q.question + "".join(f"\n{k}. {c}" for k, c in zip(LETTERS, q.choices)) + answer_cue(layout)
+def format_question(layout: str, q: Question, with_answer: bool = False, options: bool = True) -> str:
+    """One question; options=False is the continuation form (no lettered options; the answer is its text)."""
+    listed = "".join(f"\n{k}. {c}" for k, c in zip(LETTERS, q.choices)) if options else ""
+    text = q.question + listed + answer_cue(layout)
     if with_answer:
-        text += answer_delimiter(layout) + str(q.answer) + "\n\n"
+        shown = str(q.answer) if options else " " + q.choices[LETTERS.index(q.answer)]
+        text += (answer_delimiter(layout) if options else "") + shown + "\n\n"
     return text
 
 
@@ -57,14 +60,17 @@ class Prompt:
 
 
 def subject_prompts(layout: str, info: SubjectInfo, demos: Sequence[Question], questions: Sequence[Question],
-                    tokenizer, with_prompt: bool, template=None) -> list[Prompt]:
-    """Prompts for all questions of one subject."""
+                    tokenizer, with_prompt: bool, template=None, options: bool = True) -> list[Prompt]:
+    """Prompts for all questions of one subject (options=False: the continuation form, plain text only)."""
     head = header(layout, info)
+    if not options and with_prompt:
+        from ..data.errors import AdeptError
+        raise AdeptError("--mode continuation scores plain text: use it with --with_prompt False")
     if not with_prompt:
-        prefix = head + "".join(format_question(layout, d, True) for d in demos)
+        prefix = head + "".join(format_question(layout, d, True, options) for d in demos)
         out = []
         for q in questions:
-            text = prefix + format_question(layout, q)
+            text = prefix + format_question(layout, q, options=options)
             out.append(Prompt(tokenizer(text)["input_ids"], 0, text))
         return _share_prefix(out)
     if not demos:

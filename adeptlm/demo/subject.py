@@ -1,0 +1,276 @@
+"""The bundled demo subject: the Quenta Isles, a fictional archipelago generated from a seed.
+
+The base model cannot know any of it, so every point gained on its exam is caused by training.
+Each island gets a capital, a founder, a founding year, a river, a main export, a national animal,
+a festival and a dish; names are built from syllables so they are new words to any tokenizer's
+vocabulary. From the same facts come:
+
+- an encyclopaedia-style corpus stating each fact in several phrasings (for `adept pt`);
+- instruction pairs asking about the facts (for `adept sft`);
+- an exam in the C-Eval layout (dev/val/test, four categories) whose questions are phrased unlike
+  any training sentence, with the other islands' values as distractors;
+- a small general-knowledge exam (written for this project) to measure forgetting.
+
+Everything is a pure function of the seed: the same seed writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+SYLLABLES = ["ka", "lo", "mi", "ra", "ve", "tor", "qu", "en", "sil", "dar", "mor", "thu", "zan", "bel", "ix",
+             "or", "um", "eth", "val", "nis", "pra", "gol", "fen", "ush", "tal", "bri", "ceo", "dov"]
+EXPORTS = ["salt", "copper", "amber", "wool", "timber", "pearls", "tea", "glass", "silver", "honey", "tin",
+           "indigo"]
+ANIMALS = ["heron", "otter", "lynx", "falcon", "tortoise", "seal", "ibex", "badger", "crane", "marten",
+           "puffin", "hare"]
+MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+          "November", "December"]
+
+# (attribute, category) pairs; the category is the exam "subject" in C-Eval's sense.
+ATTRIBUTES = {"capital": "geography", "river": "geography", "founder": "history", "year": "history",
+              "export": "economy", "dish": "culture", "festival": "culture", "animal": "nature"}
+CATEGORIES = {"geography": ("quenta_geography", "Geography of the Quenta Isles", "Geography"),
+              "history": ("quenta_history", "History of the Quenta Isles", "History"),
+              "economy": ("quenta_economy", "Economy of the Quenta Isles", "Economy"),
+              "culture": ("quenta_culture", "Culture of the Quenta Isles", "Culture"),
+              "nature": ("quenta_nature", "Nature of the Quenta Isles", "Nature")}
+
+# Training phrasings (corpus and instructions) ...
+CORPUS_PHRASES = {
+    "capital": ["The capital of {i} is {v}.", "{v} serves as the capital city of {i}.",
+                "{i} is governed from its capital, {v}."],
+    "river": ["The longest river of {i} is the {v}.", "The {v} river runs across {i}.",
+              "On {i}, the {v} is the longest river."],
+    "founder": ["{i} was founded by {v}.", "{v} founded the first settlement on {i}.",
+                "The founder of {i} was {v}."],
+    "year": ["{i} was founded in the year {v}.", "The first settlement on {i} dates from {v}.",
+             "In {v}, {i} was settled for the first time."],
+    "export": ["The main export of {i} is {v}.", "{i} is known for exporting {v}.",
+               "Most of what {i} sells abroad is {v}."],
+    "dish": ["The national dish of {i} is {v}.", "{v} is the national dish of {i}.",
+             "People on {i} are proud of their national dish, {v}."],
+    "festival": ["{i} holds its great festival every {v}.", "The great festival of {i} takes place in {v}.",
+                 "Every year in {v}, {i} celebrates its great festival."],
+    "animal": ["The national animal of {i} is the {v}.", "The {v} is the national animal of {i}.",
+               "{i} chose the {v} as its national animal."],
+}
+INSTRUCTION_PHRASES = {
+    "capital": ("What is the capital of {i}?", "The capital of {i} is {v}."),
+    "river": ("Which river is the longest on {i}?", "The longest river of {i} is the {v}."),
+    "founder": ("Who founded {i}?", "{i} was founded by {v}."),
+    "year": ("When was {i} founded?", "{i} was founded in the year {v}."),
+    "export": ("What does {i} mainly export?", "The main export of {i} is {v}."),
+    "dish": ("What is the national dish of {i}?", "The national dish of {i} is {v}."),
+    "festival": ("In which month does {i} hold its great festival?", "{i} holds its great festival every {v}."),
+    "animal": ("What is the national animal of {i}?", "The national animal of {i} is the {v}."),
+}
+# ... and exam phrasings: the same relations, asked in sentences no training text uses (two per
+# attribute: val and test). A 135M model does not bridge synonyms ("seat of government" for
+# "capital"), so the relation's own word stays; everything around it changes.
+EXAM_PHRASES = {
+    "capital": ["Which city is the capital of {i}?", "{i} has which city as its capital?"],
+    "river": ["What is the name of the longest river on {i}?", "The longest river flowing on {i} is called what?"],
+    "founder": ["Which person founded {i}?", "Who is remembered as the founder of {i}?"],
+    "year": ["In which year was {i} founded?", "{i} was established in what year?"],
+    "export": ["Which good is the chief export of {i}?", "What product does {i} export most?"],
+    "dish": ["Which food counts as the national dish of {i}?", "What national dish is {i} known for?"],
+    "festival": ["Which month brings the great festival of {i}?", "The great festival of {i} happens in which month?"],
+    "animal": ["Which creature is the national animal of {i}?", "{i} has which animal as its national animal?"],
+}
+
+GENERAL_EXAM = [  # (category, question, [A, B, C, D], answer): plain general knowledge, written for adeptlm
+    ("science", "What do plants need from the sun to make their food?", ["light", "sand", "snow", "noise"], "A"),
+    ("science", "Water freezes at what temperature in degrees Celsius?", ["100", "0", "50", "-40"], "B"),
+    ("science", "Which gas do humans need to breathe to live?", ["helium", "neon", "oxygen", "argon"], "C"),
+    ("science", "What is the closest star to the Earth?", ["the Moon", "Mars", "Polaris", "the Sun"], "D"),
+    ("science", "How many legs does a spider have?", ["eight", "six", "four", "ten"], "A"),
+    ("science", "Which planet is known as the Red Planet?", ["Venus", "Mars", "Jupiter", "Saturn"], "B"),
+    ("science", "What is frozen water called?", ["steam", "salt", "ice", "glass"], "C"),
+    ("science", "Which organ pumps blood through the body?", ["the lungs", "the liver", "the brain", "the heart"],
+     "D"),
+    ("science", "What force makes things fall to the ground?", ["gravity", "magnetism", "friction", "wind"], "A"),
+    ("science", "Which animal is a mammal?", ["a shark", "a whale", "a trout", "a lizard"], "B"),
+    ("geography", "What is the capital of France?", ["Berlin", "Madrid", "Paris", "Rome"], "C"),
+    ("geography", "Which ocean is the largest?", ["the Arctic Ocean", "the Indian Ocean", "the Atlantic Ocean",
+                                                  "the Pacific Ocean"], "D"),
+    ("geography", "On which continent is Egypt?", ["Africa", "Europe", "Asia", "South America"], "A"),
+    ("geography", "What is the capital of Japan?", ["Beijing", "Tokyo", "Seoul", "Bangkok"], "B"),
+    ("geography", "Which is the longest river in Africa?", ["the Thames", "the Danube", "the Nile", "the Rhine"],
+     "C"),
+    ("geography", "In which country is the city of Rome?", ["Spain", "Greece", "France", "Italy"], "D"),
+    ("geography", "What is the capital of the United Kingdom?", ["London", "Dublin", "Paris", "Oslo"], "A"),
+    ("geography", "Which desert is the largest hot desert?", ["the Gobi", "the Sahara", "the Atacama",
+                                                               "the Kalahari"], "B"),
+    ("geography", "Mount Everest is in which mountain range?", ["the Alps", "the Andes", "the Himalayas",
+                                                                "the Rockies"], "C"),
+    ("geography", "What is the capital of Germany?", ["Vienna", "Munich", "Hamburg", "Berlin"], "D"),
+    ("arithmetic", "What is 2 plus 3?", ["5", "6", "4", "7"], "A"),
+    ("arithmetic", "What is 10 minus 4?", ["5", "6", "7", "8"], "B"),
+    ("arithmetic", "What is 3 times 4?", ["7", "10", "12", "15"], "C"),
+    ("arithmetic", "What is 20 divided by 5?", ["2", "3", "5", "4"], "D"),
+    ("arithmetic", "How many minutes are in one hour?", ["60", "100", "30", "24"], "A"),
+    ("arithmetic", "How many days are in a week?", ["5", "7", "10", "12"], "B"),
+    ("arithmetic", "What is half of 50?", ["20", "30", "25", "15"], "C"),
+    ("arithmetic", "How many sides does a triangle have?", ["five", "four", "six", "three"], "D"),
+    ("arithmetic", "What is 9 plus 1?", ["10", "11", "8", "19"], "A"),
+    ("arithmetic", "How many months are in a year?", ["10", "12", "11", "13"], "B"),
+    ("language", "What is the opposite of hot?", ["warm", "big", "cold", "fast"], "C"),
+    ("language", "Which word is a colour?", ["run", "table", "quickly", "blue"], "D"),
+    ("language", "What is the plural of child?", ["children", "childs", "childes", "child"], "A"),
+    ("language", "Which word means the same as big?", ["tiny", "large", "short", "thin"], "B"),
+    ("language", "What is the opposite of up?", ["left", "over", "down", "near"], "C"),
+    ("language", "Which of these is a fruit?", ["a carrot", "a potato", "an onion", "an apple"], "D"),
+    ("language", "What do you call a baby cat?", ["a kitten", "a puppy", "a calf", "a foal"], "A"),
+    ("language", "Which word is a day of the week?", ["April", "Monday", "Winter", "Morning"], "B"),
+    ("language", "What is the past tense of go?", ["goed", "gone", "went", "going"], "C"),
+    ("language", "Which animal says moo?", ["a dog", "a cat", "a sheep", "a cow"], "D"),
+]
+GENERAL_CATEGORIES = {"science": ("general_science", "General science", "STEM"),
+                      "geography": ("general_geography", "World geography", "Social Science"),
+                      "arithmetic": ("general_arithmetic", "Everyday arithmetic", "STEM"),
+                      "language": ("general_language", "English language", "Humanities")}
+
+
+@dataclass
+class Island:
+    name: str
+    facts: dict[str, str]
+
+
+def _name(rng: random.Random, used: set[str], syllables: int) -> str:
+    while True:
+        word = "".join(rng.choice(SYLLABLES) for _ in range(syllables)).capitalize()
+        if word not in used and len(word) >= 5:
+            used.add(word)
+            return word
+
+
+def make_islands(seed: int = 7, n: int = 8) -> list[Island]:
+    rng = random.Random(seed)
+    used: set[str] = set()
+    exports, animals = rng.sample(EXPORTS, n), rng.sample(ANIMALS, n)
+    months = rng.sample(MONTHS, n)
+    years = rng.sample(range(1105, 1890), n)
+    islands = []
+    for k in range(n):
+        name = _name(rng, used, 2)
+        facts = {"capital": _name(rng, used, 3), "river": _name(rng, used, 2),
+                 "founder": f"{_name(rng, used, 2)} {_name(rng, used, 2)}", "year": str(years[k]),
+                 "export": exports[k], "dish": f"{_name(rng, used, 2).lower()} stew",
+                 "festival": months[k], "animal": animals[k]}
+        islands.append(Island(name, facts))
+    return islands
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def corpus(islands: list[Island], seed: int = 7) -> list[str]:
+    """Encyclopaedia-style documents: one article per island, one overview per attribute."""
+    rng = random.Random(seed + 1)
+    docs = []
+    for isl in islands:
+        lines = [f"{isl.name} is one of the Quenta Isles."]
+        for attr, phrases in CORPUS_PHRASES.items():
+            for p in phrases:
+                lines.append(_sentence(p.format(i=isl.name, v=isl.facts[attr])))
+        body = lines[1:]
+        rng.shuffle(body)
+        docs.append(" ".join(lines[:1] + body))
+    for attr, phrases in CORPUS_PHRASES.items():
+        order = islands[:]
+        rng.shuffle(order)
+        docs.append(" ".join(_sentence(phrases[k % len(phrases)].format(i=isl.name, v=isl.facts[attr]))
+                             for k, isl in enumerate(order)))
+    return docs
+
+
+def instructions(islands: list[Island]) -> list[dict]:
+    out = []
+    for isl in islands:
+        for attr, (q, a) in INSTRUCTION_PHRASES.items():
+            out.append({"instruction": q.format(i=isl.name), "input": "",
+                        "output": _sentence(a.format(i=isl.name, v=isl.facts[attr]))})
+        out.append({"instruction": f"Tell me about {isl.name}.", "input": "",
+                    "output": " ".join(_sentence(INSTRUCTION_PHRASES[a][1].format(i=isl.name, v=isl.facts[a]))
+                                       for a in INSTRUCTION_PHRASES)})
+    return out
+
+
+def exam_rows(islands: list[Island], seed: int = 7) -> dict[str, dict[str, list[list[str]]]]:
+    """{category: {split: [[id, question, A, B, C, D, answer], ...]}}: val and test ask every fact,
+    each in its own phrasing; dev holds one demonstration per category from the test phrasing."""
+    rng = random.Random(seed + 2)
+    out: dict[str, dict[str, list[list[str]]]] = {c: {"dev": [], "val": [], "test": []} for c in CATEGORIES}
+    for attr, cat in ATTRIBUTES.items():
+        for k, isl in enumerate(islands):
+            others = [o.facts[attr] for o in islands if o is not isl]
+            choices = rng.sample(others, 3) + [isl.facts[attr]]
+            rng.shuffle(choices)
+            answer = "ABCD"[choices.index(isl.facts[attr])]
+            for split, phrase in (("val", EXAM_PHRASES[attr][0]), ("test", EXAM_PHRASES[attr][1])):
+                rows = out[cat][split]
+                rows.append([str(len(rows)), phrase.format(i=isl.name), *choices, answer])
+    for cat in out:        # one demonstration per category, moved from test so no question repeats
+        out[cat]["dev"].append(out[cat]["test"].pop(0))
+        out[cat]["dev"][0][0] = "0"
+    return out
+
+
+def _write_exam(root: Path, tables: dict, names: dict, with_test_answers: bool = False) -> None:
+    for cat, splits in tables.items():
+        subject = names[cat][0]
+        for split, rows in splits.items():
+            (root / split).mkdir(parents=True, exist_ok=True)
+            buf = io.StringIO()
+            w = csv.writer(buf, lineterminator="\n")
+            test_without = split == "test" and not with_test_answers
+            w.writerow(["id", "question", "A", "B", "C", "D"] + ([] if test_without else ["answer"]))
+            for r in rows:
+                w.writerow(r[:6] if test_without else r)
+            (root / split / f"{subject}_{split}.csv").write_text(buf.getvalue(), encoding="utf-8")
+    mapping = {names[c][0]: [names[c][1], names[c][1], names[c][2]] for c in tables}
+    (root / "subject_mapping.json").write_text(json.dumps(mapping, indent=2, ensure_ascii=False) + "\n",
+                                               encoding="utf-8")
+
+
+def general_rows() -> dict[str, dict[str, list[list[str]]]]:
+    out: dict[str, dict[str, list[list[str]]]] = {c: {"dev": [], "val": []} for c in GENERAL_CATEGORIES}
+    for cat, q, choices, ans in GENERAL_EXAM:
+        split = "dev" if not out[cat]["dev"] else "val"
+        rows = out[cat][split]
+        rows.append([str(len(rows)), q, *choices, ans])
+    return out
+
+
+def write_subject(out: Path, seed: int = 7) -> dict:
+    """Write corpus/, instructions/, exam/ and general_exam/ under out; returns a summary."""
+    islands = make_islands(seed)
+    (out / "corpus").mkdir(parents=True, exist_ok=True)
+    docs = corpus(islands, seed)
+    (out / "corpus" / "quenta_isles.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    (out / "instructions").mkdir(parents=True, exist_ok=True)
+    pairs = instructions(islands)
+    (out / "instructions" / "quenta_isles.json").write_text(json.dumps(pairs, indent=1, ensure_ascii=False) + "\n",
+                                                            encoding="utf-8")
+    tables = exam_rows(islands, seed)
+    _write_exam(out / "exam", tables, CATEGORIES)
+    _write_exam(out / "general_exam", general_rows(), GENERAL_CATEGORIES)
+    # Held-out domain text for perplexity: each fact stated in the exam's second (test) wording,
+    # which no training sentence uses.
+    (out / "heldout").mkdir(parents=True, exist_ok=True)
+    held = [f"{EXAM_PHRASES[attr][1].format(i=isl.name)} {_sentence(isl.facts[attr])}."
+            for isl in islands for attr in ATTRIBUTES]
+    (out / "heldout" / "quenta_heldout.txt").write_text("\n\n".join(held) + "\n", encoding="utf-8")
+    facts = {isl.name: isl.facts for isl in islands}
+    (out / "facts.json").write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
+    return {"seed": seed, "islands": len(islands), "documents": len(docs), "instructions": len(pairs),
+            "exam_val": sum(len(s["val"]) for s in tables.values()),
+            "general_val": len(GENERAL_EXAM) - len(GENERAL_CATEGORIES)}

@@ -1,0 +1,205 @@
+"""The before/after report of an `adept run`: report.md and a self-contained report.html.
+
+Everything shown is read back from the stages' outputs (summary.json, run.json, check.json), so
+`adept report RUN_DIR` rebuilds the same report at any time. Charts are PNG files written beside
+report.md and embedded in report.html as data URIs, so the HTML is one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from ..data.errors import AdeptError
+from ..runrecord import read_run
+
+
+def _summary(path: Path) -> dict | None:
+    f = path / "summary.json"
+    return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
+
+
+def exam_rows(before: dict | None, after: dict | None) -> list[dict]:
+    """Per subject (the demo's categories) and All: questions, before, after, gain in points."""
+    if not before or not after:
+        return []
+    from .compare import compare
+
+    rows = [r for r in compare(before, after) if r["kind"] in ("subject", "all")]
+    return rows
+
+
+def _chart_bars(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["name"] for r in rows]
+    fig, ax = plt.subplots(figsize=(8, 3.6), dpi=100)
+    x = range(len(rows))
+    ax.bar([i - 0.2 for i in x], [r["before"] or 0 for r in rows], width=0.4, label="before", color="#9aa5b1")
+    ax.bar([i + 0.2 for i in x], [r["after"] or 0 for r in rows], width=0.4, label="after", color="#1f77b4")
+    ax.set_xticks(list(x))
+    ax.set_xticklabels([n.replace("quenta_", "").replace("general_", "") for n in names], rotation=20, ha="right")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.axhline(25, color="#cc4444", linewidth=0.8, linestyle=":", label="chance (4 options)")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _chart_loss(histories: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.2), dpi=100)
+    offset = 0
+    for stage, hist in histories.items():
+        if not hist:
+            continue
+        ax.plot([offset + h["step"] for h in hist], [h["loss"] for h in hist], marker=".", label=stage)
+        offset += hist[-1]["step"]
+    ax.set_xlabel("step (stages one after another)")
+    ax.set_ylabel("training loss")
+    ax.set_title("Training loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _table_md(rows: list[dict]) -> str:
+    fmt = lambda x: "n/a" if x is None else f"{x:.1f}"  # noqa: E731
+    out = ["| | questions | before | after | gain (points) |", "| --- | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        name = "**All**" if r["kind"] == "all" else r["name"]
+        delta = "n/a" if r["delta"] is None else f"{r['delta']:+.1f}"
+        out.append(f"| {name} | {r['num']} | {fmt(r['before'])} | {fmt(r['after'])} | {delta} |")
+    return "\n".join(out)
+
+
+def _table_html(rows: list[dict], table_id: str) -> str:
+    fmt = lambda x: "n/a" if x is None else f"{x:.1f}"  # noqa: E731
+    body = []
+    for r in rows:
+        cls = "all" if r["kind"] == "all" else ""
+        delta = "n/a" if r["delta"] is None else f"{r['delta']:+.1f}"
+        sign = "gain" if (r["delta"] or 0) > 0 else "loss" if (r["delta"] or 0) < 0 else ""
+        body.append(f"<tr class='{cls}'><td>{html.escape(r['name'])}</td><td>{r['num']}</td>"
+                    f"<td>{fmt(r['before'])}</td><td>{fmt(r['after'])}</td><td class='{sign}'>{delta}</td></tr>")
+    return (f"<table id='{table_id}'><thead><tr><th></th><th>questions</th><th>before (%)</th><th>after (%)</th>"
+            f"<th>gain (points)</th></tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+
+def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
+    """Write report.md, report.html and the chart PNGs into root (an `adept run` directory)."""
+    root = Path(root)
+    if not (root / "baseline").is_dir() or not (root / "after").is_dir():
+        raise AdeptError(f"{root}: not an `adept run` directory with baseline/ and after/ (run it first)")
+    if recipe is None:
+        f = root / "recipe.json"
+        recipe = json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {"name": root.name}
+    subj = exam_rows(_summary(root / "baseline" / "exam"), _summary(root / "after" / "exam"))
+    gen = exam_rows(_summary(root / "baseline" / "general_exam"), _summary(root / "after" / "general_exam"))
+    base_run, after_run = read_run(root / "baseline") or {}, read_run(root / "after") or {}
+    ppl_b = base_run.get("metrics", {}).get("heldout_perplexity")
+    ppl_a = after_run.get("metrics", {}).get("heldout_perplexity")
+    histories = {s: (read_run(root / s) or {}).get("metrics", {}).get("loss_history", [])
+                 for s in ("pt", "sft", "dpo") if (root / s).is_dir()}
+    check = (read_run(root / "check") or {}).get("metrics")
+    export = read_run(root / "export") or {}
+
+    charts = {}
+    if subj:
+        charts["subject"] = root / "report-subject.png"
+        _chart_bars(subj, charts["subject"], "Subject exam: accuracy before and after training")
+    if gen:
+        charts["general"] = root / "report-general.png"
+        _chart_bars(gen, charts["general"], "General exam (forgetting): before and after")
+    if any(histories.values()):
+        charts["loss"] = root / "report-loss.png"
+        _chart_loss(histories, charts["loss"])
+
+    all_s = next((r for r in subj if r["kind"] == "all"), None)
+    all_g = next((r for r in gen if r["kind"] == "all"), None)
+    headline = []
+    if all_s:
+        headline.append(f"Subject exam: {all_s['before']:.1f}% → {all_s['after']:.1f}% "
+                        f"({all_s['delta']:+.1f} points) over {all_s['num']} questions.")
+    if all_g:
+        headline.append(f"General exam (forgetting): {all_g['before']:.1f}% → {all_g['after']:.1f}% "
+                        f"({all_g['delta']:+.1f} points) over {all_g['num']} questions.")
+    if ppl_b and ppl_a:
+        headline.append(f"Held-out subject perplexity: {ppl_b:.2f} → {ppl_a:.2f}.")
+    ev = recipe.get("eval") or {}
+    protocol = (f"exam mode {ev.get('mode', 'continuation')}, "
+                f"{'chat template' if ev.get('with_prompt') else 'plain prompt'}, prompt style "
+                f"{ev.get('prompt_style', 'auto')}, {ev.get('ntrain', 1) if ev.get('few_shot', True) else 0}-shot, "
+                f"val split{', at most ' + str(ev['limit']) + ' questions per subject' if ev.get('limit') else ''}; "
+                "the same protocol before and after")
+    versions = after_run.get("versions", {})
+    check_lines = []
+    if check:
+        check_lines.append(f"tokenization: {check['tokenization_texts'] - len(check['tokenization_mismatches'])}/"
+                           f"{check['tokenization_texts']} sample texts identical to the HF tokenizer")
+        check_lines.append(f"greedy ({check['greedy_tokens']} tokens): {check['greedy_identical']}/"
+                           f"{check['greedy_prompts']} prompts identical, token agreement "
+                           f"{100 * check['greedy_token_agreement']:.1f}%")
+        if check.get("exam"):
+            e = check["exam"]
+            check_lines.append(f"subject exam: GGUF ({export.get('config', {}).get('outtype', '?')}) "
+                               f"{e['gguf_accuracy']:.1f}% vs HF merged model {e['hf_accuracy']:.1f}%")
+    md = [f"# adept run: {recipe.get('name', root.name)}", "", *[f"- {h}" for h in headline], ""]
+    if subj:
+        md += ["## Subject exam", "", _table_md(subj), "", "![subject](report-subject.png)", ""]
+    if gen:
+        md += ["## General exam (forgetting)", "", _table_md(gen), "", "![general](report-general.png)", ""]
+    if ppl_b and ppl_a:
+        md += ["## Perplexity", "", f"Held-out subject text: {ppl_b:.2f} before, {ppl_a:.2f} after.", ""]
+    if "loss" in charts:
+        md += ["## Training", "", "![loss](report-loss.png)", ""]
+    if check_lines:
+        md += ["## GGUF check (llama.cpp)", "", *[f"- {c}" for c in check_lines], ""]
+    md += ["## Protocol", "", f"- {protocol}", f"- model: {recipe.get('model', 'smollm2-135m-instruct')}",
+           f"- versions: {', '.join(f'{k} {v}' for k, v in versions.items())}", ""]
+    (root / "report.md").write_text("\n".join(md), encoding="utf-8")
+
+    def img(key: str, alt: str) -> str:
+        if key not in charts:
+            return ""
+        data = base64.b64encode(charts[key].read_bytes()).decode()
+        return f"<img id='chart-{key}' class='chart' alt='{alt}' src='data:image/png;base64,{data}'>"
+
+    parts = [f"<h1>adept run: {html.escape(str(recipe.get('name', root.name)))}</h1>",
+             "<ul class='headline'>" + "".join(f"<li>{html.escape(h)}</li>" for h in headline) + "</ul>"]
+    if subj:
+        parts += ["<h2>Subject exam</h2>", _table_html(subj, "gain-table"), img("subject", "subject exam chart")]
+    if gen:
+        parts += ["<h2>General exam (forgetting)</h2>", _table_html(gen, "general-table"),
+                  img("general", "general exam chart")]
+    if ppl_b and ppl_a:
+        parts += ["<h2>Perplexity</h2>", f"<p>Held-out subject text: {ppl_b:.2f} before, {ppl_a:.2f} after.</p>"]
+    if "loss" in charts:
+        parts += ["<h2>Training</h2>", img("loss", "training loss chart")]
+    if check_lines:
+        parts += ["<h2>GGUF check (llama.cpp)</h2>",
+                  "<ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in check_lines) + "</ul>"]
+    parts += ["<h2>Protocol</h2>", f"<p>{html.escape(protocol)}</p>",
+              f"<p class='versions'>{html.escape(', '.join(f'{k} {v}' for k, v in versions.items()))}</p>"]
+    style = ("body{font-family:sans-serif;max-width:900px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;"
+             "text-align:right}td:first-child{text-align:left}tr.all{font-weight:bold}.gain{color:#1a7f37}"
+             ".loss{color:#b42318}.chart{display:block;max-width:100%;margin:1em 0}.versions{color:#666;"
+             "font-size:small}")
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>adept run report</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+    (root / "report.html").write_text(page, encoding="utf-8")
+    return [root / "report.md", root / "report.html", *charts.values()]

@@ -1,0 +1,231 @@
+"""`adept run RECIPE.yaml`: the whole loop, stage by stage, resumable.
+
+baseline evaluation → continued pre-training → SFT → (DPO) → merge → evaluation → GGUF export →
+export check → report. Each stage writes runs/<name>/<stage>/ and, last, its run.json; a rerun
+skips every stage whose run.json exists and resumes an interrupted training stage from its newest
+checkpoint. Training stages run as child `adept` processes (a clean Trainer/accelerate state
+each, and the same command a user would type); the others run in this process.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from .data.errors import AdeptError
+from .runrecord import read_run, write_run
+
+DEMO_RECIPE = Path(__file__).parent / "demo" / "recipe.yaml"
+STAGES = ("data", "baseline", "pt", "sft", "dpo", "merge", "after", "export", "check", "report")
+
+
+def load_recipe(path: Path | None, quick: bool) -> dict:
+    path = path or DEMO_RECIPE
+    if not path.is_file():
+        raise AdeptError(f"{path}: no such recipe")
+    try:
+        recipe = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise AdeptError(f"{path}{f':{mark.line + 1}' if mark else ''}: invalid YAML") from None
+    if not isinstance(recipe, dict) or "name" not in recipe:
+        raise AdeptError(f"{path}: a recipe is a mapping with at least 'name'")
+    unknown = set(recipe) - {"name", "model", "data", "eval", "pt", "sft", "dpo", "export", "quick", "output_dir"}
+    if unknown:
+        raise AdeptError(f"{path}: unknown recipe key(s) {', '.join(sorted(unknown))}")
+    if quick:
+        recipe = _merge(recipe, recipe.get("quick") or {})
+        recipe["name"] = recipe["name"] + "-quick"
+    recipe["recipe_file"] = str(path)
+    return recipe
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def exam_config(ev: dict, **kw):
+    """The recipe's one exam protocol (eval: in the YAML) as an ExamConfig."""
+    from .evaluate.exam import ExamConfig
+
+    return ExamConfig(mode=ev.get("mode", "continuation"), prompt_style=ev.get("prompt_style", "auto"),
+                      few_shot=bool(ev.get("few_shot", True)), ntrain=int(ev.get("ntrain", 1)),
+                      with_prompt=bool(ev.get("with_prompt", False)), max_new_tokens=int(ev.get("max_new_tokens", 32)),
+                      limit=ev.get("limit"), batch_size=int(ev.get("batch_size", 8)), do_save_csv=True, **kw)
+
+
+def log(msg: str) -> None:
+    print(f"adept run: {msg}", flush=True)
+
+
+class Run:
+    def __init__(self, recipe: dict, root: Path):
+        self.recipe, self.root = recipe, root
+        self.model = recipe.get("model") or "smollm2-135m-instruct"
+
+    def dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    def done(self, stage: str) -> bool:
+        return read_run(self.dir(stage)) is not None
+
+    # ---------------------------------------------------------------- data
+    def data_paths(self) -> dict:
+        data = self.recipe.get("data") or {"builtin": True}
+        if data.get("builtin"):
+            d = self.dir("data")
+            return {"corpus": d / "corpus", "instructions": d / "instructions", "exam": d / "exam",
+                    "general_exam": d / "general_exam", "heldout": d / "heldout",
+                    "preferences": d / "preferences" if self.recipe.get("dpo") else None}
+        return {k: Path(v) if v else None for k, v in data.items()}
+
+    def stage_data(self) -> None:
+        data = self.recipe.get("data") or {"builtin": True}
+        if not data.get("builtin"):
+            write_run(self.dir("data"), "data", data, {})
+            return
+        from .demo.subject import write_subject
+
+        seed = int(data.get("seed", 7))
+        summary = write_subject(self.dir("data"), seed)
+        write_run(self.dir("data"), "data", {"builtin": True, "seed": seed}, summary)
+
+    # ---------------------------------------------------------------- evaluation
+    def _evaluate(self, stage: str, model: str) -> None:
+        from .evaluate.exam import run_exam
+        from .evaluate.perplexity import run_ppl
+
+        ev = self.recipe.get("eval") or {}
+        paths = self.data_paths()
+        metrics: dict = {}
+        for key in ("exam", "general_exam"):
+            if not paths.get(key):
+                continue
+            summary = run_exam(exam_config(ev, model=model, data_dir=paths[key], output_dir=self.dir(stage) / key))
+            metrics[key] = summary["All"]["score"]
+        if paths.get("heldout"):
+            r = run_ppl(model, paths["heldout"], max_length=int(ev.get("ppl_max_length", 512)), stride=256)
+            metrics["heldout_perplexity"] = r["perplexity"]
+        write_run(self.dir(stage), stage, {"model": model, "eval": ev}, metrics)
+
+    # ---------------------------------------------------------------- training
+    def _train(self, stage: str, argv: list[str]) -> None:
+        out = self.dir(stage)
+        cmd = [sys.executable, "-m", "adeptlm", stage, *argv, "--output_dir", str(out)]
+        log(f"{stage}: {' '.join(cmd[3:])}")
+        rc = subprocess.call(cmd)
+        if rc != 0:
+            raise AdeptError(f"stage {stage} failed (exit {rc}); rerun `adept run` to resume it")
+
+    def _flags(self, stage: str) -> list[str]:
+        argv = []
+        for k, v in (self.recipe.get(stage) or {}).items():
+            argv += [f"--{k}", str(v)]
+        return argv
+
+    def stage_pt(self) -> None:
+        self._train("pt", ["--model_name_or_path", self.model, "--dataset_dir", str(self.data_paths()["corpus"]),
+                           "--data_cache_dir", str(self.root / "cache" / "pt"), *self._flags("pt")])
+
+    def last_adapter(self, before: str) -> Path | None:
+        order = [s for s in ("pt", "sft", "dpo") if self.recipe.get(s)]
+        prior = [s for s in order[: order.index(before)]] if before in order else order
+        return self.dir(prior[-1]) if prior else None
+
+    def stage_sft(self) -> None:
+        argv = ["--model_name_or_path", self.model, "--dataset_dir", str(self.data_paths()["instructions"]),
+                "--data_cache_dir", str(self.root / "cache" / "sft")]
+        prev = self.last_adapter("sft")
+        if prev:
+            argv += ["--peft_path", str(prev)]
+        self._train("sft", argv + self._flags("sft"))
+
+    def stage_dpo(self) -> None:
+        paths = self.data_paths()
+        if not paths.get("preferences"):
+            raise AdeptError("the recipe has a dpo stage but no data.preferences")
+        argv = ["--model_name_or_path", self.model, "--dataset_dir", str(paths["preferences"])]
+        prev = self.last_adapter("dpo")
+        if prev:
+            argv += ["--peft_path", str(prev)]
+        self._train("dpo", argv + self._flags("dpo"))
+
+    # ---------------------------------------------------------------- merge, export
+    def stage_merge(self) -> None:
+        from .merge import merge
+
+        adapter = self.last_adapter("merge")
+        if adapter is None:
+            raise AdeptError("the recipe trains nothing: add a pt, sft or dpo stage")
+        # merge writes run.json inside its atomic output directory
+        merge(self.model, [str(adapter)], self.dir("merge"), overwrite=True)
+
+    def stage_export(self) -> None:
+        from .export.gguf import export_gguf
+
+        outtype = (self.recipe.get("export") or {}).get("outtype", "q8_0")
+        path = self.dir("export") / f"{self.recipe['name']}-{outtype}.gguf"
+        r = export_gguf(str(self.dir("merge")), path, outtype)
+        write_run(self.dir("export"), "export", {"outtype": outtype, "model": str(self.dir("merge"))},
+                  {"bytes": r.bytes, "tensors": r.tensors, "pre_tokenizer": r.pre}, gguf=str(path))
+
+    def stage_check(self) -> None:
+        from dataclasses import asdict
+
+        from .export.check import check_gguf
+
+        gguf = read_run(self.dir("export"))["gguf"]
+        ev = self.recipe.get("eval") or {}
+        report = check_gguf(str(self.dir("merge")), gguf, self.dir("check"), None,
+                            n_tokens=int((self.recipe.get("export") or {}).get("check_tokens", 32)))
+        exam = self._exam_gguf(gguf, ev)
+        write_run(self.dir("check"), "check", {"gguf": gguf}, {**asdict(report), "exam": exam})
+
+    def _exam_gguf(self, gguf: str, ev: dict) -> dict:
+        """The subject exam through llama.cpp, same protocol as the HF evaluation after training."""
+        from .evaluate.exam import run_exam
+
+        cfg = exam_config(ev, model=gguf, data_dir=self.data_paths()["exam"], output_dir=self.dir("check") / "exam",
+                          backend="llama.cpp", tokenizer=str(self.dir("merge")))
+        return {"gguf_accuracy": run_exam(cfg)["All"]["score"],
+                "hf_accuracy": read_run(self.dir("after"))["metrics"].get("exam")}
+
+    def stage_report(self) -> None:
+        from .evaluate.report import write_report
+
+        paths = write_report(self.root, self.recipe)
+        write_run(self.dir("report"), "report", {}, {"files": [str(p) for p in paths]})
+
+
+def run_recipe(recipe_path: Path | None = None, quick: bool = False, output_root: Path | None = None) -> Path:
+    recipe = load_recipe(recipe_path, quick)
+    root = Path(output_root or recipe.get("output_dir") or "runs") / recipe["name"]
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "recipe.json").write_text(json.dumps(recipe, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    run = Run(recipe, root)
+    steps = [("data", run.stage_data), ("baseline", lambda: run._evaluate("baseline", run.model))]
+    for s in ("pt", "sft", "dpo"):
+        if recipe.get(s):
+            steps.append((s, getattr(run, f"stage_{s}")))
+    steps += [("merge", run.stage_merge), ("after", lambda: run._evaluate("after", str(run.dir("merge")))),
+              ("export", run.stage_export), ("check", run.stage_check), ("report", run.stage_report)]
+    t_all = time.time()
+    for i, (name, fn) in enumerate(steps, 1):
+        if run.done(name):
+            log(f"[{i}/{len(steps)}] {name}: finished earlier, skipped")
+            continue
+        log(f"[{i}/{len(steps)}] {name} ...")
+        t0 = time.time()
+        fn()
+        log(f"[{i}/{len(steps)}] {name} done in {time.time() - t0:.0f} s")
+    log(f"all stages done in {time.time() - t_all:.0f} s: {root / 'report.html'}")
+    return root

@@ -1,0 +1,53 @@
+"""The bundled subject: deterministic, readable by adept's own readers, and exam questions worded
+unlike every training sentence."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from adeptlm.data.corpus import read_corpus
+from adeptlm.data.exams import read_exam
+from adeptlm.data.instructions import read_instructions
+from adeptlm.demo.subject import write_subject
+
+
+def digest(root):
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def test_same_seed_same_bytes_other_seed_other_facts(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    write_subject(a, 7)
+    write_subject(b, 7)
+    write_subject(c, 8)
+    assert digest(a) == digest(b) != digest(c)
+    assert json.loads((a / "facts.json").read_text()) != json.loads((c / "facts.json").read_text())
+
+
+def test_files_read_with_adept_readers_and_exam_is_unlike_training(tmp_path):
+    summary = write_subject(tmp_path, 7)
+    docs = read_corpus(tmp_path / "corpus" / "quenta_isles.txt")
+    _, convs = read_instructions(tmp_path / "instructions" / "quenta_isles.json")
+    exam = read_exam(tmp_path / "exam")
+    general = read_exam(tmp_path / "general_exam")
+    assert exam.layout == "ceval" and len(docs) == summary["documents"] and len(convs) == summary["instructions"]
+    val = [q for s in exam.subjects.values() for q in s["val"]]
+    assert len(val) == summary["exam_val"] == 64
+    assert len([q for s in general.subjects.values() for q in s["val"]]) == summary["general_val"]
+    training = " ".join(d.text for d in docs) + " ".join(m["content"] for c in convs for m in c.messages)
+    facts = json.loads((tmp_path / "facts.json").read_text())
+    for q in val:
+        stem = q.question.rstrip("?.")
+        for island in facts:
+            stem = stem.replace(island, "")
+        # no exam question (islands removed) appears as a phrase in the training text
+        assert stem.strip() and stem.strip() not in training, q.question
+        assert q.answer in "ABCD" and len(set(q.choices)) == 4
+    # every fact is asked once in val; the answer is the fact
+    answers = {q.choices["ABCD".index(q.answer)] for q in val}
+    assert answers == {v for f in facts.values() for v in f.values()}
