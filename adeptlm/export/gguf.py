@@ -72,12 +72,8 @@ def pre_tokenizer_name(tokenizer_json: dict) -> str:
                      "pre-tokenizer type with --pretokenizer (e.g. llama-bpe, qwen2, gpt-2, smollm)")
 
 
-def _vocab(model_dir: Path, tok, n_vocab: int, gguf) -> tuple[list[str], list[int], list[str]]:
+def _vocab(tj_path: Path, tj: dict, n_vocab: int, gguf) -> tuple[list[str], list[int], list[str]]:
     """Tokens (in the tokenizer.json spelling llama.cpp's gpt2 vocab uses), their types, and merges."""
-    tj_path = model_dir / "tokenizer.json"
-    if not tj_path.is_file():
-        raise AdeptError(f"{model_dir}: tokenizer.json is missing: adept export needs a fast (byte-level BPE) tokenizer")
-    tj = json.loads(tj_path.read_text(encoding="utf-8"))
     model = tj.get("model", {})
     if model.get("type") != "BPE" or model.get("byte_fallback") or (tj.get("decoder") or {}).get("type") != "ByteLevel":
         raise AdeptError(f"{tj_path}: only byte-level BPE tokenizers (Llama-3, Qwen2, SmolLM, GPT-2 style) are "
@@ -213,10 +209,12 @@ def _write(model: str, path: Path, outtype: str, pretokenizer: str | None, progr
     cfg = AutoConfig.from_pretrained(model_dir)
     cfg = getattr(cfg, "text_config", None) or cfg
     tok = AutoTokenizer.from_pretrained(model_dir)
-    tj = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8")) \
-        if (model_dir / "tokenizer.json").is_file() else {}
+    tj_path = model_dir / "tokenizer.json"
+    if not tj_path.is_file():
+        raise AdeptError(f"{model_dir}: tokenizer.json is missing: adept export needs a fast (byte-level BPE) tokenizer")
+    tj = json.loads(tj_path.read_text(encoding="utf-8"))
     n_vocab = cfg.vocab_size
-    tokens, types, merges = _vocab(model_dir, tok, n_vocab, gguf)
+    tokens, types, merges = _vocab(tj_path, tj, n_vocab, gguf)
     pre = pretokenizer or pre_tokenizer_name(tj)
 
     gg_arch = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2, "gemma3": gguf.MODEL_ARCH.GEMMA3}[arch]
@@ -274,6 +272,9 @@ def _write(model: str, path: Path, outtype: str, pretokenizer: str | None, progr
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
+    # The vocabulary is in the file now: free it (and the tokenizer) before the tensors stream through.
+    writer.kv_data = [{} for _ in writer.kv_data]
+    del tok, tj, tokens, types, merges
 
     n_head, n_kv = cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
     readers: dict[Path, ShardReader] = {}
