@@ -47,9 +47,6 @@ class Adapter:
     pairs: dict = field(default_factory=dict)       # "model.layers.0.self_attn.q_proj.weight" -> (A, B, scale, fan_in_fan_out, embedding)
     replaced: dict = field(default_factory=dict)    # "lm_head.weight" -> tensor (modules_to_save)
 
-    def touches(self, name: str) -> bool:
-        return name in self.pairs or name in self.replaced
-
 
 def _pattern_value(patterns: dict, module: str, default):
     """PEFT's rank_pattern / alpha_pattern lookup: a key matches the end of the module's dotted name."""

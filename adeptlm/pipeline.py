@@ -138,7 +138,7 @@ class Run:
 
     def last_adapter(self, before: str) -> Path | None:
         order = [s for s in ("pt", "sft", "dpo") if self.recipe.get(s)]
-        prior = [s for s in order[: order.index(before)]] if before in order else order
+        prior = order[: order.index(before)] if before in order else order
         return self.dir(prior[-1]) if prior else None
 
     def stage_sft(self) -> None:

@@ -27,8 +27,7 @@ def exam_rows(before: dict | None, after: dict | None) -> list[dict]:
         return []
     from .compare import compare
 
-    rows = [r for r in compare(before, after) if r["kind"] in ("subject", "all")]
-    return rows
+    return [r for r in compare(before, after) if r["kind"] in ("subject", "all")]
 
 
 def _chart_bars(rows: list[dict], path: Path, title: str) -> None:

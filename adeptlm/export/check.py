@@ -8,6 +8,7 @@ separately, text by text, with llama.cpp's own tokenizer.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -148,7 +149,6 @@ def _exam_both(model: str, gguf_path: Path, exam_dir: Path, out: Path, limit: in
     for side in results:
         rows = {}
         for csv_path in sorted((out / f"exam-{side}" / "take0").glob("*.csv")):
-            import csv
             with open(csv_path, encoding="utf-8") as fh:
                 for row in csv.DictReader(fh):
                     rows[(csv_path.name, row["id"])] = row["model_output"]
