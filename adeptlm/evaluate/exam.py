@@ -109,18 +109,32 @@ def letter_candidates(tokenizer, layout: str) -> list[list[int]]:
     return out
 
 
-def extract_answer(text: str, choices: Sequence[str]) -> str | None:
+def extract_answer(text: str, choices: Sequence[str], layout: str = "ceval") -> str | None:
+    """The answer letter a generated response names, or None.
+
+    The seed's order: its patterns, then the first A-D character anywhere, then the option text the
+    response names first. The bare-character step suits Chinese answers; in English text it fires
+    on capitals inside words ("Daren", "Bello"), so for the English (mmlu) layout a letter counts
+    only as a label: at the start of a line ("B", "B.", "(B)") or after "option"/"choice".
+    """
     for pat in EXTRACT_PATTERNS:
         m = re.search(pat, text)
         if m:
             found = [c for c in m.group(1) if c in "ABCD"]
             if found:
                 return found[0]
-    m = re.search(r"[ABCD]", text)
+    if layout == "mmlu":
+        m = (re.search(r"(?m)^\s*\(?([ABCD])(?:[.):]|\s*$)", text)
+             or re.search(r"(?i:option|choice)\s+\(?([ABCD])\b", text))
+    else:
+        m = re.search(r"([ABCD])", text)
     if m:
-        return m.group(0)
-    hits = [LETTERS[i] for i, c in enumerate(choices) if c and c in text]
-    return hits[0] if len(hits) == 1 else None
+        return m.group(1)
+    named = sorted({c for c in choices if c}, key=len, reverse=True)  # longest first: "100" before "10"
+    if not named:
+        return None
+    m = re.search("|".join(re.escape(c) for c in named), text)
+    return LETTERS[list(choices).index(m.group(0))] if m else None
 
 
 def score_subject(backend, layout: str, prompts: Sequence[Prompt], questions: Sequence[Question], mode: str,
@@ -153,7 +167,7 @@ def score_subject(backend, layout: str, prompts: Sequence[Prompt], questions: Se
         return preds, {"preds_norm": norm}
     outs = backend.generate([p.ids for p in prompts], max_new_tokens, stop_ids)
     texts = [tok.decode(o, skip_special_tokens=True) for o in outs]
-    preds = [extract_answer(t, q.choices) for t, q in zip(texts, questions)]
+    preds = [extract_answer(t, q.choices, layout) for t, q in zip(texts, questions)]
     return preds, {"responses": texts, "unparsed": sum(p is None for p in preds)}
 
 
@@ -235,9 +249,8 @@ def run_exam(cfg: ExamConfig) -> dict:
             questions = exam.subjects[subject][split][: cfg.limit] if cfg.limit else exam.subjects[subject][split]
             info = subject_info(exam.layout, subject, mapping)
             demos = choose_demos(exam, subject, cfg, take)
-            prompts = subject_prompts(exam.layout, info, demos, questions, tok, cfg.with_prompt, template)
-            preds, extra = score_subject(backend, exam.layout, prompts, questions, cfg.mode, cfg.max_new_tokens,
-                                         stop_ids)
+            prompts = subject_prompts(style, info, demos, questions, tok, cfg.with_prompt, template)
+            preds, extra = score_subject(backend, style, prompts, questions, cfg.mode, cfg.max_new_tokens, stop_ids)
             has_gold = all(q.answer for q in questions)
             correct = sum(p == q.answer for p, q in zip(preds, questions)) if has_gold else None
             if has_gold and "preds_norm" in extra:

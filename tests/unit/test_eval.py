@@ -99,8 +99,7 @@ class StubLM(torch.nn.Module):
 
 
 class StubCache:
-    def batch_repeat_interleave(self, n):
-        pass
+    layers = ()  # no layers to broadcast
 
 
 def test_letter_mode_picks_the_favoured_letter_with_batching_and_prefix_reuse(tiny_tokenizer):
@@ -144,6 +143,23 @@ def test_extract_answer_order():
     assert extract_answer("选项B正确，不是A", ["a", "b", "c", "d"]) == "B"
     assert extract_answer("the capital is Paris", ["London", "Paris", "Rome", "Oslo"]) == "B"
     assert extract_answer("nothing", ["x", "y", "z", "w"]) is None
+    # the seed's first A-D character anywhere (Chinese answers) ...
+    assert extract_answer("Daren is governed from Miraum", ["Miraum", "b", "c", "d"]) == "D"
+
+
+def test_extract_answer_english_labels_only():
+    opts = ["Miraum", "Ravalval", "Miloush", "Dovvedar"]
+    # capitals inside names are not answers in the English layout; the named option is
+    assert extract_answer("Daren is governed from Miloush.", opts, "mmlu") == "C"
+    assert extract_answer("B. Ravalval", opts, "mmlu") == "B"
+    assert extract_answer("(D)", opts, "mmlu") == "D"
+    assert extract_answer("Answer: A", opts, "mmlu") == "A"
+    assert extract_answer("I think option c is right", ["x", "y", "z", "w"], "mmlu") is None
+    assert extract_answer("I think option C is right", ["x", "y", "z", "w"], "mmlu") == "C"
+    # the first option named wins; a longer option is not mistaken for one it contains
+    assert extract_answer("It is 100, not 10.", ["10", "100", "1", "0"], "mmlu") == "B"
+    assert extract_answer("Dovvedar, then Miraum", opts, "mmlu") == "D"
+    assert extract_answer("Britorfen", opts, "mmlu") is None
 
 
 def test_prefix_reuse_gives_the_same_logits_as_full_prompts(tiny_model_dir):
@@ -155,6 +171,42 @@ def test_prefix_reuse_gives_the_same_logits_as_full_prompts(tiny_model_dir):
     reused = backend.last_logits([ScoreRequest(p.ids, p.prefix_len) for p in prompts])
     full = torch.stack([backend.last_logits([ScoreRequest(p.ids, 0)])[0] for p in prompts])
     assert torch.allclose(reused, full, atol=1e-4)
+
+
+def test_batched_generation_equals_one_prompt_at_a_time(tiny_model_dir):
+    backend = HFBackend.load(str(tiny_model_dir), batch_size=3)
+    tok = backend.tokenizer
+    texts = ["The sun", "A much longer prompt about the sea and the sky", "Hello there", "Cats", "One two three four"]
+    prompts = [tok(t)["input_ids"] for t in texts]
+    stop = [tok.eos_token_id]
+    batched = backend.generate(prompts, 12, stop)  # left-padded batches of 3 and 2
+    with torch.inference_mode():
+        alone = []
+        for ids in prompts:
+            gen = backend.model.generate(input_ids=torch.tensor([ids]), max_new_tokens=12, do_sample=False,
+                                         eos_token_id=stop, pad_token_id=backend.pad_id)[0, len(ids):].tolist()
+            alone.append(gen[: gen.index(stop[0])] if stop[0] in gen else gen)
+    assert batched == alone and any(alone)
+
+
+def test_prompt_style_overrides_the_file_layout(tmp_path, tiny_model_dir, monkeypatch):
+    """An English exam kept in C-Eval's file layout is asked with MMLU's header and cue when told so."""
+    import adeptlm.evaluate.exam as exam_mod
+    from adeptlm.demo.subject import write_subject
+
+    write_subject(tmp_path / "subject", 7)
+    seen, real = [], exam_mod.score_subject
+
+    def spy(backend, layout, prompts, questions, *args, **kw):
+        seen.append((layout, prompts[0].text))
+        return real(backend, layout, prompts, questions, *args, **kw)
+
+    monkeypatch.setattr(exam_mod, "score_subject", spy)
+    run_exam(ExamConfig(model=str(tiny_model_dir), data_dir=tmp_path / "subject" / "exam", output_dir=tmp_path / "o",
+                        prompt_style="mmlu", few_shot=False, limit=2))
+    assert len(seen) == 5 and {layout for layout, _ in seen} == {"mmlu"}
+    assert all(t.startswith("The following are multiple choice questions (with answers) about  quenta ")
+               and t.endswith("\nAnswer:") for _, t in seen)
 
 
 def test_summary_layout_and_missing_subjects():
