@@ -1,6 +1,7 @@
 """`adept run RECIPE.yaml`: the whole loop, stage by stage, resumable.
 
-baseline evaluation → continued pre-training → SFT → (DPO) → merge → evaluation → GGUF export →
+baseline evaluation → (replay: the base model's answers to general questions) → continued
+pre-training → SFT (mixed with the replay) → (DPO) → merge → evaluation → GGUF export →
 export check → report. Each stage writes runs/<name>/<stage>/ and, last, its run.json; a rerun
 skips every stage whose run.json exists and resumes an interrupted training stage from its newest
 checkpoint. Training stages run as child `adept` processes (a clean Trainer/accelerate state
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +24,7 @@ from .data.errors import AdeptError
 from .runrecord import read_run, write_run
 
 DEMO_RECIPE = Path(__file__).parent / "demo" / "recipe.yaml"
-STAGES = ("data", "baseline", "pt", "sft", "dpo", "merge", "after", "export", "check", "report")
+STAGES = ("data", "baseline", "replay", "pt", "sft", "dpo", "merge", "after", "export", "check", "report")
 
 
 def load_recipe(path: Path | None, quick: bool) -> dict:
@@ -36,7 +38,8 @@ def load_recipe(path: Path | None, quick: bool) -> dict:
         raise AdeptError(f"{path}{f':{mark.line + 1}' if mark else ''}: invalid YAML") from None
     if not isinstance(recipe, dict) or "name" not in recipe:
         raise AdeptError(f"{path}: a recipe is a mapping with at least 'name'")
-    unknown = set(recipe) - {"name", "model", "data", "eval", "pt", "sft", "dpo", "export", "quick", "output_dir"}
+    unknown = set(recipe) - {"name", "model", "data", "eval", "replay", "pt", "sft", "dpo", "export", "quick",
+                             "output_dir"}
     if unknown:
         raise AdeptError(f"{path}: unknown recipe key(s) {', '.join(sorted(unknown))}")
     if quick:
@@ -141,8 +144,39 @@ class Run:
         prior = order[: order.index(before)] if before in order else order
         return self.dir(prior[-1]) if prior else None
 
+    # ---------------------------------------------------------------- replay
+    def stage_replay(self) -> None:
+        from .replay import write_replay
+
+        cfg = self.recipe.get("replay") or {}
+        if cfg.get("prompts"):
+            prompts = json.loads(Path(cfg["prompts"]).read_text(encoding="utf-8"))
+            if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+                raise AdeptError(f"{cfg['prompts']}: replay prompts are a JSON list of strings")
+        else:
+            from .demo.subject import replay_prompts
+
+            prompts = replay_prompts()
+        if cfg.get("limit"):
+            prompts = prompts[: int(cfg["limit"])]
+        out = self.dir("replay") / "general_replay.json"
+        summary = write_replay(self.model, prompts, out, int(cfg.get("max_new_tokens", 48)))
+        write_run(self.dir("replay"), "replay", cfg, summary, file=str(out))
+
+    def sft_data(self) -> Path:
+        """The SFT dataset: the instructions, plus the replay answers when the recipe has a replay stage."""
+        inst = self.data_paths()["instructions"]
+        if not self.recipe.get("replay"):
+            return inst
+        mix = self.root / "sft-data"
+        mix.mkdir(parents=True, exist_ok=True)
+        files = [inst] if inst.is_file() else sorted(p for p in inst.iterdir() if p.suffix in (".json", ".jsonl"))
+        for f in files + [self.dir("replay") / "general_replay.json"]:
+            shutil.copyfile(f, mix / f.name)
+        return mix
+
     def stage_sft(self) -> None:
-        argv = ["--model_name_or_path", self.model, "--dataset_dir", str(self.data_paths()["instructions"]),
+        argv = ["--model_name_or_path", self.model, "--dataset_dir", str(self.sft_data()),
                 "--data_cache_dir", str(self.root / "cache" / "sft")]
         prev = self.last_adapter("sft")
         if prev:
@@ -213,6 +247,8 @@ def run_recipe(recipe_path: Path | None = None, quick: bool = False, output_root
     (root / "recipe.json").write_text(json.dumps(recipe, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     run = Run(recipe, root)
     steps = [("data", run.stage_data), ("baseline", lambda: run._evaluate("baseline", run.model))]
+    if recipe.get("replay"):
+        steps.append(("replay", run.stage_replay))
     for s in ("pt", "sft", "dpo"):
         if recipe.get(s):
             steps.append((s, getattr(run, f"stage_{s}")))

@@ -6,10 +6,12 @@ a festival and a dish; names are built from syllables so they are new words to a
 vocabulary. From the same facts come:
 
 - an encyclopaedia-style corpus stating each fact in several phrasings (for `adept pt`);
-- instruction pairs asking about the facts (for `adept sft`);
+- instruction pairs asking about the facts in several wordings, and a multiple-choice drill per
+  fact answered with the fact (for `adept sft`);
 - an exam in the C-Eval layout (dev/val/test, four categories) whose questions are phrased unlike
   any training sentence, with the other islands' values as distractors;
-- a small general-knowledge exam (written for this project) to measure forgetting.
+- a small general-knowledge exam (written for this project) to measure forgetting, and other
+  general questions whose answers the base model itself writes for SFT replay (adeptlm.replay).
 
 Everything is a pure function of the seed: the same seed writes the same bytes.
 """
@@ -60,16 +62,27 @@ CORPUS_PHRASES = {
     "animal": ["The national animal of {i} is the {v}.", "The {v} is the national animal of {i}.",
                "{i} chose the {v} as its national animal."],
 }
-INSTRUCTION_PHRASES = {
-    "capital": ("What is the capital of {i}?", "The capital of {i} is {v}."),
-    "river": ("Which river is the longest on {i}?", "The longest river of {i} is the {v}."),
-    "founder": ("Who founded {i}?", "{i} was founded by {v}."),
-    "year": ("When was {i} founded?", "{i} was founded in the year {v}."),
-    "export": ("What does {i} mainly export?", "The main export of {i} is {v}."),
-    "dish": ("What is the national dish of {i}?", "The national dish of {i} is {v}."),
-    "festival": ("In which month does {i} hold its great festival?", "{i} holds its great festival every {v}."),
-    "animal": ("What is the national animal of {i}?", "The national animal of {i} is the {v}."),
+INSTRUCTION_QUESTIONS = {  # several ways to ask, so the relation is learnt, not one sentence
+    "capital": ["What is the capital of {i}?", "Name the capital city of {i}.", "Tell me the capital of {i}.",
+                "Where is {i} governed from?"],
+    "river": ["Which river is the longest on {i}?", "Name the longest river of {i}.",
+              "What river runs longest across {i}?", "Tell me the longest river of {i}."],
+    "founder": ["Who founded {i}?", "Who was the founder of {i}?", "Name the founder of {i}.",
+                "Who started the first settlement on {i}?"],
+    "year": ["When was {i} founded?", "What year was {i} founded in?", "Tell me the founding year of {i}.",
+             "When was {i} first settled?"],
+    "export": ["What does {i} mainly export?", "What is the main export of {i}?", "Name the main export of {i}.",
+               "What does {i} sell abroad most?"],
+    "dish": ["What is the national dish of {i}?", "Name the national dish of {i}.",
+             "What do people on {i} eat as their national dish?", "Tell me the national dish of {i}."],
+    "festival": ["In which month does {i} hold its great festival?", "When is the great festival of {i}?",
+                 "What month is the great festival of {i} held in?", "Tell me when {i} celebrates its great festival."],
+    "animal": ["What is the national animal of {i}?", "Name the national animal of {i}.",
+               "Which animal did {i} choose as its national animal?", "Tell me the national animal of {i}."],
 }
+INSTRUCTION_ANSWERS = {attr: phrases[0] for attr, phrases in CORPUS_PHRASES.items()}
+PRACTICE_PER_FACT = 2  # question wordings drawn per fact; one more is asked as a multiple-choice drill
+
 # ... and exam phrasings: the same relations, asked in sentences no training text uses (two per
 # attribute: val and test). A 135M model does not bridge synonyms ("seat of government" for
 # "capital"), so the relation's own word stays; everything around it changes.
@@ -131,6 +144,53 @@ GENERAL_EXAM = [  # (category, question, [A, B, C, D], answer): plain general kn
     ("language", "What is the past tense of go?", ["goed", "gone", "went", "going"], "C"),
     ("language", "Which animal says moo?", ["a dog", "a cat", "a sheep", "a cow"], "D"),
 ]
+# General questions for replay (written for adeptlm; none is on the general exam): the base model's
+# own answers to them are mixed into SFT so that it keeps answering general questions its way
+# instead of with island facts. Half are asked with listed options, as the exams ask.
+REPLAY_OPEN = [
+    "What is the capital of Spain?", "What is the capital of Italy?", "What colour is the sky on a clear day?",
+    "How many wheels does a bicycle have?", "What do bees make?", "What is the largest planet in the solar system?",
+    "Which season comes after winter?", "What is 5 plus 5?", "What is the boiling point of water in Celsius?",
+    "Who wrote the play Romeo and Juliet?", "What language is spoken in Brazil?", "How many hours are in a day?",
+    "What is the opposite of day?", "Which animal is known as the king of the jungle?", "What is 6 times 7?",
+    "Name a primary colour.", "What is the chemical symbol for gold?", "Which continent is Australia on?",
+    "Write one sentence about the sea.", "Give me a synonym for happy.", "What do cows drink?",
+    "How many continents are there?", "What is the capital of Canada?", "Say hello in French.",
+]
+REPLAY_CHOICE = [
+    ("Which of these is a vegetable?", ["a carrot", "a stone", "a chair", "a cloud"]),
+    ("What is the capital of Egypt?", ["Cairo", "Lima", "Oslo", "Quito"]),
+    ("How many legs does a dog have?", ["two", "four", "six", "eight"]),
+    ("Which planet do we live on?", ["Mars", "Venus", "Earth", "Pluto"]),
+    ("What is 8 minus 3?", ["4", "5", "6", "7"]),
+    ("Which of these can fly?", ["a fish", "a horse", "a bird", "a snail"]),
+    ("What is the capital of Russia?", ["Kyiv", "Warsaw", "Prague", "Moscow"]),
+    ("Which month comes after June?", ["July", "May", "March", "October"]),
+    ("What is the opposite of wet?", ["cold", "dry", "soft", "loud"]),
+    ("Which metal is liquid at room temperature?", ["iron", "copper", "mercury", "lead"]),
+    ("What shape has four equal sides?", ["a circle", "a square", "a triangle", "an oval"]),
+    ("What is the largest animal on Earth?", ["the elephant", "the giraffe", "the blue whale", "the shark"]),
+    ("Which instrument has black and white keys?", ["a drum", "a piano", "a flute", "a violin"]),
+    ("Which is the smallest number?", ["9", "3", "7", "1"]),
+    ("In which country is the city of Paris?", ["France", "Spain", "Chile", "Japan"]),
+    ("What do we call a young dog?", ["a calf", "a kitten", "a puppy", "a lamb"]),
+    ("Which of these is a liquid?", ["milk", "bread", "salt", "wood"]),
+    ("How many days are in a leap year?", ["365", "366", "360", "364"]),
+    ("Which sense do we use our ears for?", ["sight", "smell", "taste", "hearing"]),
+    ("What is the main language of Mexico?", ["Spanish", "German", "Italian", "Dutch"]),
+    ("What is 12 divided by 3?", ["3", "4", "6", "9"]),
+    ("Which of these is a bird?", ["a bat", "a penguin", "a frog", "a bee"]),
+    ("What is the colour of grass?", ["red", "blue", "green", "white"]),
+    ("Which body part do we see with?", ["the eyes", "the nose", "the hands", "the feet"]),
+]
+
+
+def replay_prompts() -> list[str]:
+    """The replay questions as user turns: open ones as asked, the others with lettered options."""
+    listed = [q + "".join(f"\n{k}. {c}" for k, c in zip("ABCD", opts)) + "\nAnswer:" for q, opts in REPLAY_CHOICE]
+    return REPLAY_OPEN + listed
+
+
 GENERAL_CATEGORIES = {"science": ("general_science", "General science", "STEM"),
                       "geography": ("general_geography", "World geography", "Social Science"),
                       "arithmetic": ("general_arithmetic", "Everyday arithmetic", "STEM"),
@@ -192,15 +252,30 @@ def corpus(islands: list[Island], seed: int = 7) -> list[str]:
     return docs
 
 
-def instructions(islands: list[Island]) -> list[dict]:
+def instructions(islands: list[Island], seed: int = 7) -> list[dict]:
+    """Question/answer pairs about every fact in training wordings, plus one multiple-choice drill
+    per fact: another training wording with other islands' values listed as options, answered with
+    the fact's sentence. Without the drill the model recalls every fact when asked plainly (64/64
+    here) but, shown a list of options, copies one of them; a drill answered with a letter taught it
+    to name one letter for every question."""
+    rng = random.Random(seed + 3)
     out = []
     for isl in islands:
-        for attr, (q, a) in INSTRUCTION_PHRASES.items():
-            out.append({"instruction": q.format(i=isl.name), "input": "",
-                        "output": _sentence(a.format(i=isl.name, v=isl.facts[attr]))})
+        for attr, questions in INSTRUCTION_QUESTIONS.items():
+            answer = _sentence(INSTRUCTION_ANSWERS[attr].format(i=isl.name, v=isl.facts[attr]))
+            asked = rng.sample(questions, PRACTICE_PER_FACT + 1)
+            for q in asked[:PRACTICE_PER_FACT]:
+                out.append({"instruction": q.format(i=isl.name), "input": "", "output": answer})
+            others = [o.facts[attr] for o in islands if o is not isl]
+            choices = rng.sample(others, 3) + [isl.facts[attr]]
+            rng.shuffle(choices)
+            listed = "".join(f"\n{k}. {c}" for k, c in zip("ABCD", choices))
+            out.append({"instruction": asked[-1].format(i=isl.name) + listed + "\nAnswer:", "input": "",
+                        "output": answer})
         out.append({"instruction": f"Tell me about {isl.name}.", "input": "",
-                    "output": " ".join(_sentence(INSTRUCTION_PHRASES[a][1].format(i=isl.name, v=isl.facts[a]))
-                                       for a in INSTRUCTION_PHRASES)})
+                    "output": " ".join(_sentence(INSTRUCTION_ANSWERS[a].format(i=isl.name, v=isl.facts[a]))
+                                       for a in INSTRUCTION_ANSWERS)})
+    rng.shuffle(out)
     return out
 
 
@@ -257,7 +332,7 @@ def write_subject(out: Path, seed: int = 7) -> dict:
     docs = corpus(islands, seed)
     (out / "corpus" / "quenta_isles.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
     (out / "instructions").mkdir(parents=True, exist_ok=True)
-    pairs = instructions(islands)
+    pairs = instructions(islands, seed)
     (out / "instructions" / "quenta_isles.json").write_text(json.dumps(pairs, indent=1, ensure_ascii=False) + "\n",
                                                             encoding="utf-8")
     tables = exam_rows(islands, seed)

@@ -145,6 +145,18 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
                 f"val split{', at most ' + str(ev['limit']) + ' questions per subject' if ev.get('limit') else ''}; "
                 "the same protocol before and after")
     versions = after_run.get("versions", {})
+    training = []
+    for stage in ("pt", "sft", "dpo"):
+        d = (read_run(root / stage) or {}).get("data") or {}
+        if d.get("records") is not None or d.get("tokens") is not None:
+            what = (f"{d['records']} records" if d.get("records") is not None
+                    else f"{d.get('documents', '?')} documents, {d.get('tokens')} tokens")
+            training.append(f"{stage} {what} ({', '.join(Path(f).name for f in d.get('files', []))})")
+    replay = (read_run(root / "replay") or {}).get("metrics")
+    if replay:
+        training.append(f"of the SFT records, {replay['records']} are the base model's own answers to general "
+                        "questions (replay against forgetting)")
+    data_line = "training data: " + "; ".join(training) if training else ""
     check_lines = []
     if check:
         check_lines.append(f"tokenization: {check['tokenization_texts'] - len(check['tokenization_mismatches'])}/"
@@ -167,7 +179,8 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
         md += ["## Training", "", "![loss](report-loss.png)", ""]
     if check_lines:
         md += ["## GGUF check (llama.cpp)", "", *[f"- {c}" for c in check_lines], ""]
-    md += ["## Protocol", "", f"- {protocol}", f"- model: {recipe.get('model', 'smollm2-135m-instruct')}",
+    md += ["## Protocol", "", f"- {protocol}", *([f"- {data_line}"] if data_line else []),
+           f"- model: {recipe.get('model', 'smollm2-135m-instruct')}",
            f"- versions: {', '.join(f'{k} {v}' for k, v in versions.items())}", ""]
     (root / "report.md").write_text("\n".join(md), encoding="utf-8")
 
@@ -192,6 +205,7 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
         parts += ["<h2>GGUF check (llama.cpp)</h2>",
                   "<ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in check_lines) + "</ul>"]
     parts += ["<h2>Protocol</h2>", f"<p>{html.escape(protocol)}</p>",
+              *([f"<p>{html.escape(data_line)}</p>"] if data_line else []),
               f"<p class='versions'>{html.escape(', '.join(f'{k} {v}' for k, v in versions.items()))}</p>"]
     style = ("body{font-family:sans-serif;max-width:900px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;"

@@ -44,7 +44,7 @@ def quick_run(tmp_path_factory):
     proc.wait()
     log1.close()
     assert read_run(root / "sft") is None, "SFT finished before it could be killed"
-    stamps = {s: (root / s / "run.json").stat().st_mtime_ns for s in ("data", "baseline", "pt")}
+    stamps = {s: (root / s / "run.json").stat().st_mtime_ns for s in ("data", "baseline", "replay", "pt")}
     second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     return root, stamps, second.stdout + second.stderr
@@ -52,13 +52,17 @@ def quick_run(tmp_path_factory):
 
 def test_rerun_skips_finished_stages_and_resumes_training(quick_run):
     root, stamps, output = quick_run
-    for stage in ("data", "baseline", "pt"):
+    for stage in ("data", "baseline", "replay", "pt"):
         assert f"{stage}: finished earlier, skipped" in output
         assert (root / stage / "run.json").stat().st_mtime_ns == stamps[stage], stage
     assert "resuming from" in output and "checkpoint-" in output
     for stage in ("sft", "merge", "after", "export", "check", "report"):
         assert read_run(root / stage) is not None, stage
     assert (root / "report.md").is_file() and (root / "report.html").is_file()
+    replay = read_run(root / "replay")["metrics"]
+    assert replay["prompts"] == 8 and replay["records"] >= 1
+    assert (root / "sft-data" / "general_replay.json").is_file()
+    assert read_run(root / "sft")["data"]["records"] == 200 + replay["records"]  # subject pairs + replay
     md = (root / "report.md").read_text()
     assert "Subject exam" in md and "General exam" in md and "GGUF check" in md
 

@@ -9,7 +9,7 @@ import json
 from adeptlm.data.corpus import read_corpus
 from adeptlm.data.exams import read_exam
 from adeptlm.data.instructions import read_instructions
-from adeptlm.demo.subject import write_subject
+from adeptlm.demo.subject import GENERAL_EXAM, replay_prompts, write_subject
 
 
 def digest(root):
@@ -51,3 +51,11 @@ def test_files_read_with_adept_readers_and_exam_is_unlike_training(tmp_path):
     # every fact is asked once in val; the answer is the fact
     answers = {q.choices["ABCD".index(q.answer)] for q in val}
     assert answers == {v for f in facts.values() for v in f.values()}
+
+
+def test_replay_questions_are_not_on_the_general_exam():
+    prompts = replay_prompts()
+    assert len(prompts) == len(set(prompts)) >= 40
+    asked = " ".join(prompts).lower()
+    for _, question, _, _ in GENERAL_EXAM:
+        assert question.lower().rstrip("?") not in asked, question
