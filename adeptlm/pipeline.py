@@ -18,8 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
+from .config import read_yaml_mapping
 from .data.errors import AdeptError
 from .runrecord import read_run, write_run
 
@@ -29,14 +28,8 @@ STAGES = ("data", "baseline", "replay", "pt", "sft", "dpo", "merge", "after", "e
 
 def load_recipe(path: Path | None, quick: bool) -> dict:
     path = path or DEMO_RECIPE
-    if not path.is_file():
-        raise AdeptError(f"{path}: no such recipe")
-    try:
-        recipe = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise AdeptError(f"{path}{f':{mark.line + 1}' if mark else ''}: invalid YAML") from None
-    if not isinstance(recipe, dict) or "name" not in recipe:
+    recipe = read_yaml_mapping(path, "recipe")
+    if "name" not in recipe:
         raise AdeptError(f"{path}: a recipe is a mapping with at least 'name'")
     unknown = set(recipe) - {"name", "model", "data", "eval", "replay", "pt", "sft", "dpo", "export", "quick",
                              "output_dir"}

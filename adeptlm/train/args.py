@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
+from ..config import read_yaml_mapping
 from ..data.errors import AdeptError
 
 
@@ -121,7 +122,6 @@ STAGE_DEFAULTS = {
 
 def parse_train_args(stage: str, argv: list[str]) -> TrainConfig:
     """Parse `adept <stage> [CONFIG.yaml] [--flags]`: YAML values become defaults, flags override them."""
-    import yaml
     from transformers import HfArgumentParser, TrainingArguments
 
     training_args = TrainingArguments
@@ -140,16 +140,7 @@ def parse_train_args(stage: str, argv: list[str]) -> TrainConfig:
     argv = list(argv)
     if argv and not argv[0].startswith("-") and argv[0].endswith((".yaml", ".yml")):
         cfg_path = Path(argv.pop(0))
-        if not cfg_path.is_file():
-            raise AdeptError(f"{cfg_path}: no such config file")
-        try:
-            loaded = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark else ""
-            raise AdeptError(f"{cfg_path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
-        if not isinstance(loaded, dict):
-            raise AdeptError(f"{cfg_path}: expected a mapping of option: value")
+        loaded = read_yaml_mapping(cfg_path, "config file")
         known = {a.dest for a in parser._actions}
         unknown = sorted(set(loaded) - known)
         if unknown:

@@ -1,0 +1,25 @@
+"""YAML files that configure adept (training configs, `adept run` recipes): read one mapping, or
+stop with one line naming the file and the line of the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .data.errors import AdeptError
+
+
+def read_yaml_mapping(path: Path, what: str) -> dict:
+    """The mapping in a YAML file; `what` names it in errors ("config file", "recipe")."""
+    import yaml
+
+    if not path.is_file():
+        raise AdeptError(f"{path}: no such {what}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise AdeptError(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(loaded, dict):
+        raise AdeptError(f"{path}: a {what} is a mapping of key: value")
+    return loaded
