@@ -156,6 +156,33 @@ def _trainer_class():
             return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=g))
 
     class AdeptTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            """The LM head and cross-entropy only where a label is trained.
+
+            The stock path projects every position (prompt, padding) onto the whole vocabulary
+            (49,152 for the embedded model) and then ignores most of it; here the decoder's hidden
+            states are gathered at the trained positions first. Same loss, same reduction as the
+            model's own (sum / items in the accumulated batch, else the mean). Models whose head
+            does more than a projection, and DDP-wrapped models (their forward must run through the
+            wrapper), take the stock path.
+            """
+            parts = _decoder_and_head(model)
+            if return_outputs or parts is None or "labels" not in inputs:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            decoder, head = parts
+            target = inputs["labels"][:, 1:]
+            keep = target != -100
+            hidden = decoder(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).last_hidden_state
+            logits = head(hidden[:, :-1][keep]).float()
+            if num_items_in_batch is not None and self.model_accepts_loss_kwargs:
+                loss = torch.nn.functional.cross_entropy(logits, target[keep], reduction="sum")
+                loss = loss / torch.as_tensor(num_items_in_batch, device=loss.device)
+                if self.args.average_tokens_across_devices:
+                    loss = loss * self.accelerator.num_processes
+            else:
+                loss = torch.nn.functional.cross_entropy(logits, target[keep])
+            return loss
+
         def _get_train_sampler(self, train_dataset=None):
             ds = train_dataset if train_dataset is not None else self.train_dataset
             if self.args.train_sampling_strategy != "group_by_length" or ds is None:
@@ -166,6 +193,21 @@ def _trainer_class():
                                                    lengths=lengths, seed=seed)
 
     return AdeptTrainer
+
+
+PLAIN_HEAD_MODELS = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text")
+
+
+def _decoder_and_head(model):
+    """(decoder, lm_head) of a causal LM whose logits are lm_head(decoder(...)) and nothing more;
+    None otherwise, or when the model is wrapped (DDP) rather than a plain or PEFT model."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cfg = getattr(base, "config", None)
+    if cfg is None or cfg.model_type not in PLAIN_HEAD_MODELS or getattr(cfg, "final_logit_softcapping", None):
+        return None
+    if not (hasattr(base, "get_decoder") and hasattr(base, "get_output_embeddings")):
+        return None
+    return base.get_decoder(), base.get_output_embeddings()
 
 
 def _progress_callback():

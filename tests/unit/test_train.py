@@ -210,3 +210,38 @@ def test_seed_flags_from_the_seed_scripts_parse():
                                    "--load_in_kbits", "16", "--torch_dtype", "bfloat16"])
     assert cfg.training.warmup_steps == 0.03 and cfg.training.seed == 7 and cfg.compat.overwrite_output_dir
     assert str(cfg.training.eval_strategy.value) == "steps"
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma3"])
+@pytest.mark.parametrize("items", [None, 11])
+def test_trained_positions_loss_equals_the_stock_loss_and_gradients(tmp_path, tiny_tokenizer, arch, items):
+    """AdeptTrainer's loss (LM head at trained positions only) equals transformers' own, gradients too."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import TrainingArguments
+
+    from adeptlm.train.common import _decoder_and_head, _trainer_class
+    from conftest import build_tiny_model
+
+    model = get_peft_model(build_tiny_model(arch, len(tiny_tokenizer)),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
+                                      modules_to_save=["lm_head"], init_lora_weights=False))
+    ids = torch.randint(5, len(tiny_tokenizer), (3, 12))
+    labels = ids.clone()
+    labels[0, :5] = labels[1, :2] = -100  # prompts
+    labels[2, 9:] = -100  # padding
+    mask = torch.ones_like(ids)
+    mask[2, 9:] = 0
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    assert _decoder_and_head(model) is not None  # the fast path is the one under test
+    trainer = _trainer_class()(model=model, args=TrainingArguments(str(tmp_path), use_cpu=True, report_to=[]))
+    n = None if items is None else torch.tensor(items)
+    fast = trainer.compute_loss(model, dict(batch), num_items_in_batch=n)
+    fast.backward()
+    fast_grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    stock = super(type(trainer), trainer).compute_loss(model, dict(batch), num_items_in_batch=n)
+    stock.backward()
+    assert torch.allclose(fast, stock, atol=1e-5, rtol=1e-5)
+    for k, p in model.named_parameters():
+        if p.requires_grad:
+            assert torch.allclose(fast_grads[k], p.grad, atol=1e-5, rtol=1e-4), k
