@@ -143,9 +143,15 @@ class Run:
 
         cfg = self.recipe.get("replay") or {}
         if cfg.get("prompts"):
-            prompts = json.loads(Path(cfg["prompts"]).read_text(encoding="utf-8"))
+            path = Path(cfg["prompts"])
+            try:
+                prompts = json.loads(path.read_text(encoding="utf-8"))
+            except OSError as exc:
+                raise AdeptError(f"{path}: cannot read the replay prompts: {exc.strerror}") from None
+            except json.JSONDecodeError as exc:
+                raise AdeptError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
             if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
-                raise AdeptError(f"{cfg['prompts']}: replay prompts are a JSON list of strings")
+                raise AdeptError(f"{path}: replay prompts are a JSON list of strings")
         else:
             from .demo.subject import replay_prompts
 

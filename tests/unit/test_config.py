@@ -32,3 +32,17 @@ def test_broken_yaml_on_the_command_line(tmp_path, command):
     r = run_adept(*command, str(bad), cwd=tmp_path)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and "bad.yaml:" in lines[0] and "invalid YAML" in lines[0], r.stderr
+
+
+def test_bad_replay_prompts_stop_before_any_model_loads(tmp_path):
+    from adeptlm.pipeline import Run
+
+    cases = {"missing.json": None, "broken.json": '["a",\n  "b"\n', "shape.json": '{"a": 1}'}
+    expected = {"missing.json": "cannot read the replay prompts", "broken.json": "broken.json:3: invalid JSON",
+                "shape.json": "a JSON list of strings"}
+    for name, text in cases.items():
+        if text is not None:
+            (tmp_path / name).write_text(text)
+        run = Run({"name": "x", "replay": {"prompts": str(tmp_path / name)}}, tmp_path / "run")
+        with pytest.raises(AdeptError, match=expected[name]):
+            run.stage_replay()
