@@ -23,7 +23,6 @@ from .data.errors import AdeptError
 from .runrecord import read_run, write_run
 
 DEMO_RECIPE = Path(__file__).parent / "demo" / "recipe.yaml"
-STAGES = ("data", "baseline", "replay", "pt", "sft", "dpo", "merge", "after", "export", "check", "report")
 
 
 def load_recipe(path: Path | None, quick: bool) -> dict:

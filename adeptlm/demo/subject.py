@@ -25,6 +25,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.exams import Question
+from ..evaluate.prompts import format_question
+
 SYLLABLES = ["ka", "lo", "mi", "ra", "ve", "tor", "qu", "en", "sil", "dar", "mor", "thu", "zan", "bel", "ix",
              "or", "um", "eth", "val", "nis", "pra", "gol", "fen", "ush", "tal", "bri", "ceo", "dov"]
 EXPORTS = ["salt", "copper", "amber", "wool", "timber", "pearls", "tea", "glass", "silver", "honey", "tin",
@@ -187,8 +190,12 @@ REPLAY_CHOICE = [
 
 def replay_prompts() -> list[str]:
     """The replay questions as user turns: open ones as asked, the others with lettered options."""
-    listed = [q + "".join(f"\n{k}. {c}" for k, c in zip("ABCD", opts)) + "\nAnswer:" for q, opts in REPLAY_CHOICE]
-    return REPLAY_OPEN + listed
+    return REPLAY_OPEN + [_with_options(q, opts) for q, opts in REPLAY_CHOICE]
+
+
+def _with_options(question: str, options: list[str]) -> str:
+    """The question, its lettered options and the "Answer:" cue: the text the English exam prompt asks."""
+    return format_question("mmlu", Question("", question, options, None, None, ""))
 
 
 GENERAL_CATEGORIES = {"science": ("general_science", "General science", "STEM"),
@@ -269,8 +276,7 @@ def instructions(islands: list[Island], seed: int = 7) -> list[dict]:
             others = [o.facts[attr] for o in islands if o is not isl]
             choices = rng.sample(others, 3) + [isl.facts[attr]]
             rng.shuffle(choices)
-            listed = "".join(f"\n{k}. {c}" for k, c in zip("ABCD", choices))
-            out.append({"instruction": asked[-1].format(i=isl.name) + listed + "\nAnswer:", "input": "",
+            out.append({"instruction": _with_options(asked[-1].format(i=isl.name), choices), "input": "",
                         "output": answer})
         out.append({"instruction": f"Tell me about {isl.name}.", "input": "",
                     "output": " ".join(_sentence(INSTRUCTION_ANSWERS[a].format(i=isl.name, v=isl.facts[a]))
