@@ -11,6 +11,7 @@ import sys
 from typing import Callable
 
 from . import __version__
+from .allocator import keep_freed_memory
 from .data.errors import AdeptError
 
 
@@ -43,6 +44,7 @@ def cmd_train(stage: str, argv: list[str]) -> int:
     from .train.args import parse_train_args
 
     cfg = parse_train_args(stage, argv)
+    keep_freed_memory()
     if stage == "pt":
         from .train.pt import run_pt as run
     elif stage == "dpo":
@@ -82,6 +84,7 @@ def cmd_eval_exam(args: argparse.Namespace) -> int:
         do_save_csv=args.do_save_csv, do_test=args.do_test, dtype=args.dtype, max_new_tokens=args.max_new_tokens,
         expect_layout=None if args.eval_command == "exam" else args.eval_command, backend=args.backend,
         tokenizer=args.tokenizer, prompt_style=args.prompt_style)
+    keep_freed_memory()
     summary = run_exam(cfg)
     if summary:
         all_ = summary["All"]
@@ -98,6 +101,7 @@ def cmd_eval_ppl(args: argparse.Namespace) -> int:
 
     from .evaluate.perplexity import run_ppl
 
+    keep_freed_memory()
     r = run_ppl(args.model, Path(args.data), args.max_length, args.stride, args.dtype,
                 Path(args.output_dir) if args.output_dir else None)
     print(f"adept: perplexity {r['perplexity']:.4f} over {r['tokens']} tokens in {r['documents']} documents "
@@ -213,6 +217,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from .pipeline import run_recipe
 
+    keep_freed_memory()
     root = run_recipe(Path(args.recipe) if args.recipe else None, quick=args.quick,
                       output_root=Path(args.output_dir) if args.output_dir else None)
     print(f"adept: report: {root / 'report.html'} and {root / 'report.md'}")
@@ -247,7 +252,7 @@ def _exam_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default=None, choices=["dev", "val", "test"], help="evaluate this split")
     p.add_argument("--subjects", default=None, help="comma-separated subjects (default: all)")
     p.add_argument("--limit", type=int, default=None, help="at most N questions per subject")
-    p.add_argument("--batch_size", type=int, default=8, help="questions per forward pass")
+    p.add_argument("--batch_size", type=int, default=8, help="at most N prompts per forward pass (batches are cut to keep padding low)")
     p.add_argument("--mode", default="letter", choices=["letter", "cloze", "continuation", "generate"],
                    help="letter: answer-letter logits; cloze: option log-likelihood after the listed options; "
                         "continuation: option log-likelihood after the bare question; generate: greedy + extraction")

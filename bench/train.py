@@ -11,7 +11,10 @@ child process (so peak RSS is its own); runs alternate between tools to share th
   - trl-packing: the same with packing=True
 
 Reported: trained (non-padding) tokens per second = non-padding input tokens seen / train runtime,
-peak RSS, the mean train loss over the epoch and the mean of the last 5 logged losses, and model
+peak RSS, the mean train loss over the epoch and the mean of the last 5 logged losses, the held-out
+loss of the final adapter (the next 64 records after the trained ones, same tokens and mask for every
+tool: adeptlm's rendering, which equals TRL's except that TRL also trains the newline after
+<|im_end|>; token-mean cross-entropy over the reply tokens), and model
 FLOP utilisation against the machine's measured fp32 matmul peak (LoRA with a frozen base costs
 about 4 FLOPs per matmul weight per token: forward, and backward to the inputs only).
 
@@ -37,11 +40,41 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 COMMON = dict(lr=1e-4, rank=64, alpha=128, dropout=0.05, max_len=512, batch=4, seed=42)
 
 
+HELDOUT = 64
+
+
+def heldout_loss(model, records: list[dict], work: Path) -> float:
+    """Token-mean cross-entropy of the replies of `records`, rendered the same way for every tool."""
+    import torch
+
+    from adeptlm.data.instructions import read_instructions
+    from adeptlm.data.tokenize import encode_records
+    from adeptlm.models import load_tokenizer, resolve_model
+    from adeptlm.templates import get_template
+
+    tok = load_tokenizer(resolve_model(None))
+    path = work / "heldout.json"
+    path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    ds, _ = encode_records(read_instructions(path)[1], tok, get_template(tok, None), COMMON["max_len"], "truncate", 1)
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for row in ds:
+            ids = torch.tensor([row["input_ids"]])
+            labels = torch.tensor(row["labels"][1:])
+            logits = model(input_ids=ids).logits[0, :-1].float()
+            keep = labels != -100
+            total += torch.nn.functional.cross_entropy(logits[keep], labels[keep], reduction="sum").item()
+            count += int(keep.sum())
+    return total / count
+
+
 def child(tool: str, records: int, work: Path) -> dict:
     """Runs inside a fresh process: one training run, returns its figures."""
     import torch
 
-    recs = json.loads(DATA.read_text(encoding="utf-8"))[:records]
+    every = json.loads(DATA.read_text(encoding="utf-8"))
+    recs, heldout = every[:records], every[records:records + HELDOUT]
     if tool == "adept":
         from adeptlm.cli import main
         from adeptlm.runrecord import read_run
@@ -60,6 +93,13 @@ def child(tool: str, records: int, work: Path) -> dict:
         run = read_run(out)["metrics"]
         tokens, runtime, loss = run["trained_tokens_seen"], run["train_runtime_s"], run["train_loss"]
         hist = [h["loss"] for h in run["loss_history"]]
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        from adeptlm.models import resolve_model
+
+        base = AutoModelForCausalLM.from_pretrained(resolve_model(None), dtype=torch.float32)
+        trained = PeftModel.from_pretrained(base, str(out))
     else:
         from datasets import Dataset
         from peft import LoraConfig
@@ -90,9 +130,12 @@ def child(tool: str, records: int, work: Path) -> dict:
         tokens = int(trainer.state.num_input_tokens_seen)
         loss = result.training_loss
         hist = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        trained = trainer.model
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # of training, before the held-out pass
+    held = heldout_loss(trained, heldout, work)
     return {"tool": tool, "records": records, "tokens": tokens, "runtime_s": runtime, "tokens_per_s": tokens / runtime,
-            "train_loss": loss, "last5_loss": statistics.mean(hist[-5:]), "steps": len(hist),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "train_loss": loss, "last5_loss": statistics.mean(hist[-5:]), "heldout_loss": held,
+            "heldout_records": len(heldout), "steps": len(hist), "peak_rss_mb": peak}
 
 
 def matmul_peak_gflops() -> float:
@@ -157,6 +200,7 @@ def main() -> None:
                          "peak_rss_mb_max": max(r["peak_rss_mb"] for r in rs),
                          "train_loss_median": statistics.median(r["train_loss"] for r in rs),
                          "last5_loss_median": statistics.median(r["last5_loss"] for r in rs),
+                         "heldout_loss_median": statistics.median(r["heldout_loss"] for r in rs),
                          "mfu": tps * 4 * n / (peak * 1e9)}
     if "adept" in summary:
         for tool in summary:

@@ -62,6 +62,8 @@ def load_model_for_training(cfg: TrainConfig):
         return model, tokenizer
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
+    from .dropout import use_fast_dropout
+
     if quant is not None:
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=cfg.training.gradient_checkpointing)
@@ -78,6 +80,7 @@ def load_model_for_training(cfg: TrainConfig):
             # with tied input/output embeddings, one trained copy must serve both
             ensure_weight_tying=bool(tied and to_save and {"embed_tokens", "lm_head"} & set(to_save)))
         model = get_peft_model(model, config)
+    use_fast_dropout(model)
     if cfg.training.gradient_checkpointing:
         model.enable_input_require_grads()
     return model, tokenizer

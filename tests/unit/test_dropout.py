@@ -1,0 +1,83 @@
+"""FastDropout (LoRA's input dropout on CPU) keeps nn.Dropout's distribution, gradient and seeding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adeptlm.allocator import keep_freed_memory
+from adeptlm.train.dropout import FastDropout, use_fast_dropout
+
+
+def test_drops_a_fraction_p_and_scales_the_rest():
+    torch.manual_seed(0)
+    x = torch.rand(1000, 1000) + 1.0  # no zeros, so a zero in the output is a dropped element
+    drop = FastDropout(0.05).train()
+    y = drop(x)
+    dropped = (y == 0).float().mean().item()
+    # binomial standard deviation sqrt(0.05 * 0.95 / 1e6) = 2.2e-4
+    assert abs(dropped - 0.05) < 1.5e-3
+    kept = y != 0
+    assert torch.equal(y[kept], x[kept] * (1 / 0.95))
+    # masks of consecutive calls differ, as independent draws do
+    assert not torch.equal(drop(x) == 0, y == 0)
+
+
+def test_gradient_is_the_mask_times_the_scale():
+    torch.manual_seed(1)
+    x = torch.randn(64, 48, requires_grad=True)
+    y = FastDropout(0.25).train()(x)
+    (y * 3.0).sum().backward()
+    keep = y.detach() != 0
+    expected = keep.float() * 3.0 / 0.75
+    assert torch.allclose(x.grad, expected)
+
+
+def test_same_torch_seed_same_mask_and_eval_is_identity():
+    x = torch.ones(300, 300)
+    drop = FastDropout(0.1).train()
+    torch.manual_seed(7)
+    a = drop(x)
+    torch.manual_seed(7)
+    b = drop(x)
+    torch.manual_seed(8)
+    c = drop(x)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(drop.eval()(x), x)
+
+
+def test_bad_probability_is_refused():
+    with pytest.raises(ValueError):
+        FastDropout(0.0)
+    with pytest.raises(ValueError):
+        FastDropout(1.0)
+
+
+def test_swaps_every_lora_dropout_of_a_peft_model(tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    layers = model.config.num_hidden_layers
+    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, task_type="CAUSAL_LM",
+                                            target_modules=["q_proj", "v_proj", "down_proj"]))
+    peft.train()
+    assert use_fast_dropout(peft) == 3 * layers
+    fast = [m for m in peft.modules() if isinstance(m, FastDropout)]
+    assert len(fast) == 3 * layers and all(m.p == 0.1 and m.training for m in fast)
+    assert not any(type(m) is torch.nn.Dropout for m in peft.modules())
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    peft(input_ids=ids).logits.sum().backward()  # forward and backward run through the new modules
+    # an adapter without dropout (nn.Identity) is left alone
+    plain = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=4, lora_dropout=0.0, task_type="CAUSAL_LM", target_modules=["q_proj"]))
+    assert use_fast_dropout(plain) == 0
+
+
+def test_keep_freed_memory_on_glibc():
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    assert keep_freed_memory() is True
+    assert torch.ones(4096, 4096).sum().item() == 4096 * 4096  # large allocations still work
