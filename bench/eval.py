@@ -1,24 +1,31 @@
 """Exam speed and agreement: `adept eval` against lm-evaluation-harness on the same questions and prompts.
 
-Both run in this one process on the same loaded model (the embedded SmolLM2-135M-Instruct, fp32),
-over the C-Eval slices in shared/data (val split, 4 subjects, 80 questions), 0-shot and 5-shot. The
+Each run is a fresh child process (so each tool runs as its own command would), alternating between
+the tools so they share the machine's noise; both load the embedded SmolLM2-135M-Instruct (fp32) the
+same way, and the clock starts after loading. Over the C-Eval slices in shared/data (val split, 4
+subjects, 80 questions), 0-shot and 5-shot. The
 harness gets one local task per subject, written here as YAML over the same CSV files, with the
 prompt built exactly as adeptlm builds it (the seed's C-Eval header as the description, the first
 dev rows as demonstrations, `question\\nA. ..\\nD. ..\\n答案：` and the letters as choices with no
-delimiter), scored as multiple_choice (log-likelihood of each letter). adeptlm scores in letter mode.
+delimiter), scored as multiple_choice (log-likelihood of each letter). adeptlm scores in letter mode
+with the process set-up of `adept eval` (adeptlm.allocator.keep_freed_memory); the tool
+`harness-malloc` runs the harness with that same malloc setting, to show what it alone is worth.
 
 Reported per setting: questions per second of each (median of --repeats timed runs), the speed
 ratio, each one's accuracy, and the share of questions where both pick the same letter.
 
     pip install lm-eval            # bench only; not a dependency of adeptlm
-    python bench/eval.py [--repeats 3] [--batch_size 8]
+    python bench/eval.py [--repeats 3] [--batch_size 8] [--shots 0,5] [--tools adept,harness,harness-malloc]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -98,38 +105,73 @@ def run_adept(backend, subjects, shots):
     return preds, time.perf_counter() - t0, first_prompt
 
 
+def child(tool: str, shots: int, batch_size: int) -> dict:
+    """One timed run of one tool in this (fresh) process."""
+    from adeptlm.backends import HFBackend
+    from adeptlm.data.exams import read_exam
+
+    if tool in ("adept", "harness-malloc"):
+        from adeptlm.allocator import keep_freed_memory
+
+        keep_freed_memory()
+    subjects = list(read_exam(CEVAL).subjects)
+    backend = HFBackend.load(None, batch_size=batch_size)
+    if tool == "adept":
+        preds, seconds, prompt = run_adept(backend, subjects, shots)
+    else:
+        preds, seconds, prompt = run_harness(backend.model, backend.tokenizer, subjects, shots, batch_size)
+    return {"tool": tool, "shots": shots, "seconds": seconds, "preds": preds, "prompt": prompt}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch_size", type=int, default=8)
+    ap.add_argument("--shots", default="0,5")
+    ap.add_argument("--tools", default="adept,harness")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "eval.json"))
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        print("RESULT " + json.dumps(child(args.child, int(args.shots), args.batch_size), ensure_ascii=False), flush=True)
+        return
 
-    from adeptlm.backends import HFBackend
     from adeptlm.data.exams import read_exam
 
     exam = read_exam(CEVAL)
     subjects = list(exam.subjects)
     gold = {s: [q.answer for q in exam.subjects[s]["val"]] for s in subjects}
     n = sum(len(v) for v in gold.values())
-    backend = HFBackend.load(None, batch_size=args.batch_size)
+    tools = args.tools.split(",")
     report = {"questions": n, "subjects": subjects, "batch_size": args.batch_size, "settings": {}}
-    for shots in (0, 5):
-        times = {"adept": [], "harness": []}
-        for rep in range(args.repeats):  # alternate so both share the machine's noise
-            a_preds, a_s, a_prompt = run_adept(backend, subjects, shots)
-            h_preds, h_s, h_prompt = run_harness(backend.model, backend.tokenizer, subjects, shots, args.batch_size)
-            times["adept"].append(a_s)
-            times["harness"].append(h_s)
-        same = sum(a == h for s in subjects for a, h in zip(a_preds[s], h_preds[s]))
+    for shots in (int(x) for x in args.shots.split(",")):
+        runs = {t: [] for t in tools}
+        for rep in range(args.repeats):  # alternate so all share the machine's noise
+            for tool in tools:
+                proc = subprocess.run([sys.executable, __file__, "--child", tool, "--shots", str(shots),
+                                       "--batch_size", str(args.batch_size)], capture_output=True, text=True,
+                                      cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+                if proc.returncode != 0 or line is None:
+                    sys.exit(f"{tool} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+                runs[tool].append(json.loads(line[7:]))
+                print(f"   {shots}-shot run {rep + 1}: {tool} {runs[tool][-1]['seconds']:.1f} s", flush=True)
         acc = lambda p: 100 * sum(x == g for s in subjects for x, g in zip(p[s], gold[s])) / n  # noqa: E731
-        a_qps, h_qps = n / statistics.median(times["adept"]), n / statistics.median(times["harness"])
-        report["settings"][f"{shots}-shot"] = {
-            "adept_qps": a_qps, "harness_qps": h_qps, "speedup": a_qps / h_qps,
-            "same_prediction_share": same / n, "adept_accuracy": acc(a_preds), "harness_accuracy": acc(h_preds),
-            "adept_seconds": times["adept"], "harness_seconds": times["harness"],
-            "identical_prompt_text": a_prompt == h_prompt}
-        print(json.dumps({f"{shots}-shot": report["settings"][f"{shots}-shot"]}, indent=2), flush=True)
+        setting = {}
+        for tool in tools:
+            setting[tool] = {"qps": n / statistics.median(r["seconds"] for r in runs[tool]),
+                             "seconds": [round(r["seconds"], 2) for r in runs[tool]],
+                             "accuracy": acc(runs[tool][-1]["preds"])}
+        for tool in tools:
+            preds = runs[tool][-1]["preds"]
+            if tool != "adept" and "adept" in runs:
+                a_preds = runs["adept"][-1]["preds"]
+                setting[tool]["same_prediction_share"] = sum(
+                    a == h for s in subjects for a, h in zip(a_preds[s], preds[s])) / n
+                setting[tool]["adept_speedup"] = setting["adept"]["qps"] / setting[tool]["qps"]
+                setting[tool]["identical_prompt_text"] = runs["adept"][-1]["prompt"] == runs[tool][-1]["prompt"]
+        report["settings"][f"{shots}-shot"] = setting
+        print(json.dumps({f"{shots}-shot": setting}, indent=2), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2, ensure_ascii=False))
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from adeptlm.backends import HFBackend, ScoreRequest
+from adeptlm.backends import HFBackend, ScoreRequest, plan_batches
 from adeptlm.data.exams import Question
 from adeptlm.evaluate.exam import (ExamConfig, build_summary, extract_answer, letter_candidates, run_exam,
                                    score_subject, SubjectResult)
@@ -171,6 +171,48 @@ def test_prefix_reuse_gives_the_same_logits_as_full_prompts(tiny_model_dir):
     reused = backend.last_logits([ScoreRequest(p.ids, p.prefix_len) for p in prompts])
     full = torch.stack([backend.last_logits([ScoreRequest(p.ids, 0)])[0] for p in prompts])
     assert torch.allclose(reused, full, atol=1e-4)
+
+
+def _plan_cost(lengths, batches, overhead):
+    return sum(overhead + len(b) * max(lengths[i] for i in b) for b in batches)
+
+
+def _best_cost(lengths, max_rows, overhead):
+    """Brute force over every way to cut the sorted lengths into contiguous batches."""
+    import itertools
+
+    srt = sorted(lengths, reverse=True)
+    best = None
+    for cuts in itertools.product([0, 1], repeat=len(srt) - 1):
+        groups, cur = [], [srt[0]]
+        for x, cut in zip(srt[1:], cuts):
+            if cut:
+                groups.append(cur)
+                cur = []
+            cur.append(x)
+        groups.append(cur)
+        if max(len(g) for g in groups) <= max_rows:
+            cost = sum(overhead + len(g) * g[0] for g in groups)
+            best = cost if best is None else min(best, cost)
+    return best
+
+
+def test_plan_batches_is_optimal_and_covers_every_prompt():
+    import random
+
+    rng = random.Random(3)
+    for _ in range(40):
+        lengths = [rng.randint(5, 300) for _ in range(rng.randint(1, 9))]
+        rows, overhead = rng.randint(1, 4), rng.choice([0, 16, 64, 500])
+        batches = plan_batches(lengths, rows, overhead)
+        assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+        assert all(1 <= len(b) <= rows for b in batches)
+        assert _plan_cost(lengths, batches, overhead) == _best_cost(lengths, rows, overhead)
+    # no overhead: no padding at all; a huge one: as few batches as the row limit allows, cut where
+    # the lengths drop (50 50 30 | 10 10 10 pads nothing past 30, unlike 4 + 2)
+    lengths = [50, 10, 50, 30, 10, 10]
+    assert all(len({lengths[i] for i in b}) == 1 for b in plan_batches(lengths, 8, 0))
+    assert [[lengths[i] for i in b] for b in plan_batches(lengths, 4, 10**6)] == [[50, 50, 30], [10, 10, 10]]
 
 
 def test_batched_generation_equals_one_prompt_at_a_time(tiny_model_dir):
