@@ -2,8 +2,9 @@
 
 `HFBackend` runs a transformers model (a HF directory, or a base with a LoRA adapter applied
 unmerged). Scoring pads on the right and reads each row's logits at its own last token, so padding
-never changes a score, and batches are cut to spend little on padding (plan_batches); a prefix shared by many prompts (an exam's header and demonstrations) is
-run once and its key/value cache reused for every batch of suffixes.
+never changes a score, and batches are cut to spend little on padding (plan_batches); a prefix
+shared by many prompts (an exam's header and demonstrations) is run once and its key/value cache
+reused for every batch of suffixes.
 """
 
 from __future__ import annotations

@@ -252,7 +252,8 @@ def _exam_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default=None, choices=["dev", "val", "test"], help="evaluate this split")
     p.add_argument("--subjects", default=None, help="comma-separated subjects (default: all)")
     p.add_argument("--limit", type=int, default=None, help="at most N questions per subject")
-    p.add_argument("--batch_size", type=int, default=8, help="at most N prompts per forward pass (batches are cut to keep padding low)")
+    p.add_argument("--batch_size", type=int, default=8,
+                   help="at most N prompts per forward pass (batches are cut to keep padding low)")
     p.add_argument("--mode", default="letter", choices=["letter", "cloze", "continuation", "generate"],
                    help="letter: answer-letter logits; cloze: option log-likelihood after the listed options; "
                         "continuation: option log-likelihood after the bare question; generate: greedy + extraction")
