@@ -259,3 +259,43 @@ class LlamaCppBackend:
                 new.append(t)
             out.append(new)
         return out
+
+
+class VLLMBackend:
+    """vLLM for `generate` mode on GPU machines: greedy decoding of the same token-id prompts, with
+    vLLM's own continuous batching. Letter and cloze scores need every next-token logit, which vLLM
+    does not return (only the top-k log-probabilities), so those modes stay on transformers."""
+
+    name = "vllm"
+
+    def __init__(self, llm, tokenizer):
+        self.llm, self.tokenizer = llm, tokenizer
+
+    @classmethod
+    def load(cls, spec: str | None, dtype: str = "auto") -> "VLLMBackend":
+        import importlib.util
+
+        from .data.errors import AdeptError
+        from .models import adapter_base, load_tokenizer, resolve_model
+
+        if importlib.util.find_spec("vllm") is None:
+            raise AdeptError("--backend vllm needs vLLM (pip install vllm, on a machine with a supported GPU)")
+        path = resolve_model(spec)
+        if adapter_base(path) is not None:
+            raise AdeptError(f"{path} is a LoRA adapter: merge it first (adept merge) to evaluate it with vLLM")
+        from vllm import LLM
+
+        return cls(LLM(model=str(path), tokenizer=str(path), dtype=dtype), load_tokenizer(path))
+
+    def generate(self, prompts: Sequence[list[int]], max_new_tokens: int, stop_ids: Sequence[int]) -> list[list[int]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=list(stop_ids))
+        outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params, use_tqdm=False)
+        result = []
+        for out in outputs:
+            ids = list(out.outputs[0].token_ids)
+            # as HFBackend.generate: the text before the first stop token, without it
+            end = next((k for k, t in enumerate(ids) if t in stop_ids), len(ids))
+            result.append(ids[:end])
+        return result

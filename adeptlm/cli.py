@@ -260,8 +260,9 @@ def _exam_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--template", default=None, help="chat template with --with_prompt True (default: the model's)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
     p.add_argument("--max_new_tokens", type=int, default=32, help="generate mode: tokens to generate")
-    p.add_argument("--backend", default="auto", choices=["auto", "transformers", "llama.cpp"],
-                   help="auto: llama.cpp for a .gguf file when llama-cpp-python is installed, else transformers")
+    p.add_argument("--backend", default="auto", choices=["auto", "transformers", "llama.cpp", "vllm"],
+                   help="auto: llama.cpp for a .gguf file when llama-cpp-python is installed, else transformers; "
+                        "vllm: --mode generate through vLLM (GPU machines)")
     p.add_argument("--tokenizer", default=None,
                    help="llama.cpp backend: model whose HF tokenizer builds the prompts (default: the GGUF's own)")
     p.add_argument("--prompt_style", default="auto", choices=["auto", "ceval", "cmmlu", "mmlu"],

@@ -189,10 +189,11 @@ def _rank_world() -> tuple[int, int]:
 
 
 def load_backend(cfg: ExamConfig):
-    """transformers for HF directories and adapters; llama.cpp for .gguf files (unless told otherwise)."""
+    """transformers for HF directories and adapters; llama.cpp for .gguf files (unless told otherwise);
+    vLLM when asked, for generate mode."""
     import importlib.util
 
-    from ..backends import HFBackend, LlamaCppBackend
+    from ..backends import HFBackend, LlamaCppBackend, VLLMBackend
 
     is_gguf = str(cfg.model or "").endswith(".gguf")
     kind = cfg.backend
@@ -202,8 +203,13 @@ def load_backend(cfg: ExamConfig):
         if not is_gguf:
             raise AdeptError(f"--backend llama.cpp needs a .gguf model, not {cfg.model}")
         return LlamaCppBackend.load(cfg.model, cfg.tokenizer)
+    if kind == "vllm":
+        if cfg.mode != "generate" or is_gguf:
+            raise AdeptError("--backend vllm runs --mode generate on a HF model directory (letter and cloze "
+                             "scores need every next-token logit: use the transformers backend for them)")
+        return VLLMBackend.load(cfg.model, dtype=cfg.dtype)
     if kind != "transformers":
-        raise AdeptError(f"unknown --backend {cfg.backend}: expected auto, transformers or llama.cpp")
+        raise AdeptError(f"unknown --backend {cfg.backend}: expected auto, transformers, llama.cpp or vllm")
     return HFBackend.load(cfg.model, dtype=cfg.dtype, batch_size=cfg.batch_size)
 
 

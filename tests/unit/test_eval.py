@@ -370,3 +370,60 @@ def test_rerun_with_another_protocol_into_the_same_dir_is_refused(tmp_path, tiny
     cfg.mode = "cloze"
     with pytest.raises(AdeptError, match="another evaluation .*mode"):
         run_exam(cfg)
+
+
+def test_vllm_backend_runs_generate_mode_through_vllms_api(tmp_path, tiny_model_dir, monkeypatch):
+    """The glue only: a stand-in `vllm` module (vLLM itself needs a GPU) records what adeptlm passes
+    and answers "B", a stop token, then more text; the exam must read B and stop at the stop token."""
+    import importlib.machinery
+    import sys
+    import types
+
+    from transformers import AutoTokenizer
+
+    from adeptlm.data.errors import AdeptError
+    from adeptlm.data.exams import read_exam
+    from adeptlm.demo.subject import write_subject
+
+    calls = {}
+
+    class SamplingParams:
+        def __init__(self, **kw):
+            calls["params"] = kw
+
+    class LLM:
+        def __init__(self, **kw):
+            calls["init"] = kw
+            self.tok = AutoTokenizer.from_pretrained(kw["tokenizer"])
+
+        def generate(self, prompts, params, use_tqdm=True):
+            calls.setdefault("prompts", []).extend(prompts)
+            stop = calls["params"]["stop_token_ids"][0]
+            ids = [*self.tok("B", add_special_tokens=False)["input_ids"], stop,
+                   *self.tok(" C", add_special_tokens=False)["input_ids"]]
+            return [SimpleNamespace(outputs=[SimpleNamespace(token_ids=ids)]) for _ in prompts]
+
+    fake = types.ModuleType("vllm")
+    fake.LLM, fake.SamplingParams = LLM, SamplingParams
+    fake.__spec__ = importlib.machinery.ModuleSpec("vllm", None)  # what importlib.util.find_spec reads
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    write_subject(tmp_path / "subject", 7)
+    data = tmp_path / "subject" / "exam"
+    out = tmp_path / "o"
+    summary = run_exam(ExamConfig(model=str(tiny_model_dir), data_dir=data, output_dir=out, few_shot=False,
+                                  mode="generate", backend="vllm", max_new_tokens=7, do_save_csv=True))
+    import csv
+
+    rows = [r for f in sorted((out / "take0").glob("*_val.csv")) for r in csv.DictReader(f.open(encoding="utf-8"))]
+    assert rows and {r["model_output"] for r in rows} == {"B"}
+    assert {r["response"] for r in rows} == {"B"}  # nothing after the stop token
+    gold = [q.answer for s in read_exam(data).subjects.values() for q in s["val"]]
+    assert summary["All"]["num"] == len(gold) == len(calls["prompts"])
+    assert summary["All"]["correct"] == gold.count("B")
+    assert calls["params"]["temperature"] == 0.0 and calls["params"]["max_tokens"] == 7
+    assert AutoTokenizer.from_pretrained(tiny_model_dir).eos_token_id in calls["params"]["stop_token_ids"]
+    assert calls["init"]["model"] == str(tiny_model_dir)
+    assert all(p["prompt_token_ids"] and isinstance(p["prompt_token_ids"][0], int) for p in calls["prompts"])
+    assert json.loads((out / "run.json").read_text())["protocol"]["backend"] == "vllm"
+    with pytest.raises(AdeptError, match="--mode generate"):
+        run_exam(ExamConfig(model=str(tiny_model_dir), data_dir=data, output_dir=tmp_path / "o2", backend="vllm"))
