@@ -1,12 +1,18 @@
-"""LoRA's input dropout with a cheaper random-number source.
+"""LoRA's input dropout with a cheaper random-number source and mask.
 
 PEFT puts an nn.Dropout before every LoRA A matrix (7 per layer in the usual setting). On CPU,
 torch draws that mask with a Mersenne-Twister Bernoulli at roughly 8 ns an element: about 15% of
-a LoRA step of the embedded model measured here. NumPy's PCG64 fills the same mask in a third of
-the time. The distribution is the same: each element is kept independently with probability
-1 - p (p rounded to a multiple of 2^-32) and scaled by 1 / (1 - p); eval mode is the identity.
-Each call seeds its generator from torch's global generator, so runs stay reproducible under
-`set_seed` and a resumed run (whose torch RNG state the Trainer restores) draws the same masks.
+a LoRA step of the embedded model measured here. Here the mask comes from NumPy's SFC64 generator,
+16 random bits per element (a quarter of the time of a 64-bit draw per pair of elements), and is
+applied as a float multiplier: multiplying by a boolean tensor makes torch promote it to float on
+every use, which cost more than the multiply itself.
+
+The distribution: each element is kept independently with probability 1 - p, scaled by 1 / (1 - p);
+eval mode is the identity. With 16-bit draws p is rounded to a multiple of 2^-16 (for p = 0.05 the
+drop rate is 0.0500031); a p below 1/128, where that rounding would move it by more than 0.1%, draws
+32 bits instead. Each call seeds its generator from torch's global generator, so runs stay
+reproducible under `set_seed`, and a resumed run (whose torch RNG state the Trainer restores) draws
+the same masks.
 """
 
 from __future__ import annotations
@@ -16,18 +22,23 @@ import torch
 
 
 class _MaskedScale(torch.autograd.Function):
-    """out = x * keep * scale; keeps only the boolean mask for the backward pass."""
+    """out = x * keep * scale; only the one-byte mask is kept for the backward pass."""
 
     @staticmethod
     def forward(ctx, x, keep, scale):
         ctx.save_for_backward(keep)
         ctx.scale = scale
-        return x * keep * scale
+        return x * _multiplier(keep, scale, x.dtype)
 
     @staticmethod
     def backward(ctx, grad):
         (keep,) = ctx.saved_tensors
-        return grad * keep * ctx.scale, None, None
+        return grad * _multiplier(keep, ctx.scale, grad.dtype), None, None
+
+
+def _multiplier(keep: torch.Tensor, scale: float, dtype: torch.dtype) -> torch.Tensor:
+    # uint8 -> float converts about 6x faster than bool -> float in torch 2.13 on this CPU
+    return keep.to(dtype).mul_(scale)
 
 
 class FastDropout(torch.nn.Module):
@@ -36,15 +47,18 @@ class FastDropout(torch.nn.Module):
         if not 0.0 < p < 1.0:
             raise ValueError(f"dropout probability must be in (0, 1), got {p}")
         self.p = p
-        self.threshold = np.uint32(min(round(p * 2**32), 2**32 - 1))
+        self.bits = 16 if p >= 1 / 128 else 32
+        dtype = np.uint16 if self.bits == 16 else np.uint32
+        self.threshold = dtype(min(round(p * 2**self.bits), 2**self.bits - 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or x.device.type != "cpu":
             return torch.nn.functional.dropout(x, self.p, self.training)
         seed = int(torch.randint(0, 2**63 - 1, (1,), dtype=torch.int64).item())
         n = x.numel()
-        raw = np.random.PCG64(seed).random_raw((n + 1) // 2).view(np.uint32)[:n]
-        keep = torch.from_numpy(raw >= self.threshold).view(x.shape)
+        per_word = 64 // self.bits
+        raw = np.random.SFC64(seed).random_raw(-(-n // per_word)).view(self.threshold.dtype)[:n]
+        keep = torch.from_numpy(np.greater_equal(raw, self.threshold).view(np.uint8)).view(x.shape)
         return _MaskedScale.apply(x, keep, 1.0 / (1.0 - self.p))
 
     def extra_repr(self) -> str:
@@ -64,4 +78,3 @@ def use_fast_dropout(model) -> int:
                 drops[name].train(drop.training)
                 swapped += 1
     return swapped
-

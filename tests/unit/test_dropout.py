@@ -23,6 +23,15 @@ def test_drops_a_fraction_p_and_scales_the_rest():
     assert not torch.equal(drop(x) == 0, y == 0)
 
 
+def test_small_probability_draws_32_bits_and_keeps_its_rate():
+    # 16-bit draws would round p = 0.001 to 66 / 65536 = 0.00101 (1% off); below 1/128 32 bits are drawn
+    torch.manual_seed(0)
+    drop = FastDropout(0.001).train()
+    assert drop.bits == 32 and FastDropout(0.05).bits == 16
+    dropped = (drop(torch.ones(2000, 1000)) == 0).float().mean().item()
+    assert abs(dropped - 0.001) < 1.5e-4  # binomial sd over 2M draws: 2.2e-5
+
+
 def test_gradient_is_the_mask_times_the_scale():
     torch.manual_seed(1)
     x = torch.randn(64, 48, requires_grad=True)
