@@ -245,3 +245,23 @@ def test_trained_positions_loss_equals_the_stock_loss_and_gradients(tmp_path, ti
     for k, p in model.named_parameters():
         if p.requires_grad:
             assert torch.allclose(fast_grads[k], p.grad, atol=1e-5, rtol=1e-4), k
+
+
+def test_step_divisor_is_the_epoch_mean_of_trained_tokens(tmp_path, tiny_model_dir):
+    """Each step's summed loss is divided by the epoch's trained tokens per step, not the step's own count."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    from adeptlm.train.common import _trainer_class
+
+    # trained labels (position 0 never counts: the loss shifts labels): 3, 1, 6 and 2 tokens
+    rows = [[-100, 5, 6, 7], [-100, -100, 9], [-100, 1, 2, 3, 4, 5, 6], [7, -100, 8, 9]]
+    ds = Dataset.from_dict({"input_ids": [[1] * len(r) for r in rows], "labels": rows})
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).train()
+    args = TrainingArguments(str(tmp_path), use_cpu=True, report_to=[], per_device_train_batch_size=3)
+    trainer = _trainer_class()(model=model, args=args, train_dataset=ds)
+    batch = {"labels": torch.tensor([[-100, 5, 6, 7], [-100, -100, 9, -100]])}
+    # 12 trained tokens over ceil(4 / 3) = 2 steps: 6, whatever this batch holds (4)
+    assert float(trainer._get_num_items_in_batch([batch], torch.device("cpu"))) == 6.0
+    model.eval()  # evaluation keeps the per-batch count
+    assert float(trainer._get_num_items_in_batch([batch], torch.device("cpu"))) == 4.0
