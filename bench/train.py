@@ -18,7 +18,7 @@ tool: adeptlm's rendering, which equals TRL's except that TRL also trains the ne
 FLOP utilisation against the machine's measured fp32 matmul peak (LoRA with a frozen base costs
 about 4 FLOPs per matmul weight per token: forward, and backward to the inputs only).
 
-    python bench/train.py [--records 256] [--repeats 1] [--tools adept,trl,trl-packing]
+    python bench/train.py [--records 256] [--repeats 1] [--tools adept,trl,trl-packing] [--seed 42]
 """
 
 from __future__ import annotations
@@ -170,9 +170,12 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--tools", default="adept,trl,trl-packing")
+    ap.add_argument("--seed", type=int, default=COMMON["seed"],
+                    help="seed of every run (LoRA init, dropout, batch order); vary it to see the loss spread")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "train.json"))
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    COMMON["seed"] = args.seed
     if args.child:
         with tempfile.TemporaryDirectory() as tmp:
             print("RESULT " + json.dumps(child(args.child, args.records, Path(tmp))), flush=True)
@@ -183,7 +186,8 @@ def main() -> None:
     for rep in range(args.repeats):
         for tool in args.tools.split(","):
             print(f"== run {rep + 1}/{args.repeats}: {tool} on {args.records} records", flush=True)
-            proc = subprocess.run([sys.executable, __file__, "--child", tool, "--records", str(args.records)],
+            proc = subprocess.run([sys.executable, __file__, "--child", tool, "--records", str(args.records),
+                                   "--seed", str(args.seed)],
                                   capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
             if proc.returncode != 0 or line is None:
