@@ -169,9 +169,9 @@ def _trainer_class():
             The stock path projects every position (prompt, padding) onto the whole vocabulary
             (49,152 for the embedded model) and then ignores most of it; here the decoder's hidden
             states are gathered at the trained positions first. Same loss, same reduction as the
-            model's own (sum / num_items_in_batch, see _get_num_items_in_batch; else the mean). Models whose head
-            does more than a projection, and DDP-wrapped models (their forward must run through the
-            wrapper), take the stock path.
+            model's own (sum / num_items_in_batch, see _get_num_items_in_batch; else the mean).
+            Models whose head does more than a projection, and DDP-wrapped models (their forward
+            must run through the wrapper), take the stock path.
             """
             parts = _decoder_and_head(model)
             if return_outputs or parts is None or "labels" not in inputs:
@@ -196,11 +196,11 @@ def _trainer_class():
             The stock divisor is the step's own count of trained tokens, so every step weighs the
             same and a token in a batch of short records weighs more than one in a batch of long
             records. With length-grouped batches those counts differ many-fold (73 to 1,850 tokens a
-            step on the 256-record bench), which tilts training toward short replies. A constant divisor makes
-            every trained token weigh the same over the epoch, however the batches were grouped: the
-            epoch's gradient is that of the token-mean loss, and the mean of the logged step losses
-            is the epoch's token-mean loss (a single step's logged loss is scaled by its share of
-            tokens). Measured on the 256-record bench: held-out loss 1.6039 -> 1.5956.
+            step on the 256-record bench), which tilts training toward short replies. A constant
+            divisor makes every trained token weigh the same over the epoch, however the batches were
+            grouped: the epoch's gradient is that of the token-mean loss, and the mean of the logged
+            step losses is the epoch's token-mean loss (a single step's logged loss is scaled by its
+            share of tokens). Measured on the 256-record bench: held-out loss 1.6039 -> 1.5956.
             """
             counted = super()._get_num_items_in_batch(batch_samples, device)
             if counted is None or not self.model.training or self.args.n_gpu > 1:

@@ -1,4 +1,4 @@
-"""A leaner forward for PEFT's LoRA Linear layers while training on CPU.
+"""A leaner forward for PEFT's LoRA Linear layers.
 
 PEFT computes `result + lora_B(lora_A(dropout(x))) * scaling`: after the B matmul, one pass over the
 layer's whole output to scale it and another to add it, each writing a new tensor as large as the
