@@ -215,10 +215,14 @@ def _serve_vllm(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .pipeline import run_recipe
+    from .pipeline import BUNDLED, recipe_path, run_recipe
 
+    if args.list:
+        for name, (path, what) in BUNDLED.items():
+            print(f"{name:<14} {what}\n{'':<14} {path}")
+        return 0
     keep_freed_memory()
-    root = run_recipe(Path(args.recipe) if args.recipe else None, quick=args.quick,
+    root = run_recipe(recipe_path(args.recipe), quick=args.quick,
                       output_root=Path(args.output_dir) if args.output_dir else None)
     print(f"adept: report: {root / 'report.html'} and {root / 'report.md'}")
     return 0
@@ -353,7 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Write a model as one GGUF file with its tokenizer (and pre-tokenizer type), "
                                     "special tokens and chat template. f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 "
                                     "are quantized by the gguf package; k-quants (q4_k_m, ...) by llama.cpp's "
-                                    "quantizer from an f16 file. Architectures: llama, qwen2, gemma3.")
+                                    "quantizer from an f16 file. Architectures: llama, qwen2, gemma3. Tokenizers: "
+                                    "byte-level BPE (Llama-3, Qwen2, SmolLM, GPT-2) and SentencePiece-style BPE "
+                                    "with byte fallback (Gemma, Llama-2, Mistral).")
     p.add_argument("--model", default=None, help="known name, HF directory or merged run (default: the embedded model)")
     p.add_argument("--outtype", default="f16", choices=OUTTYPES, help="tensor type of the weight matrices")
     p.add_argument("--output", "--outfile", required=True, help="the .gguf file to write")
@@ -403,8 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Chain baseline evaluation, pt, sft, (dpo), merge, evaluation, GGUF export, "
                                    "export check and report from a YAML recipe; each stage writes runs/<name>/<stage>/ "
                                    "and a rerun skips finished stages and resumes an interrupted one. Without a "
-                                   "recipe: the bundled demo (a fictional subject on the embedded model).")
-    p.add_argument("recipe", nargs="?", default=None, help="recipe YAML (default: adeptlm/demo/recipe.yaml)")
+                                   "recipe: the bundled demo (a fictional subject on the embedded model); "
+                                   "`adept run xilan-zh`: the Chinese one on gemma3-270m.")
+    p.add_argument("recipe", nargs="?", default=None,
+                   help="a bundled recipe's name (see --list) or a recipe YAML (default: quenta-demo)")
+    p.add_argument("--list", action="store_true", help="list the bundled recipes and exit")
     p.add_argument("--quick", action="store_true", help="a reduced version of the recipe (a few minutes)")
     p.add_argument("--output_dir", default=None, help="parent of runs/<name> (default: ./runs)")
     p.set_defaults(func=cmd_run)

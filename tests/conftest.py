@@ -50,6 +50,44 @@ def build_tiny_tokenizer(chat_template: str | None = None):
     return tok
 
 
+SPM_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]
+SPM_CORPUS = CORPUS + ["北京是中华人民共和国的首都。", "大型语言模型在考试上的表现如何？", "  two  spaces and\ttabs\n\nnewlines",
+                       "def add(a, b):\n    return a + b"]
+
+
+def build_spm_tokenizer(dummy_prefix: bool, chat_template: str | None = None):
+    """A SentencePiece-style BPE tokenizer (byte fallback, "▁" for a space) trained on a few sentences:
+    with dummy_prefix, Llama-2's ("▁" before the text); without, Gemma's. Byte tokens <0x00>..<0xFF>
+    are ordinary vocabulary entries, as in those models' tokenizer.json."""
+    import json
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    norm = [normalizers.Replace(" ", "\u2581")]
+    if dummy_prefix:
+        norm.insert(0, normalizers.Prepend("\u2581"))
+    trainer_tk = Tokenizer(models.BPE(unk_token="<unk>"))
+    trainer_tk.normalizer = normalizers.Sequence(norm)
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=SPM_SPECIALS, show_progress=False)
+    trainer_tk.train_from_iterator(SPM_CORPUS * 5, trainer)
+    trained = json.loads(trainer_tk.to_str())["model"]
+    vocab = {t: i for i, t in enumerate(SPM_SPECIALS + [f"<0x{b:02X}>" for b in range(256)])}
+    for t in sorted(trained["vocab"], key=trained["vocab"].get):
+        vocab.setdefault(t, len(vocab))
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in trained["merges"]]
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tk.normalizer = normalizers.Sequence(norm)
+    steps = [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
+    tk.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if dummy_prefix else []))
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>",
+                                  pad_token="<pad>")
+    tok.add_special_tokens({"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"]})
+    if chat_template:
+        tok.chat_template = chat_template
+    return tok
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     from adeptlm.templates import CHATML

@@ -16,12 +16,16 @@ from pathlib import Path
 
 from ..data.errors import AdeptError
 
-# English, Chinese, code, emoji, whitespace runs, digits, mixed scripts and special-token text.
+# English, Chinese (simplified, traditional, full-width punctuation and spaces), code, emoji, whitespace
+# runs, digits, mixed scripts and special-token text.
 TOKENIZER_SAMPLE = [
     "The quick brown fox jumps over the lazy dog.",
     "Hello, world! It's 2026; don't panic: we'll see.",
     "大型语言模型在中文考试上的表现如何？请用一句话回答。",
     "北京是中华人民共和国的首都，位于华北平原。",
+    "繁體中文：臺灣的學校與圖書館，還有廣東話「唔該」。",
+    "全角标点：，。！？；：“引号”【方括号】（圆括号）《书名》……——～",
+    "全角空格\u3000和  多个   半角空格",
     "def add(a, b):\n    return a + b\n\nprint(add(2, 3))",
     "for (int i = 0; i < n; ++i) { sum += x[i] * 0.5f; }",
     "Emoji test: 🙂🚀👍🏽 and 🇨🇳🇬🇧 flags, ❤️ hearts.",

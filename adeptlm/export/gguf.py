@@ -4,8 +4,12 @@ The gguf package supplies the writer, the tensor-name maps, the quantizers (f16,
 q4_0, q4_1, q5_0, q5_1) and the metadata keys; llama.cpp's own quantizer (through
 llama-cpp-python) makes the k-quants from an f16 file we write first. What is written here by
 hand is what neither library does for us: reading the checkpoint one tensor at a time (so memory
-stays near one tensor), the per-architecture weight transforms llama.cpp expects, and the choice
-of pre-tokenizer, which llama.cpp needs named and which a wrong guess silently breaks.
+stays near one tensor), the per-architecture weight transforms llama.cpp expects, the choice
+of pre-tokenizer, which llama.cpp needs named and which a wrong guess silently breaks, and the
+SentencePiece-style vocabulary (Gemma, Llama-2, Mistral) written from tokenizer.json alone: its
+scores come from the merge ranks, so llama.cpp's merge order is transformers' (gguf-py's
+LlamaHfVocab, which llama.cpp's converter uses when there is no tokenizer.model, gives every token
+-1000 in gguf 0.19, and the tiny test tokenizer's emoji then tokenize differently).
 """
 
 from __future__ import annotations
@@ -72,30 +76,78 @@ def pre_tokenizer_name(tokenizer_json: dict) -> str:
                      "pre-tokenizer type with --pretokenizer (e.g. llama-bpe, qwen2, gpt-2, smollm)")
 
 
-def _vocab(tj_path: Path, tj: dict, n_vocab: int, gguf) -> tuple[list[str], list[int], list[str]]:
-    """Tokens (in the tokenizer.json spelling llama.cpp's gpt2 vocab uses), their types, and merges."""
+def tokenizer_kind(tj: dict) -> str:
+    """"gpt2" for byte-level BPE (Llama-3, Qwen2, SmolLM, GPT-2), "llama" for SentencePiece-style BPE
+    (byte fallback, "▁" for a space: Gemma, Llama-2, Mistral), the two tokenizer models llama.cpp has."""
+    model = tj.get("model") or {}
+    decoder = tj.get("decoder") or {}
+    steps = decoder.get("decoders", [decoder]) if decoder.get("type") == "Sequence" else [decoder]
+    kinds = {d.get("type") for d in steps}
+    if model.get("type") == "BPE" and not model.get("byte_fallback") and kinds == {"ByteLevel"}:
+        return "gpt2"
+    if model.get("type") == "BPE" and model.get("byte_fallback") and "ByteFallback" in kinds:
+        return "llama"
+    raise AdeptError(f"tokenizer.json: a {model.get('type')} model with decoder {sorted(k for k in kinds if k)} is "
+                     "not exported; supported: byte-level BPE (Llama-3, Qwen2, SmolLM, GPT-2) and SentencePiece-style "
+                     "BPE with byte fallback (Gemma, Llama-2, Mistral)")
+
+
+def add_space_prefix(tj: dict) -> bool:
+    """Whether the tokenizer puts "▁" before the text (Llama-2's dummy prefix; Gemma has none)."""
+    def steps(node: dict | None) -> list[dict]:
+        node = node or {}
+        return node.get("normalizers") or node.get("pretokenizers") or [node]
+
+    for step in steps(tj.get("normalizer")):
+        if step.get("type") == "Prepend" and step.get("prepend") == "\u2581":
+            return True
+    for step in steps(tj.get("pre_tokenizer")):
+        if step.get("type") == "Metaspace":
+            return step.get("prepend_scheme", "always") in ("always", "first") and step.get("add_prefix_space", True)
+    return False
+
+
+def _vocab(tj_path: Path, tj: dict, n_vocab: int, gguf, kind: str) -> tuple[list[str], list[int], list, list[str]]:
+    """Tokens (as tokenizer.json spells them), token types, scores (SentencePiece style only) and merges.
+
+    SentencePiece-style tokenizers: llama.cpp merges any adjacent pair whose concatenation is a
+    token, best score first, where transformers applies tokenizer.json's merges in rank order. A
+    token's score is therefore minus the rank of the first merge that makes it, so both pick the
+    same pair; byte tokens (<0xNN>) are typed BYTE, as llama.cpp's byte fallback needs.
+    """
     model = tj.get("model", {})
-    if model.get("type") != "BPE" or model.get("byte_fallback") or (tj.get("decoder") or {}).get("type") != "ByteLevel":
-        raise AdeptError(f"{tj_path}: only byte-level BPE tokenizers (Llama-3, Qwen2, SmolLM, GPT-2 style) are "
-                         "exported; SentencePiece tokenizers are not supported yet")
     vocab: dict[str, int] = dict(model["vocab"])
     added = {a["id"]: a for a in tj.get("added_tokens", [])}
     by_id = {i: t for t, i in vocab.items()}
-    for i, a in added.items():
-        by_id[i] = a["content"]
-    tokens, types = [], []
+    pairs = [m.split(" ", 1) if isinstance(m, str) else m for m in model.get("merges", [])]
+    made_at: dict[str, int] = {}
+    if kind == "llama":
+        for rank, (a, b) in enumerate(pairs):
+            made_at.setdefault(a + b, rank)
+    unk = model.get("unk_token")
+    T = gguf.TokenType
+    tokens, types, scores = [], [], []
     for i in range(n_vocab):
         if i in added:
-            tokens.append(added[i]["content"])
-            types.append(gguf.TokenType.CONTROL if added[i].get("special") else gguf.TokenType.USER_DEFINED)
+            tok = added[i]["content"]
+            typ = T.CONTROL if added[i].get("special") else T.USER_DEFINED
         elif i in by_id:
-            tokens.append(by_id[i])
-            types.append(gguf.TokenType.NORMAL)
+            tok, typ = by_id[i], T.NORMAL
         else:                        # embedding rows beyond the tokenizer (padding to a round size)
-            tokens.append(f"[PAD{i}]")
-            types.append(gguf.TokenType.UNUSED)
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-    return tokens, [int(t) for t in types], merges
+            tok, typ = f"[PAD{i}]", T.UNUSED
+        if kind == "llama" and tok == unk:
+            typ = T.UNKNOWN
+        elif kind == "llama" and len(tok) == 6 and tok.startswith("<0x") and tok.endswith(">"):
+            typ = T.BYTE
+        tokens.append(tok)
+        types.append(int(typ))
+        if tok in made_at:
+            scores.append(-float(made_at[tok]))
+        else:  # a character, a special or byte token: 0; a token no merge makes: last, as rarely as llama.cpp allows
+            scores.append(-1e9 if typ == T.NORMAL and len(tok) > 1 else 0.0)
+    if kind == "llama":
+        return tokens, types, scores, []
+    return tokens, types, [], [" ".join(p) for p in pairs]
 
 
 def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -211,11 +263,13 @@ def _write(model: str, path: Path, outtype: str, pretokenizer: str | None, progr
     tok = AutoTokenizer.from_pretrained(model_dir)
     tj_path = model_dir / "tokenizer.json"
     if not tj_path.is_file():
-        raise AdeptError(f"{model_dir}: tokenizer.json is missing: adept export needs a fast (byte-level BPE) tokenizer")
+        raise AdeptError(f"{model_dir}: tokenizer.json is missing: adept export needs a fast tokenizer")
     tj = json.loads(tj_path.read_text(encoding="utf-8"))
     n_vocab = cfg.vocab_size
-    tokens, types, merges = _vocab(tj_path, tj, n_vocab, gguf)
-    pre = pretokenizer or pre_tokenizer_name(tj)
+    kind = tokenizer_kind(tj)
+    tokens, types, scores, merges = _vocab(tj_path, tj, n_vocab, gguf, kind)
+    # llama.cpp's SentencePiece tokenizer has one pre-tokenizer ("default"); byte-level BPE needs it named
+    pre = pretokenizer or (pre_tokenizer_name(tj) if kind == "gpt2" else "default")
 
     gg_arch = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2, "gemma3": gguf.MODEL_ARCH.GEMMA3}[arch]
     tmap = gguf.get_tensor_name_map(gg_arch, cfg.num_hidden_layers)
@@ -225,15 +279,19 @@ def _write(model: str, path: Path, outtype: str, pretokenizer: str | None, progr
     writer.add_file_type(_ftype(gguf, outtype))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
-    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_model(kind)
     writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    writer.add_token_merges(merges)
-    for kind in ("bos", "eos", "unk", "pad"):
-        tid = getattr(tok, f"{kind}_token_id")
+    if kind == "llama":
+        writer.add_token_scores(scores)
+        writer.add_add_space_prefix(add_space_prefix(tj))
+    else:
+        writer.add_token_merges(merges)
+    for role in ("bos", "eos", "unk", "pad"):
+        tid = getattr(tok, f"{role}_token_id")
         if tid is not None:
-            getattr(writer, f"add_{kind}_token_id")(tid)
+            getattr(writer, f"add_{role}_token_id")(tid)
     probe = tok("a")["input_ids"]
     writer.add_add_bos_token(bool(tok.bos_token_id is not None and probe[:1] == [tok.bos_token_id]))
     writer.add_add_eos_token(bool(tok.eos_token_id is not None and probe[-1:] == [tok.eos_token_id]))
@@ -274,7 +332,7 @@ def _write(model: str, path: Path, outtype: str, pretokenizer: str | None, progr
     writer.write_ti_data_to_file()
     # The vocabulary is in the file now: free it (and the tokenizer) before the tensors stream through.
     writer.kv_data = [{} for _ in writer.kv_data]
-    del tok, tj, tokens, types, merges
+    del tok, tj, tokens, types, scores, merges
 
     n_head, n_kv = cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
     readers: dict[Path, ShardReader] = {}

@@ -131,3 +131,41 @@ def test_interrupted_export_leaves_no_file(tmp_path, tiny_tokenizer, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         export_gguf(str(d), tmp_path / "out.gguf", "q8_0", progress=False)
     assert [p.name for p in tmp_path.iterdir() if "out" in p.name] == []
+
+
+@pytest.mark.parametrize("arch,dummy_prefix", [("gemma3", False), ("llama", True)])
+def test_sentencepiece_style_tokenizer_round_trip(tmp_path, arch, dummy_prefix):
+    """Gemma-style (no dummy prefix) and Llama-2-style ("▁" before the text) byte-fallback BPE: llama.cpp
+    reads the exported vocabulary, scores and types and tokenizes the check's sample (Chinese, emoji,
+    code, whitespace runs; characters outside the vocabulary go to byte tokens) as transformers does."""
+    from adeptlm.backends import LlamaCppBackend
+    from adeptlm.export.check import TOKENIZER_SAMPLE
+    from adeptlm.templates import GEMMA
+    from conftest import build_spm_tokenizer
+
+    tok = build_spm_tokenizer(dummy_prefix, GEMMA)
+    model, d = save(tmp_path, arch, tok)
+    result = export_gguf(str(d), tmp_path / "spm.gguf", "f32", progress=False)
+    fields = gguf.GGUFReader(str(result.path)).fields
+    assert fields["tokenizer.ggml.model"].contents() == "llama"
+    assert bool(fields["tokenizer.ggml.add_space_prefix"].contents()) is dummy_prefix
+    types = fields["tokenizer.ggml.token_type"].contents()
+    assert types[tok.convert_tokens_to_ids("<0x41>")] == int(gguf.TokenType.BYTE)
+    assert types[tok.convert_tokens_to_ids("<end_of_turn>")] == int(gguf.TokenType.CONTROL)
+    assert types[tok.unk_token_id] == int(gguf.TokenType.UNKNOWN)
+    backend = LlamaCppBackend(result.path, tok, n_ctx=256)
+    try:
+        sample = TOKENIZER_SAMPLE + ["繁體中文：臺灣的學校。", "全角标点：，。！？【】（）", "a  b   c    d"]
+        byte_fallback = 0
+        for text in sample:
+            want = tok(text, add_special_tokens=False)["input_ids"]
+            assert backend.llm.tokenize(text.encode(), add_bos=False, special=True) == want, text
+            byte_fallback += any(types[i] == int(gguf.TokenType.BYTE) for i in want)
+        assert byte_fallback >= 3  # the sample does reach the byte tokens
+        ids = tok("北京是中华人民共和国的首都。")["input_ids"]
+        with torch.no_grad():
+            want = model(torch.tensor([ids])).logits[0, -1].numpy()
+        assert np.abs(backend.next_logits(ids) - want).max() < 2e-2
+        assert backend.generate([ids], 12, stop_ids=[])[0] == greedy_hf(model, ids, 12)
+    finally:
+        backend.close()
