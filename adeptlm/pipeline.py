@@ -22,7 +22,27 @@ from .config import read_yaml_mapping
 from .data.errors import AdeptError
 from .runrecord import read_run, write_run
 
-DEMO_RECIPE = Path(__file__).parent / "demo" / "recipe.yaml"
+DEMO_DIR = Path(__file__).parent / "demo"
+# Bundled recipes, chosen by name (`adept run NAME`); the first is what `adept run` runs.
+BUNDLED = {"quenta-demo": (DEMO_DIR / "recipe.yaml",
+                           "English: SmolLM2-135M-Instruct learns the fictional Quenta Isles (the default)"),
+           "xilan-zh": (DEMO_DIR / "recipe_zh.yaml",
+                        "Chinese: gemma3-270m learns the fictional 汐澜群岛, C-Eval protocol, GGUF for llama.cpp")}
+DEMO_RECIPE = BUNDLED["quenta-demo"][0]
+SUBJECTS = ("quenta", "xilan")  # data: {builtin: true, subject: ...}
+
+
+def recipe_path(spec: str | None) -> Path:
+    """A bundled recipe's name, or a recipe file."""
+    if not spec:
+        return DEMO_RECIPE
+    if spec in BUNDLED:
+        return BUNDLED[spec][0]
+    path = Path(spec)
+    if not path.exists() and path.suffix not in (".yaml", ".yml"):
+        raise AdeptError(f"unknown recipe '{spec}': not a bundled recipe ({', '.join(BUNDLED)}; see "
+                         "`adept run --list`) or a YAML file")
+    return path
 
 
 def load_recipe(path: Path | None, quick: bool) -> dict:
@@ -31,9 +51,20 @@ def load_recipe(path: Path | None, quick: bool) -> dict:
     if "name" not in recipe:
         raise AdeptError(f"{path}: a recipe is a mapping with at least 'name'")
     unknown = set(recipe) - {"name", "model", "data", "eval", "replay", "pt", "sft", "dpo", "export", "quick",
-                             "output_dir"}
+                             "output_dir", "exams"}
     if unknown:
         raise AdeptError(f"{path}: unknown recipe key(s) {', '.join(sorted(unknown))}")
+    subject = (recipe.get("data") or {}).get("subject", "quenta")
+    if subject not in SUBJECTS:
+        raise AdeptError(f"{path}: data.subject {subject!r} is not a bundled subject ({', '.join(SUBJECTS)})")
+    exams = recipe.get("exams") or {}
+    if not isinstance(exams, dict):
+        raise AdeptError(f"{path}: exams: a mapping of name: exam folder (C-Eval, CMMLU or MMLU layout)")
+    for name, folder in exams.items():
+        if name in ("exam", "general_exam"):
+            raise AdeptError(f"{path}: exams.{name}: the name is taken by the recipe's own exams")
+        if not Path(str(folder)).is_dir():
+            raise AdeptError(f"{path}: exams.{name}: {folder!r} is not an exam folder (C-Eval, CMMLU or MMLU layout)")
     if quick:
         recipe = _merge(recipe, recipe.get("quick") or {})
         recipe["name"] = recipe["name"] + "-quick"
@@ -88,11 +119,14 @@ class Run:
         if not data.get("builtin"):
             write_run(self.dir("data"), "data", data, {})
             return
-        from .demo.subject import write_subject
-
+        subject = data.get("subject", "quenta")
+        if subject == "xilan":
+            from .demo.subject_zh import write_subject
+        else:
+            from .demo.subject import write_subject
         seed = int(data.get("seed", 7))
         summary = write_subject(self.dir("data"), seed)
-        write_run(self.dir("data"), "data", {"builtin": True, "seed": seed}, summary)
+        write_run(self.dir("data"), "data", {"builtin": True, "subject": subject, "seed": seed}, summary)
 
     # ---------------------------------------------------------------- evaluation
     def _evaluate(self, stage: str, model: str) -> None:
@@ -102,10 +136,10 @@ class Run:
         ev = self.recipe.get("eval") or {}
         paths = self.data_paths()
         metrics: dict = {}
-        for key in ("exam", "general_exam"):
-            if not paths.get(key):
-                continue
-            summary = run_exam(exam_config(ev, model=model, data_dir=paths[key], output_dir=self.dir(stage) / key))
+        exams = {k: paths[k] for k in ("exam", "general_exam") if paths.get(k)}
+        exams.update({k: Path(str(v)) for k, v in (self.recipe.get("exams") or {}).items()})
+        for key, folder in exams.items():
+            summary = run_exam(exam_config(ev, model=model, data_dir=folder, output_dir=self.dir(stage) / key))
             metrics[key] = summary["All"]["score"]
         if paths.get("heldout"):
             r = run_ppl(model, paths["heldout"], max_length=int(ev.get("ppl_max_length", 512)), stride=256)

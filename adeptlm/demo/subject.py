@@ -305,7 +305,7 @@ def exam_rows(islands: list[Island], seed: int = 7) -> dict[str, dict[str, list[
     return out
 
 
-def _write_exam(root: Path, tables: dict, names: dict, with_test_answers: bool = False) -> None:
+def write_exam_tables(root: Path, tables: dict, names: dict, with_test_answers: bool = False) -> None:
     for cat, splits in tables.items():
         subject = names[cat][0]
         for split, rows in splits.items():
@@ -342,8 +342,8 @@ def write_subject(out: Path, seed: int = 7) -> dict:
     (out / "instructions" / "quenta_isles.json").write_text(json.dumps(pairs, indent=1, ensure_ascii=False) + "\n",
                                                             encoding="utf-8")
     tables = exam_rows(islands, seed)
-    _write_exam(out / "exam", tables, CATEGORIES)
-    _write_exam(out / "general_exam", general_rows(), GENERAL_CATEGORIES)
+    write_exam_tables(out / "exam", tables, CATEGORIES)
+    write_exam_tables(out / "general_exam", general_rows(), GENERAL_CATEGORIES)
     # Held-out domain text for perplexity: each fact stated in the exam's second (test) wording,
     # which no training sentence uses.
     (out / "heldout").mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from ..data.errors import AdeptError
@@ -85,3 +86,45 @@ def run_compare(before: Path, after: Path, output: Path | None = None) -> tuple[
     (out / "compare.md").write_text(to_markdown(rows, str(before), str(after)), encoding="utf-8")
     chart(rows, out / "compare.png", "before vs after")
     return rows, out
+
+
+def _correctness(exam_out: Path) -> dict[tuple[str, str], int]:
+    """{(csv file, question id): 1/0} from an exam run's take0/*.csv (written with --do_save_csv)."""
+    import csv
+
+    out = {}
+    for path in sorted((exam_out / "take0").glob("*.csv")):
+        with open(path, encoding="utf-8", newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("correctness") in ("0", "1"):
+                    out[(path.name, row["id"])] = int(row["correctness"])
+    return out
+
+
+def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of an accuracy, in percent."""
+    if n == 0:
+        return (0.0, 0.0)
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (100 * (centre - half), 100 * (centre + half))
+
+
+def paired_change(before_out: Path, after_out: Path) -> dict | None:
+    """Before/after on the same questions: accuracies with 95% intervals, the questions that flipped,
+    and the change with the standard error of a paired difference (sqrt(b + c - (c - b)^2 / n) / n,
+    b right->wrong, c wrong->right), so a change can be told from the exam's own noise."""
+    b, a = _correctness(before_out), _correctness(after_out)
+    keys = sorted(set(b) & set(a))
+    n = len(keys)
+    if not n:
+        return None
+    lost = sum(b[k] == 1 and a[k] == 0 for k in keys)
+    gained = sum(b[k] == 0 and a[k] == 1 for k in keys)
+    cb, ca = sum(b[k] for k in keys), sum(a[k] for k in keys)
+    delta = 100 * (ca - cb) / n
+    se = 100 * math.sqrt(max(lost + gained - (gained - lost) ** 2 / n, 0.0)) / n
+    return {"questions": n, "before": 100 * cb / n, "after": 100 * ca / n, "before_ci": wilson(cb, n),
+            "after_ci": wilson(ca, n), "change": delta, "change_se": se,
+            "change_ci": (delta - 1.96 * se, delta + 1.96 * se), "right_to_wrong": lost, "wrong_to_right": gained}

@@ -98,6 +98,17 @@ def _table_html(rows: list[dict], table_id: str) -> str:
             f"<th>gain (points)</th></tr></thead><tbody>{''.join(body)}</tbody></table>")
 
 
+EXAM_LABELS = {"exam": "Subject exam", "general_exam": "General exam (forgetting)"}
+
+
+def change_line(c: dict) -> str:
+    """One exam's before/after in words, with its uncertainty."""
+    lo, hi = c["change_ci"]
+    return (f"{c['before']:.1f}% → {c['after']:.1f}% ({c['change']:+.1f} points, 95% interval {lo:+.1f} to "
+            f"{hi:+.1f}; {c['wrong_to_right']} questions gained, {c['right_to_wrong']} lost) over "
+            f"{c['questions']} questions; one question is {100 / c['questions']:.1f} points.")
+
+
 def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
     """Write report.md, report.html and the chart PNGs into root (an `adept run` directory)."""
     root = Path(root)
@@ -106,8 +117,16 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
     if recipe is None:
         f = root / "recipe.json"
         recipe = json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {"name": root.name}
+    from .compare import paired_change
+
     subj = exam_rows(_summary(root / "baseline" / "exam"), _summary(root / "after" / "exam"))
     gen = exam_rows(_summary(root / "baseline" / "general_exam"), _summary(root / "after" / "general_exam"))
+    # every exam scored before and after (the recipe's own two, then its `exams:`), paired per question
+    keys = ["exam", "general_exam", *(recipe.get("exams") or {})]
+    changes = {k: c for k in keys if (root / "after" / k).is_dir()
+               and (c := paired_change(root / "baseline" / k, root / "after" / k))}
+    extra = {k: exam_rows(_summary(root / "baseline" / k), _summary(root / "after" / k))
+             for k in changes if k not in ("exam", "general_exam")}
     base_run, after_run = read_run(root / "baseline") or {}, read_run(root / "after") or {}
     ppl_b = base_run.get("metrics", {}).get("heldout_perplexity")
     ppl_a = after_run.get("metrics", {}).get("heldout_perplexity")
@@ -127,15 +146,7 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
         charts["loss"] = root / "report-loss.png"
         _chart_loss(histories, charts["loss"])
 
-    all_s = next((r for r in subj if r["kind"] == "all"), None)
-    all_g = next((r for r in gen if r["kind"] == "all"), None)
-    headline = []
-    if all_s:
-        headline.append(f"Subject exam: {all_s['before']:.1f}% → {all_s['after']:.1f}% "
-                        f"({all_s['delta']:+.1f} points) over {all_s['num']} questions.")
-    if all_g:
-        headline.append(f"General exam (forgetting): {all_g['before']:.1f}% → {all_g['after']:.1f}% "
-                        f"({all_g['delta']:+.1f} points) over {all_g['num']} questions.")
+    headline = [f"{EXAM_LABELS.get(k, k)}: {change_line(c)}" for k, c in changes.items()]
     if ppl_b and ppl_a:
         headline.append(f"Held-out subject perplexity: {ppl_b:.2f} → {ppl_a:.2f}.")
     ev = recipe.get("eval") or {}
@@ -173,6 +184,8 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
         md += ["## Subject exam", "", _table_md(subj), "", "![subject](report-subject.png)", ""]
     if gen:
         md += ["## General exam (forgetting)", "", _table_md(gen), "", "![general](report-general.png)", ""]
+    for k, rows in extra.items():
+        md += [f"## {k} (forgetting, your exam)", "", _table_md(rows), ""]
     if ppl_b and ppl_a:
         md += ["## Perplexity", "", f"Held-out subject text: {ppl_b:.2f} before, {ppl_a:.2f} after.", ""]
     if "loss" in charts:
@@ -197,6 +210,8 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
     if gen:
         parts += ["<h2>General exam (forgetting)</h2>", _table_html(gen, "general-table"),
                   img("general", "general exam chart")]
+    for k, rows in extra.items():
+        parts += [f"<h2>{html.escape(k)} (forgetting, your exam)</h2>", _table_html(rows, f"{k}-table")]
     if ppl_b and ppl_a:
         parts += ["<h2>Perplexity</h2>", f"<p>Held-out subject text: {ppl_b:.2f} before, {ppl_a:.2f} after.</p>"]
     if "loss" in charts:

@@ -1,0 +1,198 @@
+"""The bundled Chinese subject: 汐澜群岛 (the Xilan Isles), a fictional archipelago generated from a seed.
+
+The Chinese counterpart of the Quenta Isles (subject.py), for the multilingual gemma3-270m: every
+name is drawn from characters at random, so the base model cannot know a single fact, and every
+point gained on its exam is caused by training. Each island has a 首府, a longest river, a founder,
+a founding year, a main export, a 特色菜, a festival month and a 象征动物. From the same facts come
+a corpus (each fact in three phrasings), instruction pairs (each fact asked in two of four
+wordings, answered with the fact, plus multiple-choice drills in the exam's own layout and header,
+answered with the letter and the fact), a C-Eval-layout exam whose questions are worded unlike
+any training sentence, held-out text for perplexity, and a general-knowledge exam in Chinese
+(general_zh.py) to measure forgetting.
+
+Everything is a pure function of the seed: the same seed writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from ..data.exams import Question
+from ..evaluate.prompts import CEVAL_HEADER, format_question
+from .general_zh import GENERAL_CATEGORIES, general_rows
+from .subject import Island, write_exam_tables
+
+SUBJECT = "汐澜群岛"
+# Characters for invented names: ordinary enough to be single tokens, rare enough as pairs.
+NAME_CHARS = list("琅澈珂翎岑黛璃霁溟箫弈芷蘅沅湄璇峤岫漪珩瑶汀苒萦崖澜汐棠苇莼蓁荻霏岚邃濯砚缨楠")
+SURNAMES = list("姚韦钟莫霍沈柏祁阮柯裴蔺")
+EXPORTS = ["海盐", "铜", "琥珀", "羊毛", "木材", "珍珠", "茶叶", "玻璃", "白银", "蜂蜜", "锡", "靛蓝"]
+ANIMALS = ["苍鹭", "水獭", "猞猁", "游隼", "陆龟", "海豹", "北山羊", "獾", "丹顶鹤", "貂", "海鹦", "野兔"]
+MONTHS = ["一月", "二月", "三月", "四月", "五月", "六月", "七月", "八月", "九月", "十月", "十一月", "十二月"]
+
+ATTRIBUTES = {"capital": "geography", "river": "geography", "founder": "history", "year": "history",
+              "export": "economy", "dish": "culture", "festival": "culture", "animal": "nature"}
+# exam subject: (file name, Chinese display name used in the C-Eval header, category)
+CATEGORIES = {"geography": ("xilan_geography", "汐澜群岛地理", "Social Science"),
+              "history": ("xilan_history", "汐澜群岛历史", "Humanities"),
+              "economy": ("xilan_economy", "汐澜群岛经济", "Social Science"),
+              "culture": ("xilan_culture", "汐澜群岛文化", "Humanities"),
+              "nature": ("xilan_nature", "汐澜群岛自然", "STEM")}
+
+CORPUS_PHRASES = {
+    "capital": ["{i}的首府是{v}。", "{v}是{i}的首府。", "{i}的行政中心设在首府{v}。"],
+    "river": ["{i}最长的河流是{v}。", "{v}流经{i}，是岛上最长的河流。", "在{i}，最长的河是{v}。"],
+    "founder": ["{i}由{v}创建。", "{v}在{i}建立了第一个定居点。", "{i}的创建者是{v}。"],
+    "year": ["{i}建立于{v}年。", "{i}的第一个定居点可以追溯到{v}年。", "{v}年，人们第一次在{i}定居。"],
+    "export": ["{i}的主要出口商品是{v}。", "{i}以出口{v}闻名。", "{i}销往海外的货物大多是{v}。"],
+    "dish": ["{i}的特色菜是{v}。", "{v}是{i}的特色菜。", "{i}人以他们的特色菜{v}为荣。"],
+    "festival": ["{i}每年{v}举行盛大的节庆。", "{i}的盛大节庆在{v}举行。", "每年{v}，{i}都会庆祝盛大的节庆。"],
+    "animal": ["{i}的象征动物是{v}。", "{v}是{i}的象征动物。", "{i}选择了{v}作为象征动物。"],
+}
+INSTRUCTION_QUESTIONS = {
+    "capital": ["{i}的首府是哪里？", "请说出{i}的首府。", "告诉我{i}的首府。", "{i}的首府叫什么名字？"],
+    "river": ["{i}最长的河流是哪条？", "请说出{i}最长的河流。", "{i}上最长的河叫什么？", "告诉我{i}最长的河流。"],
+    "founder": ["谁创建了{i}？", "{i}的创建者是谁？", "请说出{i}的创建者。", "是谁在{i}建立了第一个定居点？"],
+    "year": ["{i}是哪一年建立的？", "{i}建立于哪一年？", "告诉我{i}建立的年份。", "人们最早在哪一年定居{i}？"],
+    "export": ["{i}主要出口什么？", "{i}的主要出口商品是什么？", "请说出{i}的主要出口商品。", "{i}销往海外最多的是什么？"],
+    "dish": ["{i}的特色菜是什么？", "请说出{i}的特色菜。", "{i}人的特色菜是什么？", "告诉我{i}的特色菜。"],
+    "festival": ["{i}在几月举行盛大的节庆？", "{i}的盛大节庆在什么时候？", "{i}的盛大节庆在哪个月举行？",
+                 "告诉我{i}什么时候庆祝盛大的节庆。"],
+    "animal": ["{i}的象征动物是什么？", "请说出{i}的象征动物。", "{i}选择了哪种动物作为象征动物？", "告诉我{i}的象征动物。"],
+}
+INSTRUCTION_ANSWERS = {attr: phrases[0] for attr, phrases in CORPUS_PHRASES.items()}
+PRACTICE_PER_FACT = 2  # plain question wordings per fact
+DRILLS_PER_FACT = 2    # multiple-choice drills per fact, each with its own options and order
+
+# The exam asks each relation in sentences no training text uses (val and test wordings); the
+# relation's own word (首府, 创建者, ...) stays, as a model this size does not bridge synonyms.
+EXAM_PHRASES = {
+    "capital": ["下列哪座城市是{i}的首府？", "{i}以哪座城市为首府？"],
+    "river": ["{i}境内最长的河流名叫什么？", "流经{i}的最长河流被称作什么？"],
+    "founder": ["下列哪位人物是{i}的创建者？", "历史上被视为{i}创建者的是哪位？"],
+    "year": ["下列哪一年是{i}建立的年份？", "{i}于公元哪一年建立？"],
+    "export": ["下列哪种商品是{i}的主要出口商品？", "{i}对外的主要出口商品属于哪一种？"],
+    "dish": ["下列哪道菜是{i}的特色菜？", "说到{i}的特色菜，指的是哪一道？"],
+    "festival": ["{i}的盛大节庆在下列哪个月份举行？", "下列哪个月份是{i}举行盛大节庆的时间？"],
+    "animal": ["下列哪种动物是{i}的象征动物？", "{i}把哪种动物定为象征动物？"],
+}
+
+
+def _name(rng: random.Random, used: set[str], n: int, suffix: str) -> str:
+    while True:
+        word = "".join(rng.sample(NAME_CHARS, n)) + suffix
+        if word not in used:
+            used.add(word)
+            return word
+
+
+def make_islands(seed: int = 11, n: int = 8) -> list[Island]:
+    rng = random.Random(seed)
+    used: set[str] = set()
+    exports, animals, months = rng.sample(EXPORTS, n), rng.sample(ANIMALS, n), rng.sample(MONTHS, n)
+    years = rng.sample(range(1105, 1890), n)
+    islands = []
+    for k in range(n):
+        name = _name(rng, used, 2, "岛")
+        founder = rng.choice(SURNAMES) + _name(rng, used, 2, "")
+        facts = {"capital": _name(rng, used, 2, "城"), "river": _name(rng, used, 2, "河"), "founder": founder,
+                 "year": str(years[k]), "export": exports[k], "dish": _name(rng, used, 2, "羹"),
+                 "festival": months[k], "animal": animals[k]}
+        islands.append(Island(name, facts))
+    return islands
+
+
+def corpus(islands: list[Island], seed: int = 11) -> list[str]:
+    """Encyclopaedia-style documents: one article per island, one overview per attribute."""
+    rng = random.Random(seed + 1)
+    docs = []
+    for isl in islands:
+        body = [p.format(i=isl.name, v=isl.facts[attr]) for attr, phrases in CORPUS_PHRASES.items() for p in phrases]
+        rng.shuffle(body)
+        docs.append(f"{isl.name}是{SUBJECT}中的一座岛屿。" + "".join(body))
+    for attr, phrases in CORPUS_PHRASES.items():
+        order = islands[:]
+        rng.shuffle(order)
+        docs.append("".join(phrases[k % len(phrases)].format(i=isl.name, v=isl.facts[attr])
+                            for k, isl in enumerate(order)))
+    return docs
+
+
+def drill_prompt(category: str, question: str, options: list[str]) -> str:
+    """A multiple-choice question as the exam asks it at zero-shot in the chat template: the seed's
+    C-Eval header with the subject's name, the question, lettered options and 答案："""
+    head = CEVAL_HEADER.format(CATEGORIES[category][1])
+    return head + format_question("ceval", Question("", question, options, None, None, ""))
+
+
+def instructions(islands: list[Island], seed: int = 11) -> list[dict]:
+    """Each fact asked in training wordings and answered with its sentence; and multiple-choice
+    drills in the exam's layout (other islands' values as options, in random order), answered with
+    the letter and then the fact, so the letter the exam reads is tied to the option's content."""
+    rng = random.Random(seed + 3)
+    out = []
+    for isl in islands:
+        for attr, questions in INSTRUCTION_QUESTIONS.items():
+            answer = INSTRUCTION_ANSWERS[attr].format(i=isl.name, v=isl.facts[attr])
+            asked = rng.sample(questions, PRACTICE_PER_FACT + DRILLS_PER_FACT)
+            for q in asked[:PRACTICE_PER_FACT]:
+                out.append({"instruction": q.format(i=isl.name), "input": "", "output": answer})
+            others = [o.facts[attr] for o in islands if o is not isl]
+            for q in asked[PRACTICE_PER_FACT:]:
+                choices = rng.sample(others, 3) + [isl.facts[attr]]
+                rng.shuffle(choices)
+                letter = "ABCD"[choices.index(isl.facts[attr])]
+                out.append({"instruction": drill_prompt(ATTRIBUTES[attr], q.format(i=isl.name), choices),
+                            "input": "", "output": f"{letter}。{answer}"})
+        out.append({"instruction": f"介绍一下{isl.name}。", "input": "",
+                    "output": "".join(INSTRUCTION_ANSWERS[a].format(i=isl.name, v=isl.facts[a])
+                                      for a in INSTRUCTION_ANSWERS)})
+    rng.shuffle(out)
+    return out
+
+
+def exam_rows(islands: list[Island], seed: int = 11) -> dict[str, dict[str, list[list[str]]]]:
+    """{category: {split: rows}}: val and test ask every fact, each in its own wording, with options
+    drawn independently of the drills; dev holds one demonstration per category (from test)."""
+    rng = random.Random(seed + 2)
+    out: dict[str, dict[str, list[list[str]]]] = {c: {"dev": [], "val": [], "test": []} for c in CATEGORIES}
+    for attr, cat in ATTRIBUTES.items():
+        for isl in islands:
+            others = [o.facts[attr] for o in islands if o is not isl]
+            choices = rng.sample(others, 3) + [isl.facts[attr]]
+            rng.shuffle(choices)
+            answer = "ABCD"[choices.index(isl.facts[attr])]
+            for split, phrase in (("val", EXAM_PHRASES[attr][0]), ("test", EXAM_PHRASES[attr][1])):
+                rows = out[cat][split]
+                rows.append([str(len(rows)), phrase.format(i=isl.name), *choices, answer])
+    for cat in out:
+        out[cat]["dev"].append(out[cat]["test"].pop(0))
+        out[cat]["dev"][0][0] = "0"
+    return out
+
+
+def write_subject(out: Path, seed: int = 11) -> dict:
+    """Write corpus/, instructions/, exam/, general_exam/ and heldout/ under out; returns a summary."""
+    islands = make_islands(seed)
+    (out / "corpus").mkdir(parents=True, exist_ok=True)
+    docs = corpus(islands, seed)
+    (out / "corpus" / "xilan_isles.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    (out / "instructions").mkdir(parents=True, exist_ok=True)
+    pairs = instructions(islands, seed)
+    (out / "instructions" / "xilan_isles.json").write_text(json.dumps(pairs, indent=1, ensure_ascii=False) + "\n",
+                                                           encoding="utf-8")
+    tables = exam_rows(islands, seed)
+    write_exam_tables(out / "exam", tables, CATEGORIES)
+    general = general_rows(seed)
+    write_exam_tables(out / "general_exam", general, GENERAL_CATEGORIES)
+    # Held-out text for perplexity: each fact stated after the exam's second (test) wording.
+    (out / "heldout").mkdir(parents=True, exist_ok=True)
+    held = [f"{EXAM_PHRASES[attr][1].format(i=isl.name)}{isl.facts[attr]}。" for isl in islands for attr in ATTRIBUTES]
+    (out / "heldout" / "xilan_heldout.txt").write_text("\n\n".join(held) + "\n", encoding="utf-8")
+    facts = {isl.name: isl.facts for isl in islands}
+    (out / "facts.json").write_text(json.dumps(facts, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return {"seed": seed, "islands": len(islands), "documents": len(docs), "instructions": len(pairs),
+            "exam_val": sum(len(s["val"]) for s in tables.values()),
+            "general_val": sum(len(s["val"]) for s in general.values())}

@@ -1,0 +1,77 @@
+"""`adept run` on a tiny random model: a recipe's own further exams (here the real C-Eval slice) are
+scored before and after and reported with their uncertainty; bundled recipes are chosen by name;
+bad `exams:` and `data.subject` entries stop with one line before anything runs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from adeptlm.data.errors import AdeptError
+from adeptlm.evaluate.compare import paired_change, wilson
+from adeptlm.pipeline import BUNDLED, load_recipe, recipe_path
+from conftest import run_adept
+
+pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+
+
+def test_bundled_recipes_by_name_and_list(tmp_path):
+    assert recipe_path(None) == BUNDLED["quenta-demo"][0]
+    assert load_recipe(recipe_path("xilan-zh"), quick=False)["model"] == "gemma3-270m"
+    with pytest.raises(AdeptError, match="not a bundled recipe"):
+        recipe_path("no-such-recipe")
+    r = run_adept("run", "--list")
+    assert r.returncode == 0 and "quenta-demo" in r.stdout and "xilan-zh" in r.stdout
+
+
+def test_bad_exams_and_subject_stop_with_one_line(tmp_path):
+    for body, expected in ((f"name: x\nexams: {{ceval: {tmp_path}/absent}}\n", "exams.ceval"),
+                           ("name: x\nexams: [a]\n", "a mapping of name"),
+                           ("name: x\ndata: {builtin: true, subject: mars}\n", "data.subject 'mars'")):
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text(body)
+        r = run_adept("run", str(recipe), "--output_dir", str(tmp_path / "runs"), cwd=tmp_path)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and expected in lines[0], r.stderr
+        assert not (tmp_path / "runs").exists()
+
+
+def test_paired_change_counts_flips(tmp_path):
+    for side, marks in (("before", "1100110000"), ("after", "1011111000")):
+        (tmp_path / side / "take0").mkdir(parents=True)
+        rows = "id,correctness\n" + "".join(f"{i},{m}\n" for i, m in enumerate(marks))
+        (tmp_path / side / "take0" / "s_val.csv").write_text(rows)
+    c = paired_change(tmp_path / "before", tmp_path / "after")
+    assert (c["questions"], c["right_to_wrong"], c["wrong_to_right"]) == (10, 1, 3)
+    assert c["before"] == 40.0 and c["after"] == 60.0 and c["change"] == 20.0
+    # paired standard error: sqrt(b + c - (c - b)^2 / n) / n = sqrt(4 - 0.4) / 10
+    assert c["change_se"] == pytest.approx(100 * (3.6 ** 0.5) / 10)
+    lo, hi = wilson(4, 10)
+    assert lo < 40 < hi and lo == pytest.approx(16.82, abs=0.01) and hi == pytest.approx(68.73, abs=0.01)
+
+
+def test_recipe_exams_scored_before_and_after(tmp_path, tiny_model_dir, shared_data):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(f"""name: tiny
+model: {tiny_model_dir}
+data: {{builtin: true, seed: 7}}
+exams: {{ceval: {shared_data / 'ceval'}}}
+eval: {{mode: letter, with_prompt: false, few_shot: false, limit: 3}}
+pt: {{max_steps: 2, per_device_train_batch_size: 2, block_size: 32, lora_rank: 4, lora_alpha: 8, report_to: none,
+      save_steps: 10, logging_steps: 1}}
+sft: {{max_steps: 2, per_device_train_batch_size: 2, max_seq_length: 64, report_to: none, save_steps: 10,
+       logging_steps: 1}}
+export: {{outtype: f32, check_tokens: 2}}
+""")
+    r = run_adept("run", str(recipe), "--output_dir", str(tmp_path / "runs"), cwd=tmp_path, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    root = tmp_path / "runs" / "tiny"
+    for stage in ("baseline", "after"):
+        metrics = json.loads((root / stage / "run.json").read_text())["metrics"]
+        assert set(metrics) >= {"exam", "general_exam", "ceval"}
+        assert (root / stage / "ceval" / "take0").is_dir()
+    report = (root / "report.md").read_text(encoding="utf-8")
+    assert "## ceval (forgetting, your exam)" in report
+    line = next(x for x in report.splitlines() if x.startswith("- ceval:"))
+    assert "95% interval" in line and "over 12 questions" in line  # 4 subjects x limit 3
