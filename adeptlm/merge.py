@@ -25,6 +25,7 @@ from typing import Iterator
 
 from tqdm import tqdm
 
+from .atomic import remove_stale, temp_sibling
 from .data.errors import AdeptError
 from .models import adapter_base, resolve_model
 from .runrecord import write_run
@@ -401,8 +402,8 @@ def merge(base_model: str | None, lora_models: list[str], output_dir: str | Path
 
     plan = plan_merge(base, lora_paths)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_stale(out)  # what a killed merge into the same directory left behind
+    tmp = temp_sibling(out)
     tmp.mkdir()
     try:
         weight_map, total = _write_shards(plan, tmp, progress)

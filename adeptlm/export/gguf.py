@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..atomic import remove_stale, temp_sibling
 from ..data.errors import AdeptError
 from ..merge import ShardReader, base_shards
 from ..models import resolve_model
@@ -211,10 +212,11 @@ def export_gguf(model: str, output: str | Path, outtype: str = "f16", pretokeniz
         raise AdeptError(f"--outtype {outtype!r} is not one of {', '.join(OUTTYPES)}")
     out = Path(output).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    remove_stale(out)  # what a killed export of the same file left behind
+    tmp = temp_sibling(out)
     try:
         if outtype in K_QUANTS:
-            with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.f16-") as scratch:
+            with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.f16-{os.getpid()}-") as scratch:
                 f16 = Path(scratch) / "model-f16.gguf"
                 result = _write(model, f16, "f16", pretokenizer, progress, label=f"{out.name} (f16 first)")
                 _llama_quantize(f16, tmp, outtype)
