@@ -285,18 +285,20 @@ def instructions(islands: list[Island], seed: int = 7) -> list[dict]:
     return out
 
 
-def exam_rows(islands: list[Island], seed: int = 7) -> dict[str, dict[str, list[list[str]]]]:
+def exam_rows(islands: list[Island], seed: int = 7, attributes: dict = ATTRIBUTES, categories: dict = CATEGORIES,
+              phrases: dict = EXAM_PHRASES) -> dict[str, dict[str, list[list[str]]]]:
     """{category: {split: [[id, question, A, B, C, D, answer], ...]}}: val and test ask every fact,
-    each in its own phrasing; dev holds one demonstration per category from the test phrasing."""
+    each in its own phrasing (phrases[attr] = [val, test]), with the other islands' values as
+    options; dev holds one demonstration per category from the test phrasing."""
     rng = random.Random(seed + 2)
-    out: dict[str, dict[str, list[list[str]]]] = {c: {"dev": [], "val": [], "test": []} for c in CATEGORIES}
-    for attr, cat in ATTRIBUTES.items():
+    out: dict[str, dict[str, list[list[str]]]] = {c: {"dev": [], "val": [], "test": []} for c in categories}
+    for attr, cat in attributes.items():
         for k, isl in enumerate(islands):
             others = [o.facts[attr] for o in islands if o is not isl]
             choices = rng.sample(others, 3) + [isl.facts[attr]]
             rng.shuffle(choices)
             answer = "ABCD"[choices.index(isl.facts[attr])]
-            for split, phrase in (("val", EXAM_PHRASES[attr][0]), ("test", EXAM_PHRASES[attr][1])):
+            for split, phrase in (("val", phrases[attr][0]), ("test", phrases[attr][1])):
                 rows = out[cat][split]
                 rows.append([str(len(rows)), phrase.format(i=isl.name), *choices, answer])
     for cat in out:        # one demonstration per category, moved from test so no question repeats
@@ -331,27 +333,32 @@ def general_rows() -> dict[str, dict[str, list[list[str]]]]:
     return out
 
 
-def write_subject(out: Path, seed: int = 7) -> dict:
-    """Write corpus/, instructions/, exam/ and general_exam/ under out; returns a summary."""
-    islands = make_islands(seed)
+def write_files(out: Path, stem: str, islands: list[Island], docs: list[str], pairs: list[dict], tables: dict,
+                categories: dict, general: dict, general_categories: dict, held: list[str], seed: int) -> dict:
+    """Write a generated subject's corpus/, instructions/, exam/, general_exam/, heldout/ and
+    facts.json under out (the same layout for every bundled subject); returns a summary."""
     (out / "corpus").mkdir(parents=True, exist_ok=True)
-    docs = corpus(islands, seed)
-    (out / "corpus" / "quenta_isles.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    (out / "corpus" / f"{stem}.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
     (out / "instructions").mkdir(parents=True, exist_ok=True)
-    pairs = instructions(islands, seed)
-    (out / "instructions" / "quenta_isles.json").write_text(json.dumps(pairs, indent=1, ensure_ascii=False) + "\n",
-                                                            encoding="utf-8")
-    tables = exam_rows(islands, seed)
-    write_exam_tables(out / "exam", tables, CATEGORIES)
-    write_exam_tables(out / "general_exam", general_rows(), GENERAL_CATEGORIES)
-    # Held-out domain text for perplexity: each fact stated in the exam's second (test) wording,
-    # which no training sentence uses.
+    (out / "instructions" / f"{stem}.json").write_text(json.dumps(pairs, indent=1, ensure_ascii=False) + "\n",
+                                                       encoding="utf-8")
+    write_exam_tables(out / "exam", tables, categories)
+    write_exam_tables(out / "general_exam", general, general_categories)
     (out / "heldout").mkdir(parents=True, exist_ok=True)
-    held = [f"{EXAM_PHRASES[attr][1].format(i=isl.name)} {_sentence(isl.facts[attr])}."
-            for isl in islands for attr in ATTRIBUTES]
-    (out / "heldout" / "quenta_heldout.txt").write_text("\n\n".join(held) + "\n", encoding="utf-8")
+    (out / "heldout" / f"{stem.split('_')[0]}_heldout.txt").write_text("\n\n".join(held) + "\n", encoding="utf-8")
     facts = {isl.name: isl.facts for isl in islands}
-    (out / "facts.json").write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
+    (out / "facts.json").write_text(json.dumps(facts, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return {"seed": seed, "islands": len(islands), "documents": len(docs), "instructions": len(pairs),
             "exam_val": sum(len(s["val"]) for s in tables.values()),
-            "general_val": len(GENERAL_EXAM) - len(GENERAL_CATEGORIES)}
+            "general_val": sum(len(s["val"]) for s in general.values())}
+
+
+def write_subject(out: Path, seed: int = 7) -> dict:
+    """Write corpus/, instructions/, exam/, general_exam/ and heldout/ under out; returns a summary."""
+    islands = make_islands(seed)
+    # Held-out domain text for perplexity: each fact stated in the exam's second (test) wording,
+    # which no training sentence uses.
+    held = [f"{EXAM_PHRASES[attr][1].format(i=isl.name)} {_sentence(isl.facts[attr])}."
+            for isl in islands for attr in ATTRIBUTES]
+    return write_files(out, "quenta_isles", islands, corpus(islands, seed), instructions(islands, seed),
+                       exam_rows(islands, seed), CATEGORIES, general_rows(), GENERAL_CATEGORIES, held, seed)

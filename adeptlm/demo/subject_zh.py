@@ -15,14 +15,13 @@ Everything is a pure function of the seed: the same seed writes the same bytes.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 from ..data.exams import Question
 from ..evaluate.prompts import CEVAL_HEADER, format_question
 from .general_zh import GENERAL_CATEGORIES, general_rows
-from .subject import Island, write_exam_tables
+from .subject import Island, exam_rows, write_files
 
 SUBJECT = "汐澜群岛"
 # Characters for invented names: ordinary enough to be single tokens, rare enough as pairs.
@@ -153,46 +152,11 @@ def instructions(islands: list[Island], seed: int = 11) -> list[dict]:
     return out
 
 
-def exam_rows(islands: list[Island], seed: int = 11) -> dict[str, dict[str, list[list[str]]]]:
-    """{category: {split: rows}}: val and test ask every fact, each in its own wording, with options
-    drawn independently of the drills; dev holds one demonstration per category (from test)."""
-    rng = random.Random(seed + 2)
-    out: dict[str, dict[str, list[list[str]]]] = {c: {"dev": [], "val": [], "test": []} for c in CATEGORIES}
-    for attr, cat in ATTRIBUTES.items():
-        for isl in islands:
-            others = [o.facts[attr] for o in islands if o is not isl]
-            choices = rng.sample(others, 3) + [isl.facts[attr]]
-            rng.shuffle(choices)
-            answer = "ABCD"[choices.index(isl.facts[attr])]
-            for split, phrase in (("val", EXAM_PHRASES[attr][0]), ("test", EXAM_PHRASES[attr][1])):
-                rows = out[cat][split]
-                rows.append([str(len(rows)), phrase.format(i=isl.name), *choices, answer])
-    for cat in out:
-        out[cat]["dev"].append(out[cat]["test"].pop(0))
-        out[cat]["dev"][0][0] = "0"
-    return out
-
-
 def write_subject(out: Path, seed: int = 11) -> dict:
     """Write corpus/, instructions/, exam/, general_exam/ and heldout/ under out; returns a summary."""
     islands = make_islands(seed)
-    (out / "corpus").mkdir(parents=True, exist_ok=True)
-    docs = corpus(islands, seed)
-    (out / "corpus" / "xilan_isles.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
-    (out / "instructions").mkdir(parents=True, exist_ok=True)
-    pairs = instructions(islands, seed)
-    (out / "instructions" / "xilan_isles.json").write_text(json.dumps(pairs, indent=1, ensure_ascii=False) + "\n",
-                                                           encoding="utf-8")
-    tables = exam_rows(islands, seed)
-    write_exam_tables(out / "exam", tables, CATEGORIES)
-    general = general_rows(seed)
-    write_exam_tables(out / "general_exam", general, GENERAL_CATEGORIES)
     # Held-out text for perplexity: each fact stated after the exam's second (test) wording.
-    (out / "heldout").mkdir(parents=True, exist_ok=True)
     held = [f"{EXAM_PHRASES[attr][1].format(i=isl.name)}{isl.facts[attr]}。" for isl in islands for attr in ATTRIBUTES]
-    (out / "heldout" / "xilan_heldout.txt").write_text("\n\n".join(held) + "\n", encoding="utf-8")
-    facts = {isl.name: isl.facts for isl in islands}
-    (out / "facts.json").write_text(json.dumps(facts, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return {"seed": seed, "islands": len(islands), "documents": len(docs), "instructions": len(pairs),
-            "exam_val": sum(len(s["val"]) for s in tables.values()),
-            "general_val": sum(len(s["val"]) for s in general.values())}
+    tables = exam_rows(islands, seed, ATTRIBUTES, CATEGORIES, EXAM_PHRASES)
+    return write_files(out, "xilan_isles", islands, corpus(islands, seed), instructions(islands, seed), tables,
+                       CATEGORIES, general_rows(seed), GENERAL_CATEGORIES, held, seed)
