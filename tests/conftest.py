@@ -120,6 +120,20 @@ def tiny_model_dir(tmp_path, tiny_tokenizer):
     return out
 
 
+def trained_runs(enc) -> list[list[int]]:
+    """The runs of consecutive trained token ids of an encoded conversation, in order."""
+    from adeptlm.templates import IGNORE_INDEX
+
+    runs, run = [], []
+    for t, lab in zip(enc.input_ids, enc.labels):
+        if lab != IGNORE_INDEX:
+            run.append(t)
+        elif run:
+            runs.append(run)
+            run = []
+    return runs + ([run] if run else [])
+
+
 def run_adept(*args: str, env: dict | None = None, timeout: int = 600, **kw) -> subprocess.CompletedProcess:
     """Run the real `adept` command line in a child process."""
     full_env = {**os.environ, **(env or {})}

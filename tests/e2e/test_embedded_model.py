@@ -16,7 +16,7 @@ import torch
 
 from adeptlm.models import MARKER, load_model, load_tokenizer
 from adeptlm.templates import IGNORE_INDEX, encode_conversation, encode_prompt, get_template, render
-from conftest import run_adept
+from conftest import run_adept, trained_runs
 
 pytestmark = pytest.mark.e2e
 
@@ -85,13 +85,7 @@ def test_smollm2_tokenizer_masks():
     assert tmpl.eot == "<|im_end|>"
     enc = encode_conversation(tok, tmpl, CONV)
     eot = tok.convert_tokens_to_ids("<|im_end|>")
-    spans, run = [], []
-    for t, lab in zip(enc.input_ids, enc.labels):
-        if lab != IGNORE_INDEX:
-            run.append(t)
-        elif run:
-            spans.append(run)
-            run = []
+    spans = trained_runs(enc)
     assert [tok.decode(s) for s in spans] == ["Red.<|im_end|>", "蓝色。<|im_end|>"]
     assert all(s[-1] == eot for s in spans)
     masked = tok.decode([t for t, lab in zip(enc.input_ids, enc.labels) if lab == IGNORE_INDEX])

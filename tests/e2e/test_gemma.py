@@ -9,8 +9,8 @@ import json
 import pytest
 
 from adeptlm.models import KNOWN_MODELS, is_installed, load_tokenizer
-from adeptlm.templates import GEMMA, IGNORE_INDEX, encode_conversation, encode_prompt, get_template, render
-from conftest import run_adept
+from adeptlm.templates import GEMMA, encode_conversation, encode_prompt, get_template, render
+from conftest import run_adept, trained_runs
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not is_installed("gemma3-270m"), reason=KNOWN_MODELS["gemma3-270m"].install)]
@@ -31,14 +31,7 @@ def test_gemma_template_is_the_default_and_masks():
     assert text == ("<bos><start_of_turn>user\n请简短回答。\n\n天空是什么颜色？<end_of_turn>\n<start_of_turn>model\n"
                     "蓝色。<end_of_turn>\n<start_of_turn>user\nAnd grass?<end_of_turn>\n<start_of_turn>model\n"
                     "Green.<end_of_turn>\n")
-    spans, run = [], []
-    for t, lab in zip(enc.input_ids, enc.labels):
-        if lab != IGNORE_INDEX:
-            run.append(t)
-        elif run:
-            spans.append(run)
-            run = []
-    spans += [run] if run else []
+    spans = trained_runs(enc)
     eot = tok.convert_tokens_to_ids("<end_of_turn>")
     assert [tok.decode(s) for s in spans] == ["蓝色。<end_of_turn>", "Green.<end_of_turn>"]
     assert all(s[-1] == eot for s in spans) and enc.input_ids[0] == tok.bos_token_id
