@@ -29,7 +29,8 @@ BUNDLED = {"quenta-demo": (DEMO_DIR / "recipe.yaml",
            "xilan-zh": (DEMO_DIR / "recipe_zh.yaml",
                         "Chinese: gemma3-270m learns the fictional 汐澜群岛, C-Eval protocol, GGUF for llama.cpp")}
 DEMO_RECIPE = BUNDLED["quenta-demo"][0]
-SUBJECTS = ("quenta", "xilan")  # data: {builtin: true, subject: ...}
+# data: {builtin: true, subject: NAME}: the module whose write_subject(out, seed) generates it
+SUBJECTS = {"quenta": "adeptlm.demo.subject", "xilan": "adeptlm.demo.subject_zh"}
 
 
 def recipe_path(spec: str | None) -> Path:
@@ -119,11 +120,10 @@ class Run:
         if not data.get("builtin"):
             write_run(self.dir("data"), "data", data, {})
             return
+        import importlib
+
         subject = data.get("subject", "quenta")
-        if subject == "xilan":
-            from .demo.subject_zh import write_subject
-        else:
-            from .demo.subject import write_subject
+        write_subject = importlib.import_module(SUBJECTS[subject]).write_subject
         seed = int(data.get("seed", 7))
         summary = write_subject(self.dir("data"), seed)
         write_run(self.dir("data"), "data", {"builtin": True, "subject": subject, "seed": seed}, summary)

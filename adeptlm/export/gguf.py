@@ -108,7 +108,7 @@ def add_space_prefix(tj: dict) -> bool:
     return False
 
 
-def _vocab(tj_path: Path, tj: dict, n_vocab: int, gguf, kind: str) -> tuple[list[str], list[int], list, list[str]]:
+def _vocab(tj: dict, n_vocab: int, gguf, kind: str) -> tuple[list[str], list[int], list, list[str]]:
     """Tokens (as tokenizer.json spells them), token types, scores (SentencePiece style only) and merges.
 
     SentencePiece-style tokenizers: llama.cpp merges any adjacent pair whose concatenation is a
@@ -269,7 +269,7 @@ def _write(model: str, path: Path, outtype: str, pretokenizer: str | None, progr
     tj = json.loads(tj_path.read_text(encoding="utf-8"))
     n_vocab = cfg.vocab_size
     kind = tokenizer_kind(tj)
-    tokens, types, scores, merges = _vocab(tj_path, tj, n_vocab, gguf, kind)
+    tokens, types, scores, merges = _vocab(tj, n_vocab, gguf, kind)
     # llama.cpp's SentencePiece tokenizer has one pre-tokenizer ("default"); byte-level BPE needs it named
     pre = pretokenizer or (pre_tokenizer_name(tj) if kind == "gpt2" else "default")
 
