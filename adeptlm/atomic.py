@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 def temp_sibling(target: Path, kind: str = "tmp") -> Path:
@@ -39,6 +41,52 @@ def remove_stale(target: Path) -> list[Path]:
     for p in target.parent.iterdir():
         m = pattern.fullmatch(p.name)
         if m and not _alive(int(m.group(1))):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+            _remove(p)
             removed.append(p)
     return removed
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)
+
+
+def replace(tmp: Path, target: Path) -> None:
+    """Rename tmp onto target; an existing directory is moved aside first (a rename cannot replace a
+    non-empty directory) and removed once the new one is in place."""
+    if target.is_dir() and not target.is_symlink():
+        trash = temp_sibling(target, "old")
+        os.replace(target, trash)
+        os.replace(tmp, target)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+
+
+@contextmanager
+def atomic_output(target: Path | str, kind: str = "tmp", directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of target to write (a file, or a directory made here when
+    directory=True); it is renamed onto target when the block ends and removed if the block raises.
+    Temporaries of the same target left by killed runs are removed first."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(target)
+    tmp = temp_sibling(target, kind)
+    _remove(tmp)
+    if directory:
+        tmp.mkdir()
+    try:
+        yield tmp
+        replace(tmp, target)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def write_text(target: Path | str, text: str) -> Path:
+    """Write a UTF-8 text file atomically."""
+    with atomic_output(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(target)

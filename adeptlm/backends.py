@@ -190,7 +190,7 @@ class LlamaCppBackend:
         try:
             from llama_cpp import Llama
         except ImportError:
-            from .data.errors import AdeptError
+            from .errors import AdeptError
             raise AdeptError("running a .gguf file with llama.cpp needs llama-cpp-python: "
                              "pip install llama-cpp-python (or pass --backend transformers)") from None
         self.llm = Llama(str(path), n_ctx=n_ctx, n_batch=512, logits_all=False, verbose=False,
@@ -275,7 +275,7 @@ class VLLMBackend:
     def load(cls, spec: str | None, dtype: str = "auto") -> "VLLMBackend":
         import importlib.util
 
-        from .data.errors import AdeptError
+        from .errors import AdeptError
         from .models import adapter_base, load_tokenizer, resolve_model
 
         if importlib.util.find_spec("vllm") is None:

@@ -1,4 +1,5 @@
-"""The one `adept` command. Each sub-command is a plain function registered in COMMANDS.
+"""The one `adept` command. Each sub-command is a plain function, attached to its argparse parser in
+build_parser with set_defaults(func=...); pt, sft and dpo parse their own flags (cmd_train).
 
 Errors a user can act on (`AdeptError`, `InputError`) print as one line and exit with status 2;
 `--debug` shows the traceback instead.
@@ -8,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
 
 from . import __version__
 from .allocator import keep_freed_memory
-from .data.errors import AdeptError
+from .errors import AdeptError
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -426,28 +426,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("sft", help="instruction tuning with loss on assistant replies; see adept sft --help")
     sub.add_parser("dpo", help="preference tuning (DPO on TRL) with LoRA or full weights; see adept dpo --help")
     return parser
-
-
-COMMANDS: dict[str, Callable] = {
-    "models": cmd_models,
-    "data check": cmd_data_check,
-    "pt": cmd_train,
-    "sft": cmd_train,
-    "dpo": cmd_train,
-    "eval ceval": cmd_eval_exam,
-    "eval cmmlu": cmd_eval_exam,
-    "eval mmlu": cmd_eval_exam,
-    "eval exam": cmd_eval_exam,
-    "eval ppl": cmd_eval_ppl,
-    "eval compare": cmd_eval_compare,
-    "merge": cmd_merge,
-    "export gguf": cmd_export_gguf,
-    "export check": cmd_export_check,
-    "chat": cmd_chat,
-    "run": cmd_run,
-    "report": cmd_report,
-    "serve": cmd_serve,
-}
 
 
 def main(argv: list[str] | None = None) -> int:

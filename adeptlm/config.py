@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .data.errors import AdeptError
+from .errors import AdeptError
 
 
 def read_yaml_mapping(path: Path, what: str) -> dict:

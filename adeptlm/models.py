@@ -13,12 +13,12 @@ import fcntl
 import importlib.util
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .data.errors import AdeptError
+from .atomic import atomic_output
+from .errors import AdeptError
 from .data.tokenize import file_digest
 
 # Loading must never fall back to a download, even when a path is mistyped.
@@ -134,10 +134,6 @@ def materialise_gguf(gguf: Path, dest: Path, name: str | None = None, template: 
         from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
         print(f"adept: materialising {name or gguf.name} from {gguf} into {dest} (once)", flush=True)
-        # Holding the lock, any temporary sibling is a leftover of a killed run.
-        for stale in dest.parent.glob(f".{dest.name}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # A model loaded from GGUF carries a gguf quantization_config and refuses save_pretrained;
@@ -159,14 +155,12 @@ def materialise_gguf(gguf: Path, dest: Path, name: str | None = None, template: 
             from .templates import NAMED_TEMPLATES
 
             tok.chat_template = NAMED_TEMPLATES[template].jinja
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        (tmp / MARKER).write_text(json.dumps({"name": name, "source_gguf": str(gguf),
-                                              "source_sha256": file_digest(gguf), "template": template},
-                                             indent=2))
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
+        with atomic_output(dest) as tmp:  # replaces an incomplete dest; removes killed runs' temporaries
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            (tmp / MARKER).write_text(json.dumps({"name": name, "source_gguf": str(gguf),
+                                                  "source_sha256": file_digest(gguf), "template": template},
+                                                 indent=2))
         del loaded, model
         return dest
 

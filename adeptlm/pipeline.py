@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from .config import read_yaml_mapping
-from .data.errors import AdeptError
+from .errors import AdeptError
 from .runrecord import read_run, write_run
 
 DEMO_DIR = Path(__file__).parent / "demo"

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from .atomic import write_text
+
 
 def write_replay(model: str, prompts: Sequence[str], out_file: Path, max_new_tokens: int = 48,
                  batch_size: int = 8) -> dict:
@@ -30,9 +32,6 @@ def write_replay(model: str, prompts: Sequence[str], out_file: Path, max_new_tok
     records = [{"instruction": p, "input": "", "output": tok.decode(o, skip_special_tokens=True).strip()}
                for p, o in zip(prompts, outs)]
     records = [r for r in records if r["output"]]  # an empty answer teaches nothing
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(records, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(out_file)
+    write_text(out_file, json.dumps(records, indent=1, ensure_ascii=False) + "\n")
     return {"prompts": len(prompts), "records": len(records), "seconds": round(time.time() - t0, 1),
             "max_new_tokens": max_new_tokens}

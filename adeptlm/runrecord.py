@@ -7,12 +7,13 @@ stages and `adept run` read it.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from .atomic import write_text
 
 RUN_JSON = "run.json"
 PACKAGES = ("adeptlm", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "tokenizers", "gguf",
@@ -35,10 +36,7 @@ def write_run(out_dir: Path | str, stage: str, config: dict, metrics: dict, **ex
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {"stage": stage, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions(),
               "config": config, "metrics": metrics, **extra}
-    tmp = out_dir / f".{RUN_JSON}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(record, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
-    os.replace(tmp, out_dir / RUN_JSON)
-    return out_dir / RUN_JSON
+    return write_text(out_dir / RUN_JSON, json.dumps(record, indent=2, ensure_ascii=False, default=str))
 
 
 def read_run(out_dir: Path | str) -> dict | None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .data.errors import AdeptError
+from .errors import AdeptError
 
 IGNORE_INDEX = -100
 

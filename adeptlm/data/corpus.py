@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError, iter_json_records, read_text, require_object, require_str
+from ..errors import InputError
+from .files import iter_json_records, read_text, require_object, require_str
 
 TEXT_SUFFIXES = (".txt",)
 JSON_SUFFIXES = (".json", ".jsonl")

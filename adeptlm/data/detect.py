@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from .corpus import JSON_SUFFIXES, TEXT_SUFFIXES, Document, read_corpus_file
-from .errors import InputError, iter_json_records, require_object
+from ..errors import InputError
+from .files import iter_json_records, require_object
 from .exams import Exam, exam_files, is_exam_dir, read_exam
 from .instructions import Conversation, instruction_shape, read_instructions
 from .preferences import PreferencePair, preference_shape, read_preferences

@@ -16,7 +16,8 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError, read_text
+from ..errors import InputError
+from .files import read_text
 
 SPLITS = ("dev", "val", "test")
 LETTERS = ("A", "B", "C", "D")

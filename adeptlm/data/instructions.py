@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, iter_json_records, require_object, require_str
+from ..errors import InputError
+from .files import iter_json_records, require_object, require_str
 
 Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
 

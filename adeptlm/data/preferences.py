@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, iter_json_records, require_object, require_str
+from ..errors import InputError
+from .files import iter_json_records, require_object, require_str
 from .instructions import Message, sharegpt_messages
 
 

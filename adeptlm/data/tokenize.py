@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ..atomic import atomic_output
 from .corpus import Document
 from .instructions import Conversation
 
@@ -59,13 +58,9 @@ def cached(cache_dir: Path, name: str, fp: str, build: Callable[[], tuple]) -> t
     if marker.is_file():
         return load_from_disk(str(target)), json.loads(marker.read_text())["stats"], True
     ds, stats = build()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir / f".{target.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    ds.save_to_disk(str(tmp))
-    (tmp / "adeptlm-cache.json").write_text(json.dumps({"fingerprint": fp, "stats": stats}, default=str))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    with atomic_output(target) as tmp:
+        ds.save_to_disk(str(tmp))
+        (tmp / "adeptlm-cache.json").write_text(json.dumps({"fingerprint": fp, "stats": stats}, default=str))
     return load_from_disk(str(target)), stats, False
 
 

@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from ..data.errors import AdeptError
+from ..errors import AdeptError
 
 
 def load_summary(path: Path) -> dict:

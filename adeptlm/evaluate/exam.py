@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ..data.errors import AdeptError
+from ..atomic import atomic_output, write_text
+from ..errors import AdeptError
 from ..data.exams import LETTERS, Exam, Question, exam_files, read_exam
 from ..runrecord import write_run
 from .prompts import Prompt, answer_delimiter, subject_prompts
@@ -387,8 +388,7 @@ def _mean_entry(entries: list[dict]) -> dict:
 
 
 def _write_csv(path: Path, questions: Sequence[Question], preds, responses) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["id", "question", "A", "B", "C", "D", "answer", "model_output", "correctness"]
                    + (["response"] if responses else []))
@@ -396,13 +396,10 @@ def _write_csv(path: Path, questions: Sequence[Question], preds, responses) -> N
             row = [q.id, q.question, *q.choices, q.answer or "", p or "",
                    "" if q.answer is None else int(p == q.answer)]
             w.writerow(row + ([responses[i]] if responses else []))
-    os.replace(tmp, path)
 
 
 def _atomic_json(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, ensure_ascii=False, indent=2))
 
 
 def exam_fingerprint(root: Path) -> str:

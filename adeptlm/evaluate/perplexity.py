@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 from ..data.corpus import read_corpus
-from ..data.errors import AdeptError
+from ..errors import AdeptError
 
 
 def perplexity(model, tokenizer, texts: list[str], max_length: int = 1024, stride: int = 512) -> dict:

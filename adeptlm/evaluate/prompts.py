@@ -64,7 +64,7 @@ def subject_prompts(layout: str, info: SubjectInfo, demos: Sequence[Question], q
     """Prompts for all questions of one subject (options=False: the continuation form, plain text only)."""
     head = header(layout, info)
     if not options and with_prompt:
-        from ..data.errors import AdeptError
+        from ..errors import AdeptError
         raise AdeptError("--mode continuation scores plain text: use it with --with_prompt False")
     if not with_prompt:
         prefix = head + "".join(format_question(layout, d, True, options) for d in demos)

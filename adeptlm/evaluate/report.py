@@ -12,7 +12,7 @@ import html
 import json
 from pathlib import Path
 
-from ..data.errors import AdeptError
+from ..errors import AdeptError
 from ..runrecord import read_run
 
 

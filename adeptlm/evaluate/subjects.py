@@ -187,7 +187,8 @@ def load_mapping(root: Path) -> dict | None:
     path = root / "subject_mapping.json" if root.is_dir() else root.parent / "subject_mapping.json"
     if not path.is_file():
         return None
-    from ..data.errors import InputError, read_text
+    from ..data.files import read_text
+    from ..errors import InputError
 
     try:
         data = json.loads(read_text(path))

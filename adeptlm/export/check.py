@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..data.errors import AdeptError
+from ..atomic import write_text
+from ..errors import AdeptError
 
 # English, Chinese (simplified, traditional, full-width punctuation and spaces), code, emoji, whitespace
 # runs, digits, mixed scripts and special-token text.
@@ -133,9 +133,7 @@ def check_gguf(model: str, gguf_path: str | Path, output_dir: str | Path | None 
     out.mkdir(parents=True, exist_ok=True)
     if exam_dir:
         report.exam = _exam_both(model, gguf_path, Path(exam_dir), out, exam_limit, with_prompt)
-    tmp = out / f".check.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(asdict(report), indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, out / "check.json")
+    write_text(out / "check.json", json.dumps(asdict(report), indent=2, ensure_ascii=False))
     return report
 
 

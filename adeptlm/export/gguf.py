@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..atomic import remove_stale, temp_sibling
-from ..data.errors import AdeptError
-from ..merge import ShardReader, base_shards
+from ..atomic import atomic_output
+from ..errors import AdeptError
+from ..shards import ShardReader, base_shards
 from ..models import resolve_model
 
 # The gguf package quantizes these itself; k-quants go through llama.cpp's quantizer.
@@ -211,21 +211,15 @@ def export_gguf(model: str, output: str | Path, outtype: str = "f16", pretokeniz
     if outtype not in OUTTYPES:
         raise AdeptError(f"--outtype {outtype!r} is not one of {', '.join(OUTTYPES)}")
     out = Path(output).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale(out)  # what a killed export of the same file left behind
-    tmp = temp_sibling(out)
-    try:
+    with atomic_output(out) as tmp:  # also removes what a killed export of the same file left behind
         if outtype in K_QUANTS:
+            # the scratch name matches the temporaries atomic_output removes after a kill
             with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.f16-{os.getpid()}-") as scratch:
                 f16 = Path(scratch) / "model-f16.gguf"
                 result = _write(model, f16, "f16", pretokenizer, progress, label=f"{out.name} (f16 first)")
                 _llama_quantize(f16, tmp, outtype)
         else:
             result = _write(model, tmp, outtype, pretokenizer, progress, label=out.name)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     result.path, result.outtype, result.bytes = out, outtype, out.stat().st_size
     return result
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ..data.errors import AdeptError
+from ..errors import AdeptError
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..config import read_yaml_mapping
-from ..data.errors import AdeptError
+from ..errors import AdeptError
 
 
 @dataclass

@@ -8,7 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
-from ..data.errors import AdeptError
+from ..errors import AdeptError
 from ..models import adapter_base, load_tokenizer, resolve_model
 from ..runrecord import write_run
 from .args import TrainConfig

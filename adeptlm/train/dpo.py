@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data.corpus import JSON_SUFFIXES
-from ..data.errors import AdeptError, InputError
+from ..errors import AdeptError, InputError
 from ..data.preferences import read_preferences
 from ..data.tokenize import fingerprint
 from ..templates import get_template

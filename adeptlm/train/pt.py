@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..data.corpus import corpus_files, read_corpus_file
-from ..data.errors import AdeptError
+from ..errors import AdeptError
 from ..data.tokenize import cached, end_of_text_id, fingerprint, pack_documents
 from .args import TrainConfig
 from .common import load_model_for_training, log, train_and_save

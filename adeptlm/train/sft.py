@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..data.corpus import JSON_SUFFIXES
-from ..data.errors import AdeptError, InputError
+from ..errors import AdeptError, InputError
 from ..data.instructions import read_instructions
 from ..data.tokenize import cached, encode_records, fingerprint
 from ..templates import get_template

@@ -1,11 +1,15 @@
-"""Stale temporaries: a dead run's are removed, a live run's and other targets' are kept."""
+"""Atomic outputs: whole or absent, an existing directory replaced; stale temporaries of dead runs
+removed, a live run's and other targets' kept."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
-from adeptlm.atomic import remove_stale
+import pytest
+
+from adeptlm.atomic import atomic_output, remove_stale, write_text
 
 
 def test_a_live_process_temporary_is_kept(tmp_path):
@@ -23,3 +27,45 @@ def test_a_live_process_temporary_is_kept(tmp_path):
     finally:
         live.kill()
         live.wait()
+
+
+def _dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(done.stdout)
+
+
+def test_a_file_appears_only_when_complete(tmp_path):
+    target = tmp_path / "sub" / "out.json"
+    with atomic_output(target) as tmp:
+        tmp.write_text("half")
+        assert not target.exists() and tmp.parent == target.parent
+    assert target.read_text() == "half"
+    write_text(target, "whole")
+    assert target.read_text() == "whole"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.json"]
+
+
+def test_a_failed_write_leaves_the_old_output_and_no_temporary(tmp_path):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_output(target, directory=True) as tmp:
+            (tmp / "new.txt").write_text("new")
+            raise RuntimeError("killed half-way")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    assert [p.name for p in target.iterdir()] == ["old.txt"]
+
+
+def test_an_existing_directory_is_replaced_and_a_dead_runs_temporary_removed(tmp_path):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    stale = tmp_path / f".model.tmp-{_dead_pid()}"
+    stale.mkdir()
+    (stale / "part").write_text("x")
+    with atomic_output(target, directory=True) as tmp:
+        assert tmp.name == f".model.tmp-{os.getpid()}"
+        (tmp / "new.txt").write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    assert [p.name for p in target.iterdir()] == ["new.txt"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from adeptlm.config import read_yaml_mapping
-from adeptlm.data.errors import AdeptError
+from adeptlm.errors import AdeptError
 from conftest import run_adept
 
 

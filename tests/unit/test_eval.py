@@ -363,7 +363,7 @@ def test_torchrun_splits_subjects_and_merges_the_same_summary(tmp_path, tiny_mod
 
 
 def test_rerun_with_another_protocol_into_the_same_dir_is_refused(tmp_path, tiny_model_dir, shared_data):
-    from adeptlm.data.errors import AdeptError
+    from adeptlm.errors import AdeptError
 
     cfg = ExamConfig(model=str(tiny_model_dir), data_dir=shared_data / "mmlu", output_dir=tmp_path / "ev", limit=2)
     run_exam(cfg)
@@ -381,7 +381,7 @@ def test_vllm_backend_runs_generate_mode_through_vllms_api(tmp_path, tiny_model_
 
     from transformers import AutoTokenizer
 
-    from adeptlm.data.errors import AdeptError
+    from adeptlm.errors import AdeptError
     from adeptlm.data.exams import read_exam
     from adeptlm.demo.subject import write_subject
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from adeptlm.data.errors import AdeptError
+from adeptlm.errors import AdeptError
 from adeptlm.export.gguf import export_gguf, pre_tokenizer_name
 from conftest import build_tiny_model, run_adept
 

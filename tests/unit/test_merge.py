@@ -11,7 +11,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
-from adeptlm.data.errors import AdeptError
+from adeptlm.errors import AdeptError
 from adeptlm.merge import merge
 from conftest import build_tiny_model, run_adept
 

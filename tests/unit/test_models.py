@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from adeptlm.data.errors import AdeptError
+from adeptlm.errors import AdeptError
 from adeptlm.models import load_model, load_tokenizer, resolve_model
 
 

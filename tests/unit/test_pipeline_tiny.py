@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from adeptlm.data.errors import AdeptError
+from adeptlm.errors import AdeptError
 from adeptlm.evaluate.compare import paired_change, wilson
 from adeptlm.pipeline import BUNDLED, load_recipe, recipe_path
 from conftest import run_adept

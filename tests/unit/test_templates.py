@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adeptlm.data.errors import AdeptError
+from adeptlm.errors import AdeptError
 from adeptlm.templates import IGNORE_INDEX, encode_conversation, encode_prompt, get_template, render
 
 CONV = [

@@ -170,7 +170,7 @@ def test_yaml_config_with_flags_winning(tmp_path, tiny_model_dir):
     assert cfg.lora.trainable == "q_proj,k_proj" and str(cfg.training.eval_strategy.value) == "steps"
     bad = tmp_path / "bad.yaml"
     bad.write_text("lora_rnak: 4\n")
-    from adeptlm.data.errors import AdeptError
+    from adeptlm.errors import AdeptError
 
     with pytest.raises(AdeptError, match="unknown option.*lora_rnak"):
         parse_train_args("sft", [str(bad)])

@@ -1,40 +1,13 @@
-"""The one error type for bad user input, and the helpers that read files safely.
-
-The CLI prints an `InputError` as a single line and exits with status 2. Everything that
-reads a user's file raises it with the file, the line (or row) and the field, so a person can
-go straight to the problem.
-"""
+"""Reading a user's files safely: UTF-8 with line numbers, JSON arrays or lines record by record,
+required fields; every problem is an InputError naming file, line and field."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-
-class AdeptError(Exception):
-    """A problem the user can act on: printed as one line, exit status 2, no traceback."""
-
-    exit_code = 2
-
-
-@dataclass
-class InputError(AdeptError):
-    """Bad input at a known place: `file:line: field: expected ..., got ...`."""
-
-    path: str | Path
-    message: str
-    line: int | None = None
-    field: str | None = None
-    where: str = "line"  # "line" for text and JSON, "row" for CSV data rows
-
-    def __str__(self) -> str:
-        place = str(self.path)
-        if self.line is not None:
-            place += f":{self.line}" if self.where == "line" else f": row {self.line}"
-        field = f" field '{self.field}':" if self.field else ""
-        return f"{place}:{field} {self.message}"
+from ..errors import InputError
 
 
 def read_text(path: Path) -> str:
