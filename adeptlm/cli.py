@@ -13,6 +13,7 @@ import sys
 from . import __version__
 from .allocator import keep_freed_memory
 from .errors import AdeptError
+from .evaluate.protocol import str2bool
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -43,8 +44,11 @@ def cmd_train(stage: str, argv: list[str]) -> int:
     """pt / sft: parsed by transformers' HfArgumentParser so every TrainingArguments flag works."""
     from .train.args import parse_train_args
 
+    from .train.speed import kernels_on
+
     cfg = parse_train_args(stage, argv)
-    keep_freed_memory()
+    if kernels_on(cfg):
+        keep_freed_memory()
     if stage == "pt":
         from .train.pt import run_pt as run
     elif stage == "dpo":
@@ -58,32 +62,17 @@ def cmd_train(stage: str, argv: list[str]) -> int:
 TRAIN_STAGES = ("pt", "sft", "dpo")
 
 
-def str2bool(value: str) -> bool:
-    """The seed's string booleans: --few_shot False, --with_prompt True."""
-    v = str(value).strip().lower()
-    if v in ("true", "1", "yes", "y", "t"):
-        return True
-    if v in ("false", "0", "no", "n", "f"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
-
-
 def cmd_eval_exam(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .evaluate.exam import ExamConfig, run_exam
+    from .evaluate.exam import run_exam
+    from .evaluate.protocol import config_from_args
 
     if not args.data_dir:
         raise AdeptError(f"adept eval {args.eval_command} needs --data_dir: the exam folder (dev/ val/ test/)")
-    cfg = ExamConfig(
-        model=args.model_path, data_dir=Path(args.data_dir),
-        output_dir=Path(args.output_dir or f"runs/eval-{args.eval_command}"), split=args.split,
-        few_shot=args.few_shot, ntrain=args.ntrain, with_prompt=args.with_prompt, mode=args.mode,
-        template=args.template, subjects=[x for x in (args.subjects or "").split(",") if x] or None,
-        limit=args.limit, batch_size=args.batch_size, n_times=max(1, args.n_times), shot_seed=args.shot_seed,
-        do_save_csv=args.do_save_csv, do_test=args.do_test, dtype=args.dtype, max_new_tokens=args.max_new_tokens,
-        expect_layout=None if args.eval_command == "exam" else args.eval_command, backend=args.backend,
-        tokenizer=args.tokenizer, prompt_style=args.prompt_style)
+    cfg = config_from_args(args, output_dir=Path(args.output_dir or f"runs/eval-{args.eval_command}"),
+                           n_times=max(1, args.n_times),
+                           expect_layout=None if args.eval_command == "exam" else args.eval_command)
     keep_freed_memory()
     summary = run_exam(cfg)
     if summary:
@@ -239,39 +228,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _exam_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model_path", "--model", "-m", default=None,
-                   help="a known model name, HF directory, LoRA adapter directory (applied unmerged) or .gguf")
-    p.add_argument("--data_dir", "--data", "--input_dir", "-d", default=None,
-                   help="the exam folder: dev/ val/ test/ of CSV files (C-Eval, CMMLU or MMLU layout)")
-    p.add_argument("--output_dir", "--save_dir", "-s", default=None, help="where results go (default runs/eval-<cmd>)")
-    p.add_argument("--few_shot", type=str2bool, default=True, help="use dev rows as demonstrations (True/False)")
-    p.add_argument("--ntrain", "-k", type=int, default=5, help="number of demonstrations; -1 = every dev row")
-    p.add_argument("--with_prompt", type=str2bool, default=False,
-                   help="wrap prompts in the model's chat template, demonstrations as turns (True/False)")
-    p.add_argument("--n_times", type=int, default=1, help="repeat the evaluation; mean and std are reported")
-    p.add_argument("--shot_seed", type=int, default=None,
-                   help="draw demonstrations at random with this seed (+ take number); default: the first ntrain")
-    p.add_argument("--do_save_csv", type=str2bool, default=False, help="write <subject>_<split>.csv per subject")
-    p.add_argument("--do_test", type=str2bool, default=False, help="evaluate the test split instead of val")
-    p.add_argument("--split", default=None, choices=["dev", "val", "test"], help="evaluate this split")
-    p.add_argument("--subjects", default=None, help="comma-separated subjects (default: all)")
-    p.add_argument("--limit", type=int, default=None, help="at most N questions per subject")
-    p.add_argument("--batch_size", type=int, default=8,
-                   help="at most N prompts per forward pass (batches are cut to keep padding low)")
-    p.add_argument("--mode", default="letter", choices=["letter", "cloze", "continuation", "generate"],
-                   help="letter: answer-letter logits; cloze: option log-likelihood after the listed options; "
-                        "continuation: option log-likelihood after the bare question; generate: greedy + extraction")
-    p.add_argument("--template", default=None, help="chat template with --with_prompt True (default: the model's)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
-    p.add_argument("--max_new_tokens", type=int, default=32, help="generate mode: tokens to generate")
-    p.add_argument("--backend", default="auto", choices=["auto", "transformers", "llama.cpp", "vllm"],
-                   help="auto: llama.cpp for a .gguf file when llama-cpp-python is installed, else transformers; "
-                        "vllm: --mode generate through vLLM (GPU machines)")
-    p.add_argument("--tokenizer", default=None,
-                   help="llama.cpp backend: model whose HF tokenizer builds the prompts (default: the GGUF's own)")
-    p.add_argument("--prompt_style", default="auto", choices=["auto", "ceval", "cmmlu", "mmlu"],
-                   help="header and answer cue: auto = the exam's own layout; mmlu = English ('Answer:') for an "
-                        "English exam kept in C-Eval's file layout")
+    from .evaluate.protocol import add_exam_arguments
+
+    add_exam_arguments(p)
     p.set_defaults(func=cmd_eval_exam)
 
 

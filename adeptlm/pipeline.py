@@ -70,7 +70,45 @@ def load_recipe(path: Path | None, quick: bool) -> dict:
         recipe = _merge(recipe, recipe.get("quick") or {})
         recipe["name"] = recipe["name"] + "-quick"
     recipe["recipe_file"] = str(path)
+    check_recipe(recipe, path)
     return recipe
+
+
+# Flags of the training stages that the run sets itself (its model, data, output and chaining).
+RUN_SET_FLAGS = ("model_name_or_path", "dataset_dir", "data_cache_dir", "output_dir", "peft_path")
+# data: keys of a recipe with its own files, and the kind each must hold (adeptlm.data.detect)
+DATA_KINDS = {"corpus": "corpus", "instructions": "instructions", "preferences": "preferences", "exam": "exam",
+              "general_exam": "exam", "heldout": "corpus"}
+
+
+def check_recipe(recipe: dict, path: Path) -> None:
+    """Everything a run will need, checked before its first stage: the eval: settings, every stage's
+    flags and every data file the recipe names. An error is one line naming the recipe file and key,
+    or the data file, line and field."""
+    from .data.detect import load_data
+    from .evaluate.protocol import check_recipe_eval
+    from .train.args import check_stage_flags
+
+    check_recipe_eval(recipe.get("eval") or {}, str(path), EVAL_EXTRA_KEYS)
+    for stage in ("pt", "sft", "dpo"):
+        if recipe.get(stage):
+            check_stage_flags(stage, recipe[stage], str(path), RUN_SET_FLAGS)
+    for name, folder in (recipe.get("exams") or {}).items():
+        load_data(Path(str(folder)), "exam")
+    data = recipe.get("data") or {"builtin": True}
+    if not isinstance(data, dict):
+        raise AdeptError(f"{path}: data: expected a mapping (builtin: true, or corpus: / instructions: / ... paths)")
+    if data.get("builtin"):
+        return
+    unknown = set(data) - set(DATA_KINDS) - {"builtin"}
+    if unknown:
+        raise AdeptError(f"{path}: data.{sorted(unknown)[0]}: not a data key (one of {', '.join(DATA_KINDS)})")
+    for key, kind in DATA_KINDS.items():
+        if data.get(key):
+            target = Path(str(data[key]))
+            if not target.exists():
+                raise AdeptError(f"{path}: data.{key}: {target} does not exist")
+            load_data(target, kind)  # a bad record stops here: file, line and field
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -80,14 +118,15 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def exam_config(ev: dict, **kw):
-    """The recipe's one exam protocol (eval: in the YAML) as an ExamConfig."""
-    from .evaluate.exam import ExamConfig
+# eval: keys that are not exam settings: the held-out perplexity's window
+EVAL_EXTRA_KEYS = ("ppl_max_length",)
 
-    return ExamConfig(mode=ev.get("mode", "continuation"), prompt_style=ev.get("prompt_style", "auto"),
-                      few_shot=bool(ev.get("few_shot", True)), ntrain=int(ev.get("ntrain", 1)),
-                      with_prompt=bool(ev.get("with_prompt", False)), max_new_tokens=int(ev.get("max_new_tokens", 32)),
-                      limit=ev.get("limit"), batch_size=int(ev.get("batch_size", 8)), do_save_csv=True, **kw)
+
+def exam_config(recipe: dict, **kw):
+    """The recipe's one exam protocol (eval: in the YAML) as an ExamConfig."""
+    from .evaluate.protocol import config_from_recipe
+
+    return config_from_recipe(recipe.get("eval") or {}, recipe.get("recipe_file", "recipe"), EVAL_EXTRA_KEYS, **kw)
 
 
 def log(msg: str) -> None:
@@ -139,7 +178,7 @@ class Run:
         exams = {k: paths[k] for k in ("exam", "general_exam") if paths.get(k)}
         exams.update({k: Path(str(v)) for k, v in (self.recipe.get("exams") or {}).items()})
         for key, folder in exams.items():
-            summary = run_exam(exam_config(ev, model=model, data_dir=folder, output_dir=self.dir(stage) / key))
+            summary = run_exam(exam_config(self.recipe, model=model, data_dir=folder, output_dir=self.dir(stage) / key))
             metrics[key] = summary["All"]["score"]
         if paths.get("heldout"):
             r = run_ppl(model, paths["heldout"], max_length=int(ev.get("ppl_max_length", 512)), stride=256)
@@ -156,9 +195,11 @@ class Run:
             raise AdeptError(f"stage {stage} failed (exit {rc}); rerun `adept run` to resume it")
 
     def _flags(self, stage: str) -> list[str]:
+        from .train.args import flag_value
+
         argv = []
         for k, v in (self.recipe.get(stage) or {}).items():
-            argv += [f"--{k}", str(v)]
+            argv += [f"--{k}", flag_value(v)]
         return argv
 
     def stage_pt(self) -> None:
@@ -260,7 +301,7 @@ class Run:
         """The subject exam through llama.cpp, same protocol as the HF evaluation after training."""
         from .evaluate.exam import run_exam
 
-        cfg = exam_config(ev, model=gguf, data_dir=self.data_paths()["exam"], output_dir=self.dir("check") / "exam",
+        cfg = exam_config(self.recipe, model=gguf, data_dir=self.data_paths()["exam"], output_dir=self.dir("check") / "exam",
                           backend="llama.cpp", tokenizer=str(self.dir("merge")))
         return {"gguf_accuracy": run_exam(cfg)["All"]["score"],
                 "hf_accuracy": read_run(self.dir("after"))["metrics"].get("exam")}

@@ -35,40 +35,14 @@ from ..errors import AdeptError
 from ..data.exams import LETTERS, Exam, Question, exam_files, read_exam
 from ..runrecord import write_run
 from .prompts import Prompt, answer_delimiter, subject_prompts
+from .protocol import MODES, SAME_EVALUATION_KEYS, ExamConfig
 from .subjects import load_mapping, subject_info
 
-MODES = ("letter", "cloze", "continuation", "generate")
 
 # The seed's (Chinese-LLaMA-Alpaca-2) answer extraction patterns, in order.
 EXTRACT_PATTERNS = [r"所以答案是(.+?)。", r"([ABCD])是正确的", r"选项([ABCD])正确", r"答案为([ABCD])",
                     r"答案是([ABCD])", r"答案([ABCD])", r"选择([ABCD])", r"答案：([ABCD])", r"选择答案([ABCD])",
                     r"[Aa]nswer(?: is)?:?\s*\(?([ABCD])\b"]
-
-
-@dataclass
-class ExamConfig:
-    model: str | None
-    data_dir: Path
-    output_dir: Path
-    split: str | None = None  # None: val (test with do_test) for C-Eval/MMLU, test for CMMLU
-    few_shot: bool = True
-    ntrain: int = 5  # -1: every dev row
-    with_prompt: bool = False
-    mode: str = "letter"
-    template: str | None = None
-    subjects: list[str] | None = None
-    limit: int | None = None
-    batch_size: int = 8
-    n_times: int = 1
-    shot_seed: int | None = None  # None: the first ntrain dev rows (the seed); else a random draw per take
-    do_save_csv: bool = False
-    do_test: bool = False
-    dtype: str = "float32"
-    max_new_tokens: int = 32
-    expect_layout: str | None = None  # "ceval"/"cmmlu"/"mmlu" when the command names one
-    backend: str = "auto"  # auto: llama.cpp for a .gguf file when llama-cpp-python is installed
-    tokenizer: str | None = None  # llama.cpp backend: HF tokenizer for prompts (default: the GGUF's own)
-    prompt_style: str = "auto"  # ceval/mmlu: that release's header and answer cue, whatever the file layout
 
 
 @dataclass
@@ -284,14 +258,10 @@ def run_exam(cfg: ExamConfig) -> dict:
     return result
 
 
-RESULT_KEYS = ("model", "data_dir", "split", "few_shot", "ntrain", "with_prompt", "mode", "template", "limit",
-               "shot_seed", "dtype", "max_new_tokens", "prompt_style", "backend")
-
-
 def _check_same_evaluation(cfg: ExamConfig, split: str) -> None:
     """Finished subjects are reused on a rerun only if they came from the same evaluation."""
     path = cfg.output_dir / "eval-config.json"
-    now = {k: str(getattr(cfg, k)) for k in RESULT_KEYS} | {"split": split}
+    now = {k: str(getattr(cfg, k)) for k in SAME_EVALUATION_KEYS} | {"split": split}
     if path.is_file():
         before = json.loads(path.read_text(encoding="utf-8"))
         differ = [k for k in now if before.get(k) != now[k]]
@@ -316,13 +286,12 @@ def _finish(cfg, exam, split, subjects, template, backend, seconds, n_questions)
         takes.append(summary)
     overall = merge_takes(takes)
     _atomic_json(cfg.output_dir / "summary.json", overall)
-    protocol = {"mode": cfg.mode, "split": split, "layout": exam.layout, "prompt_style": cfg.prompt_style,
-                "few_shot": cfg.few_shot,
-                "ntrain": cfg.ntrain if cfg.few_shot else 0, "shot_seed": cfg.shot_seed,
-                "with_prompt": cfg.with_prompt, "template": template.name if template else None,
-                "dtype": cfg.dtype, "batch_size": cfg.batch_size, "n_times": cfg.n_times, "limit": cfg.limit,
-                "backend": backend.name, "model": str(cfg.model or "smollm2-135m-instruct"),
-                "score_unit": "percent; micro = per question, macro = mean of subjects"}
+    # the settings that define the evaluation (protocol.py's same=True fields), as this run resolved them
+    protocol = {k: getattr(cfg, k) for k in SAME_EVALUATION_KEYS if k != "data_dir"} | {
+        "split": split, "layout": exam.layout, "ntrain": cfg.ntrain if cfg.few_shot else 0,
+        "template": template.name if template else None, "backend": backend.name,
+        "model": str(cfg.model or "smollm2-135m-instruct"), "batch_size": cfg.batch_size, "n_times": cfg.n_times,
+        "score_unit": "percent; micro = per question, macro = mean of subjects"}
     write_run(cfg.output_dir, "eval", {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
               {"All": overall.get("All"), "seconds": round(seconds, 2),
                "questions_per_second": round(n_questions / seconds, 3) if seconds and n_questions else None},

@@ -149,12 +149,12 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
     headline = [f"{EXAM_LABELS.get(k, k)}: {change_line(c)}" for k, c in changes.items()]
     if ppl_b and ppl_a:
         headline.append(f"Held-out subject perplexity: {ppl_b:.2f} → {ppl_a:.2f}.")
-    ev = recipe.get("eval") or {}
-    protocol = (f"exam mode {ev.get('mode', 'continuation')}, "
-                f"{'chat template' if ev.get('with_prompt') else 'plain prompt'}, prompt style "
-                f"{ev.get('prompt_style', 'auto')}, {ev.get('ntrain', 1) if ev.get('few_shot', True) else 0}-shot, "
-                f"val split{', at most ' + str(ev['limit']) + ' questions per subject' if ev.get('limit') else ''}; "
-                "the same protocol before and after")
+    # the protocol as the evaluation itself recorded it (adeptlm.evaluate.protocol), not the recipe's text
+    proto = (read_run(root / "after" / "exam") or {}).get("protocol") or {}
+    limit = f", at most {proto['limit']} questions per subject" if proto.get("limit") else ""
+    protocol = (f"exam mode {proto.get('mode')}, {'chat template' if proto.get('with_prompt') else 'plain prompt'}, "
+                f"prompt style {proto.get('prompt_style')}, {proto.get('ntrain')}-shot, {proto.get('split')} split"
+                f"{limit}; the same protocol before and after")
     versions = after_run.get("versions", {})
     training = []
     for stage in ("pt", "sft", "dpo"):

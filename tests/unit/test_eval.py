@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -13,6 +14,7 @@ from adeptlm.data.exams import Question
 from adeptlm.evaluate.exam import (ExamConfig, build_summary, extract_answer, letter_candidates, run_exam,
                                    score_subject, SubjectResult)
 from adeptlm.evaluate.prompts import subject_prompts
+from adeptlm.errors import AdeptError
 from adeptlm.evaluate.subjects import CEVAL, subject_info
 from adeptlm.templates import get_template
 
@@ -363,7 +365,6 @@ def test_torchrun_splits_subjects_and_merges_the_same_summary(tmp_path, tiny_mod
 
 
 def test_rerun_with_another_protocol_into_the_same_dir_is_refused(tmp_path, tiny_model_dir, shared_data):
-    from adeptlm.errors import AdeptError
 
     cfg = ExamConfig(model=str(tiny_model_dir), data_dir=shared_data / "mmlu", output_dir=tmp_path / "ev", limit=2)
     run_exam(cfg)
@@ -381,7 +382,6 @@ def test_vllm_backend_runs_generate_mode_through_vllms_api(tmp_path, tiny_model_
 
     from transformers import AutoTokenizer
 
-    from adeptlm.errors import AdeptError
     from adeptlm.data.exams import read_exam
     from adeptlm.demo.subject import write_subject
 
@@ -427,3 +427,29 @@ def test_vllm_backend_runs_generate_mode_through_vllms_api(tmp_path, tiny_model_
     assert json.loads((out / "run.json").read_text())["protocol"]["backend"] == "vllm"
     with pytest.raises(AdeptError, match="--mode generate"):
         run_exam(ExamConfig(model=str(tiny_model_dir), data_dir=data, output_dir=tmp_path / "o2", backend="vllm"))
+
+
+def test_one_protocol_source_for_flags_recipes_and_the_same_evaluation_check(tmp_path):
+    """ExamConfig's fields are the CLI flags (with the seed's aliases), the recipe's eval: keys and the
+    keys of eval-config.json; a recipe value is parsed as the flag would be."""
+    import argparse
+    from dataclasses import fields
+
+    from adeptlm.evaluate.protocol import (RECIPE_KEYS, SAME_EVALUATION_KEYS, ExamConfig, add_exam_arguments,
+                                           config_from_args, config_from_recipe)
+
+    parser = argparse.ArgumentParser()
+    add_exam_arguments(parser)
+    dests = {a.dest for a in parser._actions} - {"help"}
+    assert dests == {f.name for f in fields(ExamConfig)} - {"expect_layout"}
+    args = parser.parse_args(["-m", "tiny", "--data", "x", "--few_shot", "False", "-k", "3", "--subjects", "a,b"])
+    cfg = config_from_args(args, output_dir=tmp_path)
+    assert (cfg.model, cfg.data_dir, cfg.few_shot, cfg.ntrain, cfg.subjects) == ("tiny", Path("x"), False, 3, ["a", "b"])
+    assert cfg.mode == ExamConfig.__dataclass_fields__["mode"].default == "letter"
+    assert set(RECIPE_KEYS) <= dests and "model" not in RECIPE_KEYS and "backend" not in RECIPE_KEYS
+    assert {"mode", "with_prompt", "ntrain", "prompt_style", "split"} <= set(SAME_EVALUATION_KEYS)
+    r = config_from_recipe({"mode": "cloze", "few_shot": "false", "limit": "2"}, "r.yaml", model="m",
+                           data_dir=Path("d"), output_dir=tmp_path)
+    assert (r.mode, r.few_shot, r.limit, r.do_save_csv, r.ntrain) == ("cloze", False, 2, True, 5)
+    with pytest.raises(AdeptError, match=r"r.yaml: eval.shots: not an exam setting"):
+        config_from_recipe({"shots": 5}, "r.yaml")

@@ -1,6 +1,6 @@
 """`adept run` on a tiny random model: a recipe's own further exams (here the real C-Eval slice) are
 scored before and after and reported with their uncertainty; bundled recipes are chosen by name;
-bad `exams:` and `data.subject` entries stop with one line before anything runs."""
+bad recipes (exams, subject, eval keys, stage flags, data files) stop with one line before anything runs."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from adeptlm.cli import main
 from adeptlm.errors import AdeptError
 from adeptlm.evaluate.compare import paired_change, wilson
 from adeptlm.pipeline import BUNDLED, load_recipe, recipe_path
@@ -25,15 +26,28 @@ def test_bundled_recipes_by_name_and_list(tmp_path):
     assert r.returncode == 0 and "quenta-demo" in r.stdout and "xilan-zh" in r.stdout
 
 
-def test_bad_exams_and_subject_stop_with_one_line(tmp_path):
+def test_bad_recipes_stop_with_one_line_before_any_stage(tmp_path, capsys):
+    """An unknown or ill-typed eval: key, a bad stage flag, a flag the run sets, a bad data file: exit 2,
+    one line naming the recipe file and key (or the data file, line and field), nothing written."""
     for body, expected in ((f"name: x\nexams: {{ceval: {tmp_path}/absent}}\n", "exams.ceval"),
                            ("name: x\nexams: [a]\n", "a mapping of name"),
-                           ("name: x\ndata: {builtin: true, subject: mars}\n", "data.subject 'mars'")):
+                           ("name: x\ndata: {builtin: true, subject: mars}\n", "data.subject 'mars'"),
+                           ("name: x\neval: {mode: letter, with_promt: true}\n", "r.yaml: eval.with_promt: not an exam"),
+                           ("name: x\neval: {mode: guess}\n", "r.yaml: eval.mode: 'guess' is not one of letter"),
+                           ("name: x\neval: {limit: many}\n", "r.yaml: eval.limit: 'many' is not a valid int"),
+                           ("name: x\nsft: {learning_rat: 1.0e-4}\n", "r.yaml: sft.learning_rat: not a flag of `adept sft`"),
+                           ("name: x\npt: {num_train_epochs: two}\n", "r.yaml: pt.num_train_epochs: 'two' is not a valid"),
+                           ("name: x\nsft: {lr_scheduler_type: zigzag}\n", "r.yaml: sft.lr_scheduler_type: 'zigzag' is not"),
+                           ("name: x\nsft: {output_dir: elsewhere}\n", "r.yaml: sft.output_dir: set by the recipe's run"),
+                           (f"name: x\ndata: {{instructions: {tmp_path}/bad.json}}\nsft: {{max_seq_length: 64}}\n",
+                            "bad.json:2: field 'output': expected a string, got int")):
+        (tmp_path / "bad.json").write_text('[{"instruction": "a", "output": "b"},\n'
+                                           ' {"instruction": "c",\n  "output": 3}]\n')
         recipe = tmp_path / "r.yaml"
         recipe.write_text(body)
-        r = run_adept("run", str(recipe), "--output_dir", str(tmp_path / "runs"), cwd=tmp_path)
-        lines = r.stderr.strip().splitlines()
-        assert r.returncode == 2 and len(lines) == 1 and expected in lines[0], r.stderr
+        code = main(["run", str(recipe), "--output_dir", str(tmp_path / "runs")])  # in-process: fast
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and expected in lines[0], lines
         assert not (tmp_path / "runs").exists()
 
 
