@@ -88,6 +88,12 @@ class CompatArguments:
         "help": "seed name: warm-up as a share of all steps (transformers 5 takes it as --warmup_steps 0.05)"})
     group_by_length: bool = field(default=True, metadata={
         "help": "batch records of similar length together to cut padding (sets train_sampling_strategy)"})
+    cpu_kernels: str = field(default="auto", metadata={
+        "choices": ["auto", "on", "off"],
+        "help": "the CPU speed paths (LM head at trained positions, fused LoRA forward, cheaper dropout masks, "
+                "allocator, epoch-constant loss divisor, epoch-seeded length sampler): auto = on for fp32 CPU "
+                "training without FSDP/DeepSpeed/k-bit, off = the stock Trainer and PEFT path (see "
+                "adeptlm/train/speed.py)"})
 
 
 @dataclass
@@ -120,16 +126,54 @@ STAGE_DEFAULTS = {
 }
 
 
-def parse_train_args(stage: str, argv: list[str]) -> TrainConfig:
-    """Parse `adept <stage> [CONFIG.yaml] [--flags]`: YAML values become defaults, flags override them."""
+def _parser(stage: str):
     from transformers import HfArgumentParser, TrainingArguments
 
     training_args = TrainingArguments
     if stage == "dpo":
         from trl import DPOConfig  # TrainingArguments plus beta, loss_type, max_length
         training_args = DPOConfig
-    parser = HfArgumentParser((ModelArguments, DataArguments, LoraArguments, CompatArguments, training_args),
-                              prog=f"adept {stage}", description=STAGE_HELP[stage])
+    return HfArgumentParser((ModelArguments, DataArguments, LoraArguments, CompatArguments, training_args),
+                            prog=f"adept {stage}", description=STAGE_HELP[stage])
+
+
+def flag_value(value) -> str:
+    """A YAML value as its command-line text: a list becomes 'a,b' (the comma form every list flag here
+    takes), not Python's "['a', 'b']"."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def check_stage_flags(stage: str, flags: dict, where: str, reserved: tuple[str, ...] = ()) -> None:
+    """Every key of a recipe's stage mapping is a flag of `adept <stage>` and its value parses; else one
+    line naming the recipe file and the key (AdeptError, exit 2). Nothing is run."""
+    import argparse
+
+    if not isinstance(flags, dict):
+        raise AdeptError(f"{where}: {stage}: expected a mapping of `adept {stage}` flags, got {type(flags).__name__}")
+    by_flag = {o.lstrip("-"): a for a in _parser(stage)._actions for o in a.option_strings}
+    for key, value in flags.items():
+        if key in reserved:
+            raise AdeptError(f"{where}: {stage}.{key}: set by the recipe's run itself; remove it")
+        action = by_flag.get(str(key))
+        if action is None or key in ("h", "help"):
+            raise AdeptError(f"{where}: {stage}.{key}: not a flag of `adept {stage}` (see adept {stage} --help)")
+        if action.nargs == 0:
+            continue
+        texts = flag_value(value).split() if action.nargs in ("+", "*") else [flag_value(value)]
+        try:
+            parsed = [action.type(t) if action.type else t for t in texts]
+        except (ValueError, TypeError, argparse.ArgumentTypeError):
+            raise AdeptError(f"{where}: {stage}.{key}: {value!r} is not a valid value for --{key}") from None
+        if action.choices and any(v not in action.choices for v in parsed):
+            choices = ", ".join(map(str, action.choices))
+            raise AdeptError(f"{where}: {stage}.{key}: {value!r} is not one of {choices}")
+
+
+def parse_train_args(stage: str, argv: list[str]) -> TrainConfig:
+    """Parse `adept <stage> [CONFIG.yaml] [--flags]`: YAML values become defaults, flags override them."""
+    parser = _parser(stage)
     import torch
 
     # Without a GPU, say so: accelerate then runs several processes as CPU DDP over gloo (with

@@ -81,8 +81,11 @@ def load_model_for_training(cfg: TrainConfig):
             # with tied input/output embeddings, one trained copy must serve both
             ensure_weight_tying=bool(tied and to_save and {"embed_tokens", "lm_head"} & set(to_save)))
         model = get_peft_model(model, config)
-    use_fast_dropout(model)
-    use_lean_lora(model)
+    from .speed import kernels_on
+
+    if kernels_on(cfg):
+        use_fast_dropout(model)
+        use_lean_lora(model)
     if cfg.training.gradient_checkpointing:
         model.enable_input_require_grads()
     return model, tokenizer
@@ -175,7 +178,10 @@ def _trainer_class():
             """
             parts = _decoder_and_head(model)
             if return_outputs or parts is None or "labels" not in inputs:
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+                out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+                if return_outputs:
+                    return out
+                return self._stock_value(out, num_items_in_batch)
             decoder, head = parts
             target = inputs["labels"][:, 1:]
             keep = target != -100
@@ -188,7 +194,17 @@ def _trainer_class():
                     loss = loss * self.accelerator.num_processes
             else:
                 loss = loss / max(int(keep.sum()), 1)
-            return loss
+            return self._stock_value(loss, num_items_in_batch)
+
+        def _stock_value(self, loss, num_items_in_batch):
+            """The loss with the gradient of the epoch-constant divisor but the value the stock Trainer
+            would log (the step's summed loss over the step's own trained tokens), so logged losses
+            keep their usual meaning: value = loss * divisor / stock count, gradient unchanged."""
+            stock = getattr(self, "_stock_items", None)
+            if stock is None or num_items_in_batch is None or not self.model.training:
+                return loss
+            ratio = float(num_items_in_batch) / max(float(stock), 1.0)
+            return loss + (loss * ratio - loss).detach()
 
         def _get_num_items_in_batch(self, batch_samples, device):
             """The divisor of each optimizer step's summed loss: the epoch's mean trained tokens per step.
@@ -198,11 +214,12 @@ def _trainer_class():
             records. With length-grouped batches those counts differ many-fold (73 to 1,850 tokens a
             step on the 256-record bench), which tilts training toward short replies. A constant
             divisor makes every trained token weigh the same over the epoch, however the batches were
-            grouped: the epoch's gradient is that of the token-mean loss, and the mean of the logged
-            step losses is the epoch's token-mean loss (a single step's logged loss is scaled by its
-            share of tokens). Measured on the 256-record bench: held-out loss 1.6039 -> 1.5956.
+            grouped: the epoch's gradient is that of the token-mean loss. Each logged step loss is still
+            the stock one, the step's own token mean (see _stock_value). Measured on the 256-record
+            bench: held-out loss 1.6039 -> 1.5956. Taken only with --cpu_kernels on (speed.py).
             """
             counted = super()._get_num_items_in_batch(batch_samples, device)
+            self._stock_items = None
             if counted is None or not self.model.training or self.args.n_gpu > 1:
                 return counted
             if not hasattr(self, "_items_per_step"):
@@ -212,6 +229,7 @@ def _trainer_class():
             mean = self._items_per_step
             if not (self.args.average_tokens_across_devices and self.args.world_size > 1):
                 mean = mean / self.args.world_size  # each process divides its own share
+            self._stock_items = counted  # what the stock Trainer divides by: the logged value uses it
             return torch.as_tensor(mean, dtype=torch.float32, device=device) if torch.is_tensor(counted) else mean
 
         def _get_train_sampler(self, train_dataset=None):
@@ -314,8 +332,15 @@ def train_and_save(cfg: TrainConfig, stage: str, model, tokenizer, train_ds, eva
     if args.include_num_input_tokens_seen in (False, "no", None):
         args.include_num_input_tokens_seen = "non_padding"
     resume = resume_point(cfg)
+    from .speed import kernels_on
+
+    fast = kernels_on(cfg)
     if trainer_class is None:
-        trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+        if fast:
+            chosen = _trainer_class()
+        else:
+            from transformers import Trainer as chosen
+        trainer = chosen(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                                    data_collator=collator or PadCollator(tokenizer), processing_class=tokenizer,
                                    callbacks=[_progress_callback()])
     else:
@@ -325,7 +350,7 @@ def train_and_save(cfg: TrainConfig, stage: str, model, tokenizer, train_ds, eva
     result = trainer.train(resume_from_checkpoint=resume)
     metrics = {"train_loss": result.training_loss, "train_runtime_s": round(time.time() - t0, 2),
                "global_step": trainer.state.global_step,
-               "trained_tokens_seen": int(trainer.state.num_input_tokens_seen)}
+               "trained_tokens_seen": int(trainer.state.num_input_tokens_seen), "cpu_kernels": fast}
     metrics["loss_history"] = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history
                                if "loss" in h]
     # DPO logs reward accuracy and margins per step: keep their history and last values.

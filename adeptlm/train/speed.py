@@ -1,0 +1,36 @@
+"""One switch for the training loop's CPU speed paths: --cpu_kernels auto | on | off.
+
+The speed paths were each measured on this project's 2-core CPU, in fp32, one process or CPU DDP:
+- the LM head and cross-entropy only at trained positions, with an in-place backward (common.py's
+  AdeptTrainer.compute_loss, loss.py);
+- a fused LoRA forward (lorafast.py) and a cheaper dropout mask (dropout.py);
+- glibc keeping freed memory for reuse (allocator.py);
+- and two changes to the Trainer's private methods that go with them: an epoch-constant loss divisor
+  (every trained token weighs the same however batches were grouped) and a length-grouped sampler
+  seeded by epoch (a resumed run sees the same batches).
+
+`auto` turns them on only in that setting (no GPU in use, no bf16/fp16, no FSDP/DeepSpeed, no k-bit
+quantisation) and runs the stock Trainer and PEFT path everywhere else; `off` is the stock path
+throughout (tests/unit/test_speed_switch.py trains both ways and compares them); `on` forces them.
+"""
+
+from __future__ import annotations
+
+CHOICES = ("auto", "on", "off")
+
+
+def kernels_on(cfg) -> bool:
+    """Whether this training run takes the speed paths (cfg: a TrainConfig)."""
+    mode = getattr(cfg.compat, "cpu_kernels", "auto")
+    if mode not in CHOICES:
+        from ..errors import AdeptError
+
+        raise AdeptError(f"--cpu_kernels {mode!r}: expected one of {', '.join(CHOICES)}")
+    if mode != "auto":
+        return mode == "on"
+    import torch
+
+    t = cfg.training
+    on_cpu = bool(getattr(t, "use_cpu", False)) or not torch.cuda.is_available()
+    distributed_sharding = bool(getattr(t, "fsdp", None)) or bool(getattr(t, "deepspeed", None))
+    return on_cpu and not (t.bf16 or t.fp16) and not distributed_sharding and cfg.lora.load_in_kbits == 16

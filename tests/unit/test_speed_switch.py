@@ -1,0 +1,88 @@
+"""--cpu_kernels: `off` is the stock Trainer + PEFT path (same adapter as one built by hand with their
+public APIs); `auto` takes the speed paths only for fp32 CPU training without FSDP/DeepSpeed/k-bit."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from safetensors.torch import load_file
+
+from adeptlm.cli import main
+from adeptlm.runrecord import read_run
+from adeptlm.train.args import parse_train_args
+from adeptlm.train.speed import kernels_on
+
+RECORDS = [{"instruction": f"Question {i}: what is {i} plus {i}?", "input": "", "output": f"It is {2 * i}." * (1 + i % 3)}
+           for i in range(8)]
+
+
+def _flags(model_dir, data, out, kernels):
+    return ["--model_name_or_path", str(model_dir), "--dataset_dir", str(data), "--output_dir", str(out),
+            "--max_steps", "6", "--per_device_train_batch_size", "2", "--learning_rate", "1e-2",
+            "--logging_steps", "1", "--report_to", "none", "--save_steps", "1000", "--lora_dropout", "0",
+            "--lora_rank", "4", "--lora_alpha", "8", "--trainable", "q_proj,v_proj", "--seed", "3",
+            "--validation_split_percentage", "0", "--cpu_kernels", kernels]
+
+
+def _stock_adapter(model_dir, data, out):
+    """The same training written with transformers' Trainer and PEFT's get_peft_model only."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, set_seed
+
+    from adeptlm.data.instructions import read_instructions
+    from adeptlm.data.tokenize import encode_records
+    from adeptlm.templates import get_template
+
+    cfg = parse_train_args("sft", _flags(model_dir, data, out, "off"))
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    template = get_template(tok)
+    ds, _ = encode_records(read_instructions(data)[1], tok, template, cfg.data.max_seq_length, "truncate", None)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    base.config.use_cache = False
+    set_seed(cfg.training.seed)
+    model = get_peft_model(base, LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, lora_dropout=0.0,
+                                            target_modules=["q_proj", "v_proj"]))
+    pad = DataCollatorForSeq2Seq(tok, label_pad_token_id=-100, padding="longest")
+    trainer = Trainer(model=model, args=cfg.training, train_dataset=ds, processing_class=tok,
+                      data_collator=lambda fs: pad([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in fs]))
+    trainer.train()
+    trainer.save_model(str(out))
+    return load_file(out / "adapter_model.safetensors")
+
+
+def test_off_trains_the_same_adapter_as_the_stock_trainer_and_peft(tmp_path, tiny_model_dir):
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    ours = tmp_path / "off"
+    assert main(["sft", *_flags(tiny_model_dir, data, ours, "off")]) == 0
+    assert read_run(ours)["metrics"]["cpu_kernels"] is False
+    got = load_file(ours / "adapter_model.safetensors")
+    want = _stock_adapter(tiny_model_dir, data, tmp_path / "stock")
+    assert got.keys() == want.keys() and any(t.abs().sum() > 0 for k, t in got.items() if "lora_B" in k)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=0, atol=1e-6, msg=k)
+    # the speed paths (auto takes them here) on the same batches (the stock random sampler): the first
+    # step's logged loss is the stock one to float precision, later ones move apart only as far as the
+    # epoch-constant divisor weighs the steps' gradients differently
+    runs = {}
+    for kernels in ("off", "auto"):
+        out = tmp_path / f"ungrouped-{kernels}"
+        assert main(["sft", *_flags(tiny_model_dir, data, out, kernels), "--group_by_length", "false"]) == 0
+        runs[kernels] = read_run(out)["metrics"]
+    assert runs["auto"]["cpu_kernels"] is True
+    off_losses, fast_losses = ([h["loss"] for h in runs[k]["loss_history"]] for k in ("off", "auto"))
+    assert len(off_losses) == len(fast_losses) == 6
+    assert abs(off_losses[0] - fast_losses[0]) < 1e-4 * off_losses[0], (off_losses, fast_losses)
+    assert all(abs(a - b) < 0.1 * a for a, b in zip(off_losses, fast_losses)), (off_losses, fast_losses)
+
+
+def test_auto_steps_aside_off_the_measured_setting(tiny_model_dir, tmp_path):
+    def on(*extra):
+        return kernels_on(parse_train_args("sft", ["--model_name_or_path", str(tiny_model_dir),
+                                                   "--output_dir", str(tmp_path), *extra]))
+    assert on() is True
+    assert on("--cpu_kernels", "off") is False
+    assert on("--bf16", "true", "--use_cpu", "true") is False
+    assert on("--bf16", "true", "--cpu_kernels", "on") is True
+    assert on("--load_in_kbits", "4") is False
