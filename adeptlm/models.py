@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .atomic import atomic_output
+from .digest import file_digest
 from .errors import AdeptError
-from .data.tokenize import file_digest
 
 # Loading must never fall back to a download, even when a path is mistyped.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

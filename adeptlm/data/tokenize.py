@@ -15,16 +15,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..atomic import atomic_output
+from ..digest import file_digest
 from .corpus import Document
 from .instructions import Conversation
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def tokenizer_digest(tokenizer) -> str:
