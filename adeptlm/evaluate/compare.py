@@ -88,8 +88,8 @@ def run_compare(before: Path, after: Path, output: Path | None = None) -> tuple[
     return rows, out
 
 
-def _correctness(exam_out: Path) -> dict[tuple[str, str], int]:
-    """{(csv file, question id): 1/0} from an exam run's take0/*.csv (written with --do_save_csv)."""
+def _rows(exam_out: Path) -> dict[tuple[str, str], dict]:
+    """{(csv file, question id): row} for the graded rows of an exam run's take0/*.csv (--do_save_csv)."""
     import csv
 
     out = {}
@@ -97,8 +97,18 @@ def _correctness(exam_out: Path) -> dict[tuple[str, str], int]:
         with open(path, encoding="utf-8", newline="") as fh:
             for row in csv.DictReader(fh):
                 if row.get("correctness") in ("0", "1"):
-                    out[(path.name, row["id"])] = int(row["correctness"])
+                    out[(path.name, row["id"])] = row
     return out
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value for b and c discordant pairs: under no change each flip is
+    equally likely either way, so min(b, c) is Binomial(b + c, 1/2); p = min(1, 2 P(X <= min(b, c)))."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
 
 
 def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -112,10 +122,13 @@ def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def paired_change(before_out: Path, after_out: Path) -> dict | None:
-    """Before/after on the same questions: accuracies with 95% intervals, the questions that flipped,
-    and the change with the standard error of a paired difference (sqrt(b + c - (c - b)^2 / n) / n,
-    b right->wrong, c wrong->right), so a change can be told from the exam's own noise."""
-    b, a = _correctness(before_out), _correctness(after_out)
+    """Before/after on the same questions: accuracies with 95% intervals, the questions that flipped
+    (each listed), the change with the standard error of a paired difference (sqrt(b + c - (c - b)^2 / n)
+    / n, b right->wrong, c wrong->right) and the exact McNemar p-value, so a change can be told from the
+    exam's own noise."""
+    rb, ra = _rows(before_out), _rows(after_out)
+    b = {k: int(r["correctness"]) for k, r in rb.items()}
+    a = {k: int(r["correctness"]) for k, r in ra.items()}
     keys = sorted(set(b) & set(a))
     n = len(keys)
     if not n:
@@ -127,4 +140,10 @@ def paired_change(before_out: Path, after_out: Path) -> dict | None:
     se = 100 * math.sqrt(max(lost + gained - (gained - lost) ** 2 / n, 0.0)) / n
     return {"questions": n, "before": 100 * cb / n, "after": 100 * ca / n, "before_ci": wilson(cb, n),
             "after_ci": wilson(ca, n), "change": delta, "change_se": se,
-            "change_ci": (delta - 1.96 * se, delta + 1.96 * se), "right_to_wrong": lost, "wrong_to_right": gained}
+            "change_ci": (delta - 1.96 * se, delta + 1.96 * se), "right_to_wrong": lost, "wrong_to_right": gained,
+            "p_value": mcnemar_exact(lost, gained),
+            "flips": [{"file": k[0], "id": k[1], "question": ra[k].get("question", ""), "answer": ra[k].get("answer", ""),
+                       "before": rb[k].get("model_output", ""), "after": ra[k].get("model_output", ""),
+                       "direction": "right_to_wrong" if b[k] else "wrong_to_right"}
+                      for k in keys if b[k] != a[k]]}
+

@@ -278,6 +278,8 @@ def _finish(cfg, exam, split, subjects, template, backend, seconds, n_questions)
         take_dir = cfg.output_dir / f"take{take}"
         results = [SubjectResult(**json.loads((take_dir / "subjects" / f"{s}.json").read_text())) for s in subjects]
         summary = build_summary(results)
+        if summary["All"].get("score") is not None:
+            summary["All"]["letters"] = letter_counts(results, [exam.subjects[r.subject][split] for r in results])
         _atomic_json(take_dir / "summary.json", summary)
         if any(r.correct is None for r in results):
             ids = {s: [q.id for q in exam.subjects[s][split]] for s in subjects}
@@ -321,6 +323,23 @@ def build_summary(results: Sequence[SubjectResult]) -> dict:
     out["grouped"] = grouped
     out["All"] = _agg(graded)
     return out
+
+
+def letter_counts(results: Sequence[SubjectResult], questions: Sequence[Sequence[Question]]) -> dict:
+    """Position bias: how often each letter was predicted, and how often it is the gold answer."""
+    pred = {x: 0 for x in LETTERS}
+    gold = {x: 0 for x in LETTERS}
+    unanswered = 0
+    for r, qs in zip(results, questions):
+        for p, q in zip(r.preds, qs):
+            if q.answer is None:
+                continue
+            gold[q.answer] = gold.get(q.answer, 0) + 1
+            if p in pred:
+                pred[p] += 1
+            else:
+                unanswered += 1
+    return {"predicted": pred, "gold": gold, "unanswered": unanswered}
 
 
 def _agg(rs: Sequence[SubjectResult]) -> dict:

@@ -12,6 +12,7 @@ import html
 import json
 from pathlib import Path
 
+from ..atomic import write_text
 from ..errors import AdeptError
 from ..runrecord import read_run
 
@@ -101,12 +102,97 @@ def _table_html(rows: list[dict], table_id: str) -> str:
 EXAM_LABELS = {"exam": "Subject exam", "general_exam": "General exam (forgetting)"}
 
 
+def significance(p: float | None) -> str:
+    if p is None:
+        return ""
+    verdict = "distinguishable from noise at the 5% level" if p < 0.05 else "not distinguishable from noise"
+    return f"exact McNemar p = {p:.3g}: {verdict}"
+
+
 def change_line(c: dict) -> str:
-    """One exam's before/after in words, with its uncertainty."""
+    """One exam's before/after in words, with its uncertainty and significance."""
     lo, hi = c["change_ci"]
+    sig = significance(c.get("p_value"))
     return (f"{c['before']:.1f}% → {c['after']:.1f}% ({c['change']:+.1f} points, 95% interval {lo:+.1f} to "
-            f"{hi:+.1f}; {c['wrong_to_right']} questions gained, {c['right_to_wrong']} lost) over "
-            f"{c['questions']} questions; one question is {100 / c['questions']:.1f} points.")
+            f"{hi:+.1f}; {c['wrong_to_right']} questions gained, {c['right_to_wrong']} lost{'; ' + sig if sig else ''})"
+            f" over {c['questions']} questions; one question is {100 / c['questions']:.1f} points.")
+
+
+FLIPS_SHOWN = 8  # per direction and exam in report.md; every flip is in flips-<exam>.csv
+
+
+def write_flips(root: Path, key: str, c: dict) -> Path:
+    """Every question of one exam that changed between before and after, as CSV beside the report."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["direction", "file", "id", "question", "answer", "before", "after"])
+    for f in c.get("flips", []):
+        w.writerow([f["direction"], f["file"], f["id"], f["question"], f["answer"], f["before"], f["after"]])
+    return write_text(root / f"flips-{key}.csv", buf.getvalue())
+
+
+def flips_md(key: str, c: dict) -> list[str]:
+    out = []
+    for direction, label in (("right_to_wrong", "right → wrong (forgotten)"), ("wrong_to_right", "wrong → right")):
+        rows = [f for f in c.get("flips", []) if f["direction"] == direction]
+        if not rows:
+            continue
+        out += [f"{label}: {len(rows)} questions" + (f", first {FLIPS_SHOWN}" if len(rows) > FLIPS_SHOWN else ""), "",
+                "| question | gold | before | after |", "| --- | :-: | :-: | :-: |"]
+        out += [f"| {f['question'].replace('|', '/')[:80]} | {f['answer']} | {f['before']} | {f['after']} |"
+                for f in rows[:FLIPS_SHOWN]]
+        out.append("")
+    return [f"### {EXAM_LABELS.get(key, key)}: questions that changed (all in flips-{key}.csv)", "", *out] if out else []
+
+
+def _md_html(lines: list[str]) -> list[str]:
+    """The few markdown shapes the report's generated sections use (headings, pipe tables, paragraphs)."""
+    out, table = [], []
+
+    def close():
+        if table:
+            out.append("<table>" + "".join(table) + "</table>")
+            table.clear()
+
+    for line in lines:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if all(set(c) <= set("-: ") for c in cells):
+                continue
+            tag = "th" if not table else "td"
+            table.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>")
+            continue
+        close()
+        if line.startswith("### "):
+            out.append(f"<h3>{html.escape(line[4:])}</h3>")
+        elif line.startswith("## "):
+            out.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    close()
+    return out
+
+
+def bias_md(root: Path, keys: list[str]) -> list[str]:
+    """Predicted letters before and after against the gold letters, per exam (position bias)."""
+    lines = []
+    for key in keys:
+        sides = {side: ((_summary(root / side / key) or {}).get("All") or {}).get("letters")
+                 for side in ("baseline", "after")}
+        if not all(sides.values()):
+            continue
+        gold = sides["after"]["gold"]
+        fmt = lambda d: " / ".join(str(d.get(x, 0)) for x in "ABCD")  # noqa: E731
+        lines.append(f"| {EXAM_LABELS.get(key, key)} | {fmt(gold)} | {fmt(sides['baseline']['predicted'])} | "
+                     f"{fmt(sides['after']['predicted'])} |")
+    if not lines:
+        return []
+    return ["## Position bias", "", "How often each letter (A / B / C / D) is the gold answer and how often the "
+            "model chose it; a model that always picks one letter scores that letter's share.", "",
+            "| exam | gold | predicted before | predicted after |", "| --- | --- | --- | --- |", *lines, ""]
 
 
 def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
@@ -186,6 +272,12 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
         md += ["## General exam (forgetting)", "", _table_md(gen), "", "![general](report-general.png)", ""]
     for k, rows in extra.items():
         md += [f"## {k} (forgetting, your exam)", "", _table_md(rows), ""]
+    md += bias_md(root, list(changes))
+    flip_lines = [line for k, c in changes.items() for line in flips_md(k, c)]
+    for k, c in changes.items():
+        write_flips(root, k, c)
+    if flip_lines:
+        md += ["## Questions that changed", "", *flip_lines]
     if ppl_b and ppl_a:
         md += ["## Perplexity", "", f"Held-out subject text: {ppl_b:.2f} before, {ppl_a:.2f} after.", ""]
     if "loss" in charts:
@@ -212,6 +304,9 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
                   img("general", "general exam chart")]
     for k, rows in extra.items():
         parts += [f"<h2>{html.escape(k)} (forgetting, your exam)</h2>", _table_html(rows, f"{k}-table")]
+    parts += _md_html(bias_md(root, list(changes)))
+    if flip_lines:
+        parts += _md_html(["## Questions that changed", "", *flip_lines])
     if ppl_b and ppl_a:
         parts += ["<h2>Perplexity</h2>", f"<p>Held-out subject text: {ppl_b:.2f} before, {ppl_a:.2f} after.</p>"]
     if "loss" in charts:

@@ -453,3 +453,12 @@ def test_one_protocol_source_for_flags_recipes_and_the_same_evaluation_check(tmp
     assert (r.mode, r.few_shot, r.limit, r.do_save_csv, r.ntrain) == ("cloze", False, 2, True, 5)
     with pytest.raises(AdeptError, match=r"r.yaml: eval.shots: not an exam setting"):
         config_from_recipe({"shots": 5}, "r.yaml")
+
+
+def test_letter_counts_show_position_bias():
+    from adeptlm.evaluate.exam import SubjectResult, letter_counts
+
+    qs = [Question(str(i), "q", ["a", "b", "c", "d"], gold, None, "") for i, gold in enumerate("ABCDA")]
+    r = SubjectResult("s", "STEM", "val", 5, 2, ["A", "A", "A", None, "A"])
+    assert letter_counts([r], [qs]) == {"predicted": {"A": 4, "B": 0, "C": 0, "D": 0},
+                                        "gold": {"A": 2, "B": 1, "C": 1, "D": 1}, "unanswered": 1}

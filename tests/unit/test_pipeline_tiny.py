@@ -61,8 +61,21 @@ def test_paired_change_counts_flips(tmp_path):
     assert c["before"] == 40.0 and c["after"] == 60.0 and c["change"] == 20.0
     # paired standard error: sqrt(b + c - (c - b)^2 / n) / n = sqrt(4 - 0.4) / 10
     assert c["change_se"] == pytest.approx(100 * (3.6 ** 0.5) / 10)
+    assert c["p_value"] == pytest.approx(0.625)  # exact McNemar, b=1 c=3: 2 * (1 + 4) / 16
+    assert [(f["id"], f["direction"]) for f in c["flips"]] == [("1", "right_to_wrong"), ("2", "wrong_to_right"),
+                                                                ("3", "wrong_to_right"), ("6", "wrong_to_right")]
     lo, hi = wilson(4, 10)
     assert lo < 40 < hi and lo == pytest.approx(16.82, abs=0.01) and hi == pytest.approx(68.73, abs=0.01)
+
+
+def test_exact_mcnemar_against_hand_computed_values():
+    from adeptlm.evaluate.compare import mcnemar_exact
+
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(0, 5) == pytest.approx(2 / 32)                    # 2 * 0.5^5
+    assert mcnemar_exact(1, 9) == mcnemar_exact(9, 1) == pytest.approx(2 * 11 / 1024)
+    assert mcnemar_exact(3, 3) == 1.0                                      # 2 * 42/64 capped at 1
+    assert mcnemar_exact(2, 12) == pytest.approx(2 * (1 + 14 + 91) / 2 ** 14)
 
 
 def test_recipe_exams_scored_before_and_after(tmp_path, tiny_model_dir, shared_data):
@@ -89,3 +102,14 @@ export: {{outtype: f32, check_tokens: 2}}
     assert "## ceval (forgetting, your exam)" in report
     line = next(x for x in report.splitlines() if x.startswith("- ceval:"))
     assert "95% interval" in line and "over 12 questions" in line  # 4 subjects x limit 3
+    assert "exact McNemar p = " in line
+    # position bias: the predicted letters before and after beside the gold ones, per exam
+    summary = json.loads((root / "after" / "ceval" / "summary.json").read_text())
+    letters = summary["All"]["letters"]
+    assert sum(letters["gold"].values()) == 12 and sum(letters["predicted"].values()) + letters["unanswered"] == 12
+    assert "## Position bias" in report and "| ceval |" in report
+    # every question that changed is in flips-<exam>.csv, with the question text
+    c = paired_change(root / "baseline" / "ceval", root / "after" / "ceval")
+    flips = (root / "flips-ceval.csv").read_text(encoding="utf-8").splitlines()
+    assert len(flips) == 1 + c["right_to_wrong"] + c["wrong_to_right"]
+    assert "<h2>Position bias</h2>" in (root / "report.html").read_text(encoding="utf-8")
