@@ -40,6 +40,24 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_contamination(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from .atomic import write_text
+    from .data.contamination import find_overlaps
+
+    found, checked = find_overlaps(Path(args.exam), [Path(t) for t in args.training], args.ngram)
+    for o in found:
+        print(f"{o.subject} [{o.split}] {o.id}: {o.question[:70]}  <- {o.source}: \"{o.match[:60]}\"")
+    print(f"adept: {len(found)} of {checked} exam items share a {args.ngram}-token run with the training data")
+    if args.output:
+        write_text(Path(args.output), json.dumps({"ngram": args.ngram, "checked": checked,
+                                                  "items": [asdict(o) for o in found]}, ensure_ascii=False, indent=2))
+    return 0
+
+
 def cmd_train(stage: str, argv: list[str]) -> int:
     """pt / sft: parsed by transformers' HfArgumentParser so every TrainingArguments flag works."""
     from .train.args import parse_train_args
@@ -265,6 +283,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_length", "--max-length", type=int, default=1024,
                    help="warn about records longer than this many tokens (default 1024)")
     p.set_defaults(func=cmd_data_check)
+    p = dsub.add_parser(
+        "contamination", help="exam items whose question and answer occur in training data (13-gram overlap)",
+        description="Check an exam against training data the way decontamination is done for GPT-3 and "
+                    "lm-evaluation-harness: lower-cased NFKC text split into words and single CJK characters; "
+                    "an item (question plus its correct option) is contaminated when any run of --ngram tokens "
+                    "of it also occurs in a training record (an item shorter than that: when it occurs whole). "
+                    "Lists the items and the training record holding each; exit 0 either way.")
+    p.add_argument("exam", help="exam folder (C-Eval, CMMLU or MMLU layout)")
+    p.add_argument("training", nargs="+", help="corpus, instruction or preference files or directories")
+    p.add_argument("--ngram", type=int, default=13, help="tokens per n-gram (default 13)")
+    p.add_argument("--output", default=None, help="also write the list as JSON there")
+    p.set_defaults(func=cmd_data_contamination)
 
     ev = sub.add_parser("eval", help="exams (C-Eval, CMMLU, MMLU, your own), perplexity, before/after comparison",
                         description="Validate a model: multiple-choice exams, perplexity, and before/after tables.")

@@ -167,6 +167,26 @@ class Run:
         summary = write_subject(self.dir("data"), seed)
         write_run(self.dir("data"), "data", {"builtin": True, "subject": subject, "seed": seed}, summary)
 
+    # ---------------------------------------------------------------- contamination
+    def stage_contamination(self) -> None:
+        """Before any training: each exam against the training data (adeptlm/data/contamination.py)."""
+        from dataclasses import asdict
+
+        from .data.contamination import NGRAM, find_overlaps
+
+        paths = self.data_paths()
+        training = [paths[k] for k in ("corpus", "instructions", "preferences") if paths.get(k) and paths[k].exists()]
+        exams = {k: paths[k] for k in ("exam", "general_exam") if paths.get(k)}
+        exams.update({k: Path(str(v)) for k, v in (self.recipe.get("exams") or {}).items()})
+        metrics = {}
+        for key, folder in exams.items():
+            found, checked = find_overlaps(folder, training)
+            metrics[key] = {"checked": checked, "contaminated": len(found), "items": [asdict(o) for o in found]}
+            log(f"contamination: {key}: {len(found)} of {checked} items share a {NGRAM}-token run with the "
+                "training data")
+        write_run(self.dir("contamination"), "contamination", {"ngram": NGRAM, "training": [str(t) for t in training]},
+                  metrics)
+
     # ---------------------------------------------------------------- evaluation
     def _evaluate(self, stage: str, model: str) -> None:
         from .evaluate.exam import run_exam
@@ -319,7 +339,8 @@ def run_recipe(recipe_path: Path | None = None, quick: bool = False, output_root
     root.mkdir(parents=True, exist_ok=True)
     (root / "recipe.json").write_text(json.dumps(recipe, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     run = Run(recipe, root)
-    steps = [("data", run.stage_data), ("baseline", lambda: run._evaluate("baseline", run.model))]
+    steps = [("data", run.stage_data), ("contamination", run.stage_contamination),
+             ("baseline", lambda: run._evaluate("baseline", run.model))]
     if recipe.get("replay"):
         steps.append(("replay", run.stage_replay))
     for s in ("pt", "sft", "dpo"):

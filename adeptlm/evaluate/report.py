@@ -176,6 +176,21 @@ def _md_html(lines: list[str]) -> list[str]:
     return out
 
 
+def contamination_md(root: Path) -> list[str]:
+    """The contamination stage's finding per exam, and the first overlapping items."""
+    run = read_run(root / "contamination")
+    if not run:
+        return []
+    n = run.get("config", {}).get("ngram")
+    lines = ["## Contamination", "", f"Exam items (question and correct option) sharing a run of {n} tokens "
+             "(words, or single CJK characters) with the training data, checked before training:", ""]
+    for key, m in run.get("metrics", {}).items():
+        lines.append(f"- {EXAM_LABELS.get(key, key)}: {m['contaminated']} of {m['checked']} items")
+        lines += [f"  - {o['subject']} {o['id']}: {o['question'][:70]} (in {Path(o['source']).name})"
+                  for o in m["items"][:FLIPS_SHOWN]]
+    return lines + [""]
+
+
 def bias_md(root: Path, keys: list[str]) -> list[str]:
     """Predicted letters before and after against the gold letters, per exam (position bias)."""
     lines = []
@@ -272,6 +287,7 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
         md += ["## General exam (forgetting)", "", _table_md(gen), "", "![general](report-general.png)", ""]
     for k, rows in extra.items():
         md += [f"## {k} (forgetting, your exam)", "", _table_md(rows), ""]
+    md += contamination_md(root)
     md += bias_md(root, list(changes))
     flip_lines = [line for k, c in changes.items() for line in flips_md(k, c)]
     for k, c in changes.items():
@@ -304,6 +320,7 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
                   img("general", "general exam chart")]
     for k, rows in extra.items():
         parts += [f"<h2>{html.escape(k)} (forgetting, your exam)</h2>", _table_html(rows, f"{k}-table")]
+    parts += _md_html(contamination_md(root))
     parts += _md_html(bias_md(root, list(changes)))
     if flip_lines:
         parts += _md_html(["## Questions that changed", "", *flip_lines])

@@ -113,3 +113,7 @@ export: {{outtype: f32, check_tokens: 2}}
     flips = (root / "flips-ceval.csv").read_text(encoding="utf-8").splitlines()
     assert len(flips) == 1 + c["right_to_wrong"] + c["wrong_to_right"]
     assert "<h2>Position bias</h2>" in (root / "report.html").read_text(encoding="utf-8")
+    # the exams were checked against the training data before training
+    cont = json.loads((root / "contamination" / "run.json").read_text())["metrics"]
+    assert set(cont) == {"exam", "general_exam", "ceval"} and cont["ceval"]["checked"] > 0
+    assert "## Contamination" in report and "- ceval: 0 of" in report
