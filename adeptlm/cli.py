@@ -103,6 +103,30 @@ def cmd_eval_exam(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_retention(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .evaluate.retention import read_prompts, run_retention
+
+    if not args.data and not args.prompts:
+        raise AdeptError("adept eval retention needs --data (general text), --prompts (a JSON list) or both")
+    keep_freed_memory()
+    prompts = read_prompts(Path(args.prompts)) if args.prompts else None
+    r = run_retention(args.base, args.model, Path(args.data) if args.data else None, prompts, args.max_length,
+                      Path(args.output_dir) if args.output_dir else None)
+    if "text" in r:
+        t = r["text"]
+        print(f"adept: general text, {t['tokens']} tokens: perplexity {t['base_perplexity']:.3f} (base) -> "
+              f"{t['perplexity']:.3f}; mean KL(base || model) {t['mean_kl']:.5f}; same top token "
+              f"{100 * t['same_top_token']:.2f}%")
+    if "greedy" in r:
+        g = r["greedy"]
+        print(f"adept: general prompts: {g['same_answers']}/{g['prompts']} greedy answers as the base model's")
+        for c in g["changed"]:
+            print(f"  {c['prompt'][:60]}\n    base:  {c['base'][:100]}\n    model: {c['tuned'][:100]}")
+    return 0
+
+
 def cmd_eval_ppl(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -314,6 +338,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
     p.add_argument("--output_dir", default=None, help="also write run.json there")
     p.set_defaults(func=cmd_eval_ppl)
+    p = esub.add_parser("retention", help="how far a tuned model moved from its base on general text and prompts",
+                        description="Retention probes: on general text, both models' perplexity and the mean KL "
+                                    "divergence KL(base || model) of their next-token distributions with the share "
+                                    "of positions whose top token agrees (as llama-perplexity --kl-divergence "
+                                    "reports them); on general prompts, the share of greedy answers that are the "
+                                    "base model's own, the changed ones listed side by side.")
+    p.add_argument("--base", required=True, help="the base model (known name or HF directory)")
+    p.add_argument("--model", "--model_path", "-m", required=True, help="the tuned model (HF directory or adapter)")
+    p.add_argument("--data", default=None, help="general text: .txt directory or .jsonl with 'text' (not the subject)")
+    p.add_argument("--prompts", default=None, help="general prompts: a JSON list of strings")
+    p.add_argument("--max_length", type=int, default=512, help="window length in tokens")
+    p.add_argument("--output_dir", default=None, help="also write run.json there")
+    p.set_defaults(func=cmd_eval_retention)
     p = esub.add_parser("compare", help="per-category gain and forgetting between two exam runs",
                         description="Compare two exam outputs (directories holding summary.json): prints a "
                                     "per-category and per-subject table and writes compare.md and compare.png.")

@@ -237,15 +237,9 @@ class Run:
 
         cfg = self.recipe.get("replay") or {}
         if cfg.get("prompts"):
-            path = Path(cfg["prompts"])
-            try:
-                prompts = json.loads(path.read_text(encoding="utf-8"))
-            except OSError as exc:
-                raise AdeptError(f"{path}: cannot read the replay prompts: {exc.strerror}") from None
-            except json.JSONDecodeError as exc:
-                raise AdeptError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
-            if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
-                raise AdeptError(f"{path}: replay prompts are a JSON list of strings")
+            from .evaluate.retention import read_prompts
+
+            prompts = read_prompts(Path(cfg["prompts"]))
         else:
             from .demo.subject import replay_prompts
 

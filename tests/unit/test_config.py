@@ -38,7 +38,7 @@ def test_bad_replay_prompts_stop_before_any_model_loads(tmp_path):
     from adeptlm.pipeline import Run
 
     cases = {"missing.json": None, "broken.json": '["a",\n  "b"\n', "shape.json": '{"a": 1}'}
-    expected = {"missing.json": "cannot read the replay prompts", "broken.json": "broken.json:3: invalid JSON",
+    expected = {"missing.json": "cannot read the prompts", "broken.json": "broken.json:3: invalid JSON",
                 "shape.json": "a JSON list of strings"}
     for name, text in cases.items():
         if text is not None:
