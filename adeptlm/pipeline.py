@@ -52,7 +52,7 @@ def load_recipe(path: Path | None, quick: bool) -> dict:
     if "name" not in recipe:
         raise AdeptError(f"{path}: a recipe is a mapping with at least 'name'")
     unknown = set(recipe) - {"name", "model", "data", "eval", "replay", "pt", "sft", "dpo", "export", "quick",
-                             "output_dir", "exams"}
+                             "output_dir", "exams", "retention"}
     if unknown:
         raise AdeptError(f"{path}: unknown recipe key(s) {', '.join(sorted(unknown))}")
     subject = (recipe.get("data") or {}).get("subject", "quenta")
@@ -81,6 +81,33 @@ DATA_KINDS = {"corpus": "corpus", "instructions": "instructions", "preferences":
               "general_exam": "exam", "heldout": "corpus"}
 
 
+# retention: general text and prompts for the probes, and the forgetting budget the report checks
+RETENTION_KEYS = {"data": "general text (.txt directory or .jsonl with 'text')", "prompts": "a JSON list of strings",
+                  "prompts_limit": "at most this many prompts (default 24; 0 = all)",
+                  "max_kl": "budget: the largest mean KL(base || tuned) on the general text",
+                  "min_same_answers": "budget: the smallest share of greedy answers left as the base's (0-1)"}
+
+
+def check_retention(cfg, path: Path) -> None:
+    from .data.detect import load_data
+    from .evaluate.retention import read_prompts
+
+    if not isinstance(cfg, dict):
+        raise AdeptError(f"{path}: retention: expected a mapping ({', '.join(RETENTION_KEYS)})")
+    for key, value in cfg.items():
+        if key not in RETENTION_KEYS:
+            raise AdeptError(f"{path}: retention.{key}: not a retention setting (one of {', '.join(RETENTION_KEYS)})")
+        if key in ("max_kl", "min_same_answers", "prompts_limit"):
+            try:
+                float(value)
+            except (TypeError, ValueError):
+                raise AdeptError(f"{path}: retention.{key}: {value!r} is not a number") from None
+    if cfg.get("data"):
+        load_data(Path(str(cfg["data"])), "corpus")
+    if cfg.get("prompts"):
+        read_prompts(Path(str(cfg["prompts"])))
+
+
 def check_recipe(recipe: dict, path: Path) -> None:
     """Everything a run will need, checked before its first stage: the eval: settings, every stage's
     flags and every data file the recipe names. An error is one line naming the recipe file and key,
@@ -90,6 +117,7 @@ def check_recipe(recipe: dict, path: Path) -> None:
     from .train.args import check_stage_flags
 
     check_recipe_eval(recipe.get("eval") or {}, str(path), EVAL_EXTRA_KEYS)
+    check_retention(recipe.get("retention") or {}, path)
     for stage in ("pt", "sft", "dpo"):
         if recipe.get(stage):
             check_stage_flags(stage, recipe[stage], str(path), RUN_SET_FLAGS)
@@ -204,6 +232,42 @@ class Run:
             r = run_ppl(model, paths["heldout"], max_length=int(ev.get("ppl_max_length", 512)), stride=256)
             metrics["heldout_perplexity"] = r["perplexity"]
         write_run(self.dir(stage), stage, {"model": model, "eval": ev}, metrics)
+
+    # ---------------------------------------------------------------- retention
+    def retention_inputs(self) -> tuple[Path | None, list[str]]:
+        """General text and prompts for the retention probes: the recipe's own (retention: data, prompts),
+        else made from the general exam (each question with its correct option as text; the questions
+        asked open-ended), which no training stage sees."""
+        from .evaluate.retention import read_prompts
+
+        cfg = self.recipe.get("retention") or {}
+        data = Path(str(cfg["data"])) if cfg.get("data") else None
+        prompts = read_prompts(Path(str(cfg["prompts"]))) if cfg.get("prompts") else []
+        general = self.data_paths().get("general_exam")
+        if (data is None or not prompts) and general and general.is_dir():
+            from .data.exams import read_exam
+
+            qs = [q for s in read_exam(general).subjects.values() for split in s.values() for q in split
+                  if q.answer in ("A", "B", "C", "D")]
+            if data is None:
+                data = self.root / "retention-data"
+                text = "\n\n".join(f"{q.question} {q.choices['ABCD'.index(q.answer)]}" for q in qs)
+                from .atomic import write_text
+
+                write_text(data / "general.txt", text + "\n")
+            if not prompts:
+                prompts = [q.question for q in qs]
+        limit = cfg.get("prompts_limit", 24)
+        return data, prompts[: int(limit)] if limit else prompts
+
+    def stage_retention(self) -> None:
+        from .evaluate.retention import run_retention
+
+        data, prompts = self.retention_inputs()
+        if data is None and not prompts:
+            write_run(self.dir("retention"), "retention", {}, {"skipped": "no general text or prompts"})
+            return
+        run_retention(self.model, str(self.dir("merge")), data, prompts, output=self.dir("retention"))
 
     # ---------------------------------------------------------------- training
     def _train(self, stage: str, argv: list[str]) -> None:
@@ -341,6 +405,7 @@ def run_recipe(recipe_path: Path | None = None, quick: bool = False, output_root
         if recipe.get(s):
             steps.append((s, getattr(run, f"stage_{s}")))
     steps += [("merge", run.stage_merge), ("after", lambda: run._evaluate("after", str(run.dir("merge")))),
+              ("retention", run.stage_retention),
               ("export", run.stage_export), ("check", run.stage_check), ("report", run.stage_report)]
     t_all = time.time()
     for i, (name, fn) in enumerate(steps, 1):

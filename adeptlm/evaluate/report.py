@@ -176,6 +176,35 @@ def _md_html(lines: list[str]) -> list[str]:
     return out
 
 
+def retention_md(root: Path, budget: dict) -> list[str]:
+    """The retention probes against the base model, and the recipe's forgetting budget checked."""
+    m = (read_run(root / "retention") or {}).get("metrics") or {}
+    lines = []
+    if "text" in m:
+        t = m["text"]
+        lines.append(f"- general text ({t['tokens']} tokens): perplexity {t['base_perplexity']:.2f} (base) → "
+                     f"{t['perplexity']:.2f}; mean KL(base ‖ tuned) {t['mean_kl']:.4f} nats per token; same top "
+                     f"token at {100 * t['same_top_token']:.1f}% of positions")
+        if budget.get("max_kl") is not None:
+            ok = t["mean_kl"] <= float(budget["max_kl"])
+            lines.append(f"- budget max_kl {budget['max_kl']}: {'within' if ok else 'OVER'}")
+    if "greedy" in m:
+        g = m["greedy"]
+        lines.append(f"- general prompts: {g['same_answers']}/{g['prompts']} greedy answers ({g['max_new_tokens']} "
+                     "tokens) are the base model's own")
+        if budget.get("min_same_answers") is not None:
+            ok = (g["same_share"] or 0) >= float(budget["min_same_answers"])
+            lines.append(f"- budget min_same_answers {budget['min_same_answers']}: {'within' if ok else 'OVER'}")
+        if g["changed"]:
+            lines += ["", "| prompt | base model | tuned model |", "| --- | --- | --- |"]
+            cell = lambda x: x.replace("|", "/").replace("\n", " ")[:90]  # noqa: E731
+            lines += [f"| {cell(c['prompt'])} | {cell(c['base'])} | {cell(c['tuned'])} |"
+                      for c in g["changed"][:FLIPS_SHOWN]]
+    if not lines:
+        return []
+    return ["## Retention (against the base model)", "", *lines, ""]
+
+
 def contamination_md(root: Path) -> list[str]:
     """The contamination stage's finding per exam, and the first overlapping items."""
     run = read_run(root / "contamination")
@@ -250,6 +279,14 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
     headline = [f"{EXAM_LABELS.get(k, k)}: {change_line(c)}" for k, c in changes.items()]
     if ppl_b and ppl_a:
         headline.append(f"Held-out subject perplexity: {ppl_b:.2f} → {ppl_a:.2f}.")
+    ret = (read_run(root / "retention") or {}).get("metrics") or {}
+    if "text" in ret or "greedy" in ret:
+        parts_ = []
+        if "text" in ret:
+            parts_.append(f"mean KL(base ‖ tuned) {ret['text']['mean_kl']:.4f} on general text")
+        if "greedy" in ret:
+            parts_.append(f"{ret['greedy']['same_answers']}/{ret['greedy']['prompts']} general answers unchanged")
+        headline.append("Retention: " + "; ".join(parts_) + ".")
     # the protocol as the evaluation itself recorded it (adeptlm.evaluate.protocol), not the recipe's text
     proto = (read_run(root / "after" / "exam") or {}).get("protocol") or {}
     limit = f", at most {proto['limit']} questions per subject" if proto.get("limit") else ""
@@ -287,6 +324,7 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
         md += ["## General exam (forgetting)", "", _table_md(gen), "", "![general](report-general.png)", ""]
     for k, rows in extra.items():
         md += [f"## {k} (forgetting, your exam)", "", _table_md(rows), ""]
+    md += retention_md(root, recipe.get("retention") or {})
     md += contamination_md(root)
     md += bias_md(root, list(changes))
     flip_lines = [line for k, c in changes.items() for line in flips_md(k, c)]
@@ -320,6 +358,7 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
                   img("general", "general exam chart")]
     for k, rows in extra.items():
         parts += [f"<h2>{html.escape(k)} (forgetting, your exam)</h2>", _table_html(rows, f"{k}-table")]
+    parts += _md_html(retention_md(root, recipe.get("retention") or {}))
     parts += _md_html(contamination_md(root))
     parts += _md_html(bias_md(root, list(changes)))
     if flip_lines:

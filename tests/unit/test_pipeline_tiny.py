@@ -39,6 +39,7 @@ def test_bad_recipes_stop_with_one_line_before_any_stage(tmp_path, capsys):
                            ("name: x\npt: {num_train_epochs: two}\n", "r.yaml: pt.num_train_epochs: 'two' is not a valid"),
                            ("name: x\nsft: {lr_scheduler_type: zigzag}\n", "r.yaml: sft.lr_scheduler_type: 'zigzag' is not"),
                            ("name: x\nsft: {output_dir: elsewhere}\n", "r.yaml: sft.output_dir: set by the recipe's run"),
+                           ("name: x\nretention: {max_kll: 0.1}\n", "r.yaml: retention.max_kll: not a retention setting"),
                            (f"name: x\ndata: {{instructions: {tmp_path}/bad.json}}\nsft: {{max_seq_length: 64}}\n",
                             "bad.json:2: field 'output': expected a string, got int")):
         (tmp_path / "bad.json").write_text('[{"instruction": "a", "output": "b"},\n'
@@ -117,3 +118,7 @@ export: {{outtype: f32, check_tokens: 2}}
     cont = json.loads((root / "contamination" / "run.json").read_text())["metrics"]
     assert set(cont) == {"exam", "general_exam", "ceval"} and cont["ceval"]["checked"] > 0
     assert "## Contamination" in report and "- ceval: 0 of" in report
+    # retention against the base model, on text and prompts made from the general exam
+    ret = json.loads((root / "retention" / "run.json").read_text())["metrics"]
+    assert ret["text"]["tokens"] > 0 and ret["greedy"]["prompts"] == 24
+    assert "## Retention (against the base model)" in report and "- Retention: mean KL" in report
