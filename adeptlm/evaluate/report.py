@@ -313,6 +313,10 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
         check_lines.append(f"greedy ({check['greedy_tokens']} tokens): {check['greedy_identical']}/"
                            f"{check['greedy_prompts']} prompts identical, token agreement "
                            f"{100 * check['greedy_token_agreement']:.1f}%")
+        if check.get("logits"):
+            g = check["logits"]
+            check_lines.append(f"logits over {g['positions']} positions: mean KL(HF ‖ GGUF) {g['mean_kl']:.2e}, "
+                               f"NMSE {g['nmse']:.2e}, same top token {100 * g['same_top']:.1f}%: {g['verdict']}")
         if check.get("exam"):
             e = check["exam"]
             check_lines.append(f"subject exam: GGUF ({export.get('config', {}).get('outtype', '?')}) "

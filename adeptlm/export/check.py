@@ -60,6 +60,7 @@ class CheckReport:
     greedy_identical: int = 0
     greedy_token_agreement: float = 0.0     # matching positions before the first difference / compared positions
     greedy_examples: list = field(default_factory=list)
+    logits: dict | None = None              # per-token KL and NMSE of llama.cpp's logits against HF's
     exam: dict | None = None
 
     def lines(self) -> list[str]:
@@ -67,6 +68,11 @@ class CheckReport:
                f"{self.tokenization_texts} texts identical",
                f"greedy ({self.greedy_tokens} tokens): {self.greedy_identical}/{self.greedy_prompts} prompts "
                f"identical, token agreement {100 * self.greedy_token_agreement:.1f}%"]
+        if self.logits:
+            g = self.logits
+            out.append(f"logits over {g['positions']} positions: mean KL(HF || GGUF) {g['mean_kl']:.2e} (max "
+                       f"{g['max_kl']:.2e}), NMSE {g['nmse']:.2e}, same top token {100 * g['same_top']:.1f}%; "
+                       f"{g['verdict']}")
         for m in self.tokenization_mismatches:
             out.append(f"  differs: {m['text']!r}: HF {m['hf'][:12]} vs llama.cpp {m['gguf'][:12]}")
         if self.exam:
@@ -74,6 +80,42 @@ class CheckReport:
                        f"{self.exam['gguf_accuracy']:.2f}% (difference {self.exam['difference']:+.2f} points, "
                        f"{self.exam['same_predictions']:.1f}% same answers)")
         return out
+
+
+# What "the same model" means for the logits, per token (KL in nats). Measured on the embedded model
+# (see README, Export): f16 gives a mean KL of order 1e-5 and an NMSE of order 1e-6; an 8-bit
+# quantisation sits about two orders of magnitude above; past these the export changed the model.
+LOGIT_THRESHOLDS = {"f16-like": {"mean_kl": 1e-3, "nmse": 1e-4}, "quantised": {"mean_kl": 5e-2, "nmse": 2e-2}}
+
+
+class _LogitStats:
+    """Accumulates KL(HF || GGUF), squared error and top-token agreement over positions."""
+
+    def __init__(self):
+        self.kl, self.max_kl, self.err, self.ref, self.same, self.n = 0.0, 0.0, 0.0, 0.0, 0, 0
+
+    def add(self, hf_logits, gguf_logits) -> None:
+        import torch
+
+        h, g = hf_logits.float(), gguf_logits.float()
+        lh, lg = torch.log_softmax(h, -1), torch.log_softmax(g, -1)
+        kl = (lh.exp() * (lh - lg)).sum(-1)
+        self.kl += float(kl.sum())
+        self.max_kl = max(self.max_kl, float(kl.max()))
+        self.err += float(((g - h) ** 2).sum())
+        self.ref += float((h ** 2).sum())
+        self.same += int((h.argmax(-1) == g.argmax(-1)).sum())
+        self.n += h.shape[0]
+
+    def result(self) -> dict | None:
+        if not self.n:
+            return None
+        mean_kl, nmse = self.kl / self.n, self.err / self.ref if self.ref else 0.0
+        verdict = next((f"within the {name} thresholds (mean KL < {t['mean_kl']:g}, NMSE < {t['nmse']:g})"
+                        for name, t in LOGIT_THRESHOLDS.items() if mean_kl < t["mean_kl"] and nmse < t["nmse"]),
+                       "ABOVE the quantised thresholds: the export changed the model")
+        return {"positions": self.n, "mean_kl": mean_kl, "max_kl": self.max_kl, "nmse": nmse,
+                "same_top": self.same / self.n, "verdict": verdict}
 
 
 def _agreement(a: list[int], b: list[int]) -> tuple[int, int]:
@@ -111,6 +153,7 @@ def check_gguf(model: str, gguf_path: str | Path, output_dir: str | Path | None 
     stop = [i for i in {tok.eos_token_id, tok.convert_tokens_to_ids(template.eot) if template and template.eot
                         else None} if isinstance(i, int)]
     same_total = n_total = 0
+    stats = _LogitStats()
     for prompt in GREEDY_PROMPTS:
         if template:
             ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
@@ -119,6 +162,7 @@ def check_gguf(model: str, gguf_path: str | Path, output_dir: str | Path | None 
             ids = tok(prompt)["input_ids"]
         a = hf.generate([ids], n_tokens, stop)[0]
         b = gg.generate([ids], n_tokens, stop)[0]
+        _logits_along(hf, gg, ids, a, stats)
         same, n = _agreement(a, b)
         same_total, n_total = same_total + same, n_total + n
         report.greedy_prompts += 1
@@ -126,6 +170,7 @@ def check_gguf(model: str, gguf_path: str | Path, output_dir: str | Path | None 
         if len(report.greedy_examples) < 5 or a != b:
             report.greedy_examples.append({"prompt": prompt, "hf": tok.decode(a), "gguf": tok.decode(b)})
     report.greedy_token_agreement = same_total / n_total if n_total else 1.0
+    report.logits = stats.result()
     gg.close()
     del hf
 
@@ -135,6 +180,20 @@ def check_gguf(model: str, gguf_path: str | Path, output_dir: str | Path | None 
         report.exam = _exam_both(model, gguf_path, Path(exam_dir), out, exam_limit, with_prompt)
     write_text(out / "check.json", json.dumps(asdict(report), indent=2, ensure_ascii=False))
     return report
+
+
+def _logits_along(hf, gg, ids: list[int], continuation: list[int], stats: _LogitStats) -> None:
+    """Both models' logits at every position that predicts a token of HF's greedy continuation: one HF
+    forward over the whole sequence; llama.cpp one new token at a time (its cache keeps the prefix)."""
+    import torch
+
+    if not continuation:
+        return
+    seq = list(ids) + list(continuation)
+    with torch.inference_mode():
+        h = hf.model(input_ids=torch.tensor([seq[:-1]])).logits[0, len(ids) - 1:].float()
+    g = torch.stack([torch.from_numpy(gg.next_logits(seq[:len(ids) + k])) for k in range(len(continuation))])
+    stats.add(h, g)
 
 
 def _exam_both(model: str, gguf_path: Path, exam_dir: Path, out: Path, limit: int | None, with_prompt: bool) -> dict:

@@ -169,3 +169,25 @@ def test_sentencepiece_style_tokenizer_round_trip(tmp_path, arch, dummy_prefix):
         assert backend.generate([ids], 12, stop_ids=[])[0] == greedy_hf(model, ids, 12)
     finally:
         backend.close()
+
+
+def test_logit_parity_statistics_against_the_formulas():
+    import math
+
+    import torch
+
+    from adeptlm.export.check import _LogitStats
+
+    same = _LogitStats()
+    x = torch.tensor([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]])
+    same.add(x, x.clone())
+    r = same.result()
+    assert r["mean_kl"] == pytest.approx(0.0, abs=1e-7) and r["nmse"] == 0.0 and r["same_top"] == 1.0
+    assert r["verdict"].startswith("within the f16-like")
+    moved = _LogitStats()
+    h, g = torch.log(torch.tensor([[0.5, 0.5]])), torch.log(torch.tensor([[0.25, 0.75]]))
+    moved.add(h, g)
+    r = moved.result()
+    assert r["mean_kl"] == pytest.approx(0.5 * math.log(2) + 0.5 * math.log(2 / 3), abs=1e-6)
+    assert r["nmse"] == pytest.approx(float(((g - h) ** 2).sum() / (h ** 2).sum()), rel=1e-6)
+    assert r["verdict"].startswith("ABOVE")
