@@ -230,17 +230,26 @@ def run_exam(cfg: ExamConfig) -> dict:
             questions = exam.subjects[subject][split][: cfg.limit] if cfg.limit else exam.subjects[subject][split]
             info = subject_info(exam.layout, subject, mapping)
             demos = choose_demos(exam, subject, cfg, take)
-            prompts = subject_prompts(style, info, demos, questions, tok, cfg.with_prompt, template)
-            preds, extra = score_subject(backend, style, prompts, questions, cfg.mode, cfg.max_new_tokens, stop_ids)
             has_gold = all(q.answer for q in questions)
-            correct = sum(p == q.answer for p, q in zip(preds, questions)) if has_gold else None
+            asked = [rotate(q, r) for r in range(4) for q in questions] if cfg.circular else questions
+            prompts = subject_prompts(style, info, demos, asked, tok, cfg.with_prompt, template)
+            preds, extra = score_subject(backend, style, prompts, asked, cfg.mode, cfg.max_new_tokens, stop_ids)
+            marks = [p == q.answer for p, q in zip(preds, asked)]
+            if cfg.circular:
+                n = len(questions)
+                preds = preds[:n]  # the answers to the options in their own order
+                extra = {k: v[:n] if isinstance(v, list) and len(v) == 4 * n else v for k, v in extra.items()}
+                extra["correct_unrotated"] = sum(marks[:n]) if has_gold else None
+                marks = [all(marks[i + r * n] for r in range(4)) for i in range(n)]
+            correct = sum(marks) if has_gold else None
             if has_gold and "preds_norm" in extra:
                 extra["correct_norm"] = sum(p == q.answer for p, q in zip(extra["preds_norm"], questions))
             result = SubjectResult(subject, info.category, split, len(questions), correct, preds,
                                    {k: v for k, v in extra.items() if k != "responses"})
             n_questions += len(questions)
             if cfg.do_save_csv:
-                _write_csv(take_dir / f"{subject}_{split}.csv", questions, preds, extra.get("responses"))
+                _write_csv(take_dir / f"{subject}_{split}.csv", questions, preds, extra.get("responses"),
+                           marks if has_gold else None)
             _atomic_json(done, asdict(result))
             score = f"{100 * correct / len(questions):.1f}%" if correct is not None else "no answers"
             print(f"adept: take {take} {subject} [{split}] {len(questions)} questions: {score}", flush=True)
@@ -375,14 +384,25 @@ def _mean_entry(entries: list[dict]) -> dict:
     return e
 
 
-def _write_csv(path: Path, questions: Sequence[Question], preds, responses) -> None:
+def rotate(q: Question, r: int) -> Question:
+    """The question with its options rotated r places (option i shows the text of option i + r)."""
+    if r == 0:
+        return q
+    choices = [q.choices[(i + r) % 4] for i in range(4)]
+    answer = LETTERS[(LETTERS.index(q.answer) - r) % 4] if q.answer in LETTERS else q.answer
+    return Question(q.id, q.question, choices, answer, q.explanation, q.source)
+
+
+def _write_csv(path: Path, questions: Sequence[Question], preds, responses, marks=None) -> None:
+    """The seed's per-subject CSV; `correctness` is the circular verdict when marks are given."""
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["id", "question", "A", "B", "C", "D", "answer", "model_output", "correctness"]
                    + (["response"] if responses else []))
         for i, (q, p) in enumerate(zip(questions, preds)):
+            ok = marks[i] if marks is not None else p == q.answer
             row = [q.id, q.question, *q.choices, q.answer or "", p or "",
-                   "" if q.answer is None else int(p == q.answer)]
+                   "" if q.answer is None else int(ok)]
             w.writerow(row + ([responses[i]] if responses else []))
 
 

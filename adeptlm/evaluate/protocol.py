@@ -58,6 +58,8 @@ class ExamConfig:
                      "options; continuation: option log-likelihood after the bare question; generate: greedy + "
                      "extraction", choices=MODES, same=True)
     template: str | None = _opt(None, "chat template with --with_prompt True (default: the model's)", same=True)
+    circular: bool = _opt(False, "ask each question four times with its options rotated (OpenCompass's "
+                          "CircularEval); correct only if correct every time (True/False)", kind=bool, same=True)
     subjects: list[str] | None = _opt(None, "comma-separated subjects (default: all)", kind=list)
     limit: int | None = _opt(None, "at most N questions per subject", kind=int, same=True)
     batch_size: int = _opt(8, "at most N prompts per forward pass (batches are cut to keep padding low)", kind=int)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from adeptlm.backends import HFBackend, ScoreRequest, plan_batches
-from adeptlm.data.exams import Question
+from adeptlm.data.exams import LETTERS, Question
 from adeptlm.evaluate.exam import (ExamConfig, build_summary, extract_answer, letter_candidates, run_exam,
                                    score_subject, SubjectResult)
 from adeptlm.evaluate.prompts import subject_prompts
@@ -462,3 +462,34 @@ def test_letter_counts_show_position_bias():
     r = SubjectResult("s", "STEM", "val", 5, 2, ["A", "A", "A", None, "A"])
     assert letter_counts([r], [qs]) == {"predicted": {"A": 4, "B": 0, "C": 0, "D": 0},
                                         "gold": {"A": 2, "B": 1, "C": 1, "D": 1}, "unanswered": 1}
+
+
+def test_circular_mode_counts_a_question_only_if_right_under_every_rotation(tmp_path, tiny_model_dir, monkeypatch):
+    """Controlled answers: the model knows questions 0-1 (picks the option reading 'right' wherever it
+    is) and always says A on 2-3. Plainly it scores 3/4 (question 2's gold is A); circularly 2/4."""
+    import adeptlm.evaluate.exam as exam_mod
+    from adeptlm.evaluate.exam import rotate
+
+    (tmp_path / "ex" / "val").mkdir(parents=True)
+    rows = ["0,know one,right,w1,w2,w3,A", "1,know two,w1,w2,right,w3,C", "2,guess one,right,w1,w2,w3,A",
+            "3,guess two,w1,right,w2,w3,B"]
+    (tmp_path / "ex" / "val" / "demo_val.csv").write_text("id,question,A,B,C,D,answer\n" + "\n".join(rows) + "\n")
+
+    def fake(backend, layout, prompts, questions, mode, *a, **k):
+        return [LETTERS[q.choices.index("right")] if q.question.startswith("know") else "A" for q in questions], {}
+
+    monkeypatch.setattr(exam_mod, "score_subject", fake)
+    q = Question("0", "x", ["a", "b", "c", "d"], "B", None, "")
+    assert [rotate(q, r).choices for r in range(3)] == [list("abcd"), list("bcda"), list("cdab")]
+    assert [rotate(q, r).answer for r in range(4)] == ["B", "A", "D", "C"]
+    scores = {}
+    for circular in (False, True):
+        out = tmp_path / f"out-{circular}"
+        s = run_exam(ExamConfig(model=str(tiny_model_dir), data_dir=tmp_path / "ex", output_dir=out, few_shot=False,
+                                circular=circular, do_save_csv=True))
+        scores[circular] = s["All"]["score"]
+    assert scores == {False: 75.0, True: 50.0}
+    run = json.loads((tmp_path / "out-True" / "run.json").read_text())
+    assert run["protocol"]["circular"] is True
+    csv_rows = (tmp_path / "out-True" / "take0" / "demo_val.csv").read_text().splitlines()
+    assert [r.rsplit(",", 1)[1] for r in csv_rows[1:]] == ["1", "1", "0", "0"]
