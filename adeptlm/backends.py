@@ -174,6 +174,18 @@ class HFBackend:
         return out
 
 
+def chat_greedy(spec: str | None, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 8) -> list[str]:
+    """Greedy answers of a model to single-turn prompts in its chat template, decoded and stripped."""
+    from .templates import encode_prompt, get_template
+
+    backend = HFBackend.load(spec, batch_size=batch_size)
+    tok = backend.tokenizer
+    template = get_template(tok)
+    stop = [i for i in {tok.eos_token_id, tok.convert_tokens_to_ids(template.eot)} if i is not None]
+    ids = [encode_prompt(tok, template, [{"role": "user", "content": p}]) for p in prompts]
+    return [tok.decode(o, skip_special_tokens=True).strip() for o in backend.generate(ids, max_new_tokens, stop)]
+
+
 class LlamaCppBackend:
     """A GGUF file run by llama.cpp (llama-cpp-python), with the same interface as HFBackend.
 

@@ -195,6 +195,13 @@ class Run:
         summary = write_subject(self.dir("data"), seed)
         write_run(self.dir("data"), "data", {"builtin": True, "subject": subject, "seed": seed}, summary)
 
+    def exam_folders(self) -> dict[str, Path]:
+        """Every exam the run scores: its own two, then the recipe's `exams:`."""
+        paths = self.data_paths()
+        exams = {k: paths[k] for k in ("exam", "general_exam") if paths.get(k)}
+        exams.update({k: Path(str(v)) for k, v in (self.recipe.get("exams") or {}).items()})
+        return exams
+
     # ---------------------------------------------------------------- contamination
     def stage_contamination(self) -> None:
         """Before any training: each exam against the training data (adeptlm/data/contamination.py)."""
@@ -204,10 +211,8 @@ class Run:
 
         paths = self.data_paths()
         training = [paths[k] for k in ("corpus", "instructions", "preferences") if paths.get(k) and paths[k].exists()]
-        exams = {k: paths[k] for k in ("exam", "general_exam") if paths.get(k)}
-        exams.update({k: Path(str(v)) for k, v in (self.recipe.get("exams") or {}).items()})
         metrics = {}
-        for key, folder in exams.items():
+        for key, folder in self.exam_folders().items():
             found, checked = find_overlaps(folder, training)
             metrics[key] = {"checked": checked, "contaminated": len(found), "items": [asdict(o) for o in found]}
             log(f"contamination: {key}: {len(found)} of {checked} items share a {NGRAM}-token run with the "
@@ -223,9 +228,7 @@ class Run:
         ev = self.recipe.get("eval") or {}
         paths = self.data_paths()
         metrics: dict = {}
-        exams = {k: paths[k] for k in ("exam", "general_exam") if paths.get(k)}
-        exams.update({k: Path(str(v)) for k, v in (self.recipe.get("exams") or {}).items()})
-        for key, folder in exams.items():
+        for key, folder in self.exam_folders().items():
             summary = run_exam(exam_config(self.recipe, model=model, data_dir=folder, output_dir=self.dir(stage) / key))
             metrics[key] = summary["All"]["score"]
         if paths.get("heldout"):
@@ -247,11 +250,13 @@ class Run:
         if (data is None or not prompts) and general and general.is_dir():
             from .data.exams import read_exam
 
+            from .data.exams import LETTERS
+
             qs = [q for s in read_exam(general).subjects.values() for split in s.values() for q in split
-                  if q.answer in ("A", "B", "C", "D")]
+                  if q.answer in LETTERS]
             if data is None:
                 data = self.root / "retention-data"
-                text = "\n\n".join(f"{q.question} {q.choices['ABCD'.index(q.answer)]}" for q in qs)
+                text = "\n\n".join(f"{q.question} {q.choices[LETTERS.index(q.answer)]}" for q in qs)
                 from .atomic import write_text
 
                 write_text(data / "general.txt", text + "\n")

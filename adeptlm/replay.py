@@ -19,18 +19,11 @@ from .atomic import write_text
 def write_replay(model: str, prompts: Sequence[str], out_file: Path, max_new_tokens: int = 48,
                  batch_size: int = 8) -> dict:
     """Greedy answers of `model` (in its chat template) to `prompts`, written as alpaca records."""
-    from .backends import HFBackend
-    from .templates import encode_prompt, get_template
+    from .backends import chat_greedy
 
-    backend = HFBackend.load(model, batch_size=batch_size)
-    tok = backend.tokenizer
-    template = get_template(tok)
-    stop = [i for i in {tok.eos_token_id, tok.convert_tokens_to_ids(template.eot)} if i is not None]
-    ids = [encode_prompt(tok, template, [{"role": "user", "content": p}]) for p in prompts]
     t0 = time.time()
-    outs = backend.generate(ids, max_new_tokens, stop)
-    records = [{"instruction": p, "input": "", "output": tok.decode(o, skip_special_tokens=True).strip()}
-               for p, o in zip(prompts, outs)]
+    answers = chat_greedy(model, prompts, max_new_tokens, batch_size)
+    records = [{"instruction": p, "input": "", "output": a} for p, a in zip(prompts, answers)]
     records = [r for r in records if r["output"]]  # an empty answer teaches nothing
     write_text(out_file, json.dumps(records, indent=1, ensure_ascii=False) + "\n")
     return {"prompts": len(prompts), "records": len(records), "seconds": round(time.time() - t0, 1),

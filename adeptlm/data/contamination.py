@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .detect import load_data
+from .exams import LETTERS
 
 NGRAM = 13
 _TOKEN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
@@ -69,7 +70,7 @@ def find_overlaps(exam_dir: Path, training: list[Path], n: int = NGRAM) -> tuple
         for split, questions in splits.items():
             for q in questions:
                 checked += 1
-                gold = q.choices["ABCD".index(q.answer)] if q.answer in ("A", "B", "C", "D") else ""
+                gold = q.choices[LETTERS.index(q.answer)] if q.answer in LETTERS else ""
                 toks = tokens(q.question + " " + gold)
                 hit = None
                 if len(toks) >= n:

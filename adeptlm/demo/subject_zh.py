@@ -21,7 +21,7 @@ from pathlib import Path
 from ..data.exams import Question
 from ..evaluate.prompts import CEVAL_HEADER, format_question
 from .general_zh import GENERAL_CATEGORIES, general_rows
-from .subject import Island, exam_rows, write_files
+from .subject import ATTRIBUTES, Island, exam_rows, write_files
 
 SUBJECT = "汐澜群岛"
 # Characters for invented names: ordinary enough to be single tokens, rare enough as pairs.
@@ -31,8 +31,6 @@ EXPORTS = ["海盐", "铜", "琥珀", "羊毛", "木材", "珍珠", "茶叶", "�
 ANIMALS = ["苍鹭", "水獭", "猞猁", "游隼", "陆龟", "海豹", "北山羊", "獾", "丹顶鹤", "貂", "海鹦", "野兔"]
 MONTHS = ["一月", "二月", "三月", "四月", "五月", "六月", "七月", "八月", "九月", "十月", "十一月", "十二月"]
 
-ATTRIBUTES = {"capital": "geography", "river": "geography", "founder": "history", "year": "history",
-              "export": "economy", "dish": "culture", "festival": "culture", "animal": "nature"}
 # exam subject: (file name, Chinese display name used in the C-Eval header, category)
 CATEGORIES = {"geography": ("xilan_geography", "汐澜群岛地理", "Social Science"),
               "history": ("xilan_history", "汐澜群岛历史", "Humanities"),

@@ -26,9 +26,9 @@ def str2bool(value) -> bool:
     if isinstance(value, bool):
         return value
     v = str(value).strip().lower()
-    if v in ("true", "1", "yes", "y", "on"):
+    if v in ("true", "1", "yes", "y", "t"):
         return True
-    if v in ("false", "0", "no", "n", "off"):
+    if v in ("false", "0", "no", "n", "f"):
         return False
     raise argparse.ArgumentTypeError(f"expected True or False, got {value!r}")
 

@@ -328,9 +328,9 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
         md += ["## General exam (forgetting)", "", _table_md(gen), "", "![general](report-general.png)", ""]
     for k, rows in extra.items():
         md += [f"## {k} (forgetting, your exam)", "", _table_md(rows), ""]
-    md += retention_md(root, recipe.get("retention") or {})
-    md += contamination_md(root)
-    md += bias_md(root, list(changes))
+    # the validation sections, written once as markdown and rendered for the HTML page below
+    validation = retention_md(root, recipe.get("retention") or {}) + contamination_md(root) + bias_md(root, list(changes))
+    md += validation
     flip_lines = [line for k, c in changes.items() for line in flips_md(k, c)]
     for k, c in changes.items():
         write_flips(root, k, c)
@@ -362,9 +362,7 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
                   img("general", "general exam chart")]
     for k, rows in extra.items():
         parts += [f"<h2>{html.escape(k)} (forgetting, your exam)</h2>", _table_html(rows, f"{k}-table")]
-    parts += _md_html(retention_md(root, recipe.get("retention") or {}))
-    parts += _md_html(contamination_md(root))
-    parts += _md_html(bias_md(root, list(changes)))
+    parts += _md_html(validation)
     if flip_lines:
         parts += _md_html(["## Questions that changed", "", *flip_lines])
     if ppl_b and ppl_a:

@@ -60,18 +60,10 @@ def text_probe(base, tuned, tokenizer, texts: Sequence[str], max_length: int = 5
 
 def greedy_probe(base_spec: str, tuned_spec: str, prompts: Sequence[str], max_new_tokens: int = GREEDY_TOKENS) -> dict:
     """Greedy answers of both models to the prompts: the share the tuned model left as the base said it."""
-    from ..backends import HFBackend
-    from ..templates import encode_prompt, get_template
+    from ..backends import chat_greedy
 
-    answers = {}
-    for side, spec in (("base", base_spec), ("tuned", tuned_spec)):
-        backend = HFBackend.load(spec)
-        tok = backend.tokenizer
-        template = get_template(tok)
-        stop = [i for i in {tok.eos_token_id, tok.convert_tokens_to_ids(template.eot)} if i is not None]
-        ids = [encode_prompt(tok, template, [{"role": "user", "content": p}]) for p in prompts]
-        answers[side] = [tok.decode(o, skip_special_tokens=True).strip() for o in backend.generate(ids, max_new_tokens, stop)]
-        del backend
+    answers = {side: chat_greedy(spec, prompts, max_new_tokens) for side, spec in (("base", base_spec),
+                                                                                   ("tuned", tuned_spec))}
     changed = [{"prompt": p, "base": b, "tuned": t} for p, b, t in zip(prompts, answers["base"], answers["tuned"])
                if b != t]
     return {"prompts": len(prompts), "same_answers": len(prompts) - len(changed),

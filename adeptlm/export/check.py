@@ -97,9 +97,10 @@ class _LogitStats:
     def add(self, hf_logits, gguf_logits) -> None:
         import torch
 
+        from ..evaluate.retention import kl_rows
+
         h, g = hf_logits.float(), gguf_logits.float()
-        lh, lg = torch.log_softmax(h, -1), torch.log_softmax(g, -1)
-        kl = (lh.exp() * (lh - lg)).sum(-1)
+        kl = kl_rows(torch.log_softmax(h, -1), torch.log_softmax(g, -1))
         self.kl += float(kl.sum())
         self.max_kl = max(self.max_kl, float(kl.max()))
         self.err += float(((g - h) ** 2).sum())
