@@ -193,7 +193,8 @@ def _gen_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from .serve.chat import chat_loop
-    from .serve.engine import GenParams, load_engine
+    from .backends import GenParams
+    from .serve.engine import load_engine
 
     engine = load_engine(args.model, n_ctx=args.n_ctx, dtype=args.dtype)
     try:

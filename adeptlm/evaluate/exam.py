@@ -204,6 +204,7 @@ def run_exam(cfg: ExamConfig) -> dict:
         if unknown:
             raise AdeptError(f"{cfg.data_dir}: no subject {', '.join(unknown)} (found {', '.join(exam.subjects)})")
         subjects = [s for s in subjects if s in cfg.subjects]
+    from ..backends import stop_ids as stops_of
     from ..templates import get_template
 
     style = exam.layout if cfg.prompt_style == "auto" else cfg.prompt_style
@@ -212,8 +213,7 @@ def run_exam(cfg: ExamConfig) -> dict:
     backend = load_backend(cfg)
     tok = backend.tokenizer
     template = get_template(tok, cfg.template) if cfg.with_prompt else None
-    stop_ids = [i for i in {tok.eos_token_id, tok.convert_tokens_to_ids(template.eot) if template else None}
-                if i is not None]
+    stop_ids = stops_of(tok, template)
     rank, world = _rank_world()
     mine = subjects[rank::world]
     cfg.output_dir.mkdir(parents=True, exist_ok=True)

@@ -133,7 +133,6 @@ def _agreement(a: list[int], b: list[int]) -> tuple[int, int]:
 def check_gguf(model: str, gguf_path: str | Path, output_dir: str | Path | None = None, exam_dir: str | None = None,
                n_tokens: int = 32, exam_limit: int | None = None, with_prompt: bool = False) -> CheckReport:
     from ..backends import HFBackend, LlamaCppBackend
-    from ..templates import get_template
 
     gguf_path = Path(gguf_path)
     if not gguf_path.is_file():
@@ -150,19 +149,13 @@ def check_gguf(model: str, gguf_path: str | Path, output_dir: str | Path | None 
         if want != got:
             report.tokenization_mismatches.append({"text": text, "hf": want, "gguf": got})
 
-    template = get_template(tok, "auto") if tok.chat_template else None
-    stop = [i for i in {tok.eos_token_id, tok.convert_tokens_to_ids(template.eot) if template and template.eot
-                        else None} if isinstance(i, int)]
     same_total = n_total = 0
     stats = _LogitStats()
     for prompt in GREEDY_PROMPTS:
-        if template:
-            ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                          tokenize=True, return_dict=True)["input_ids"]
-        else:
-            ids = tok(prompt)["input_ids"]
-        a = hf.generate([ids], n_tokens, stop)[0]
-        b = gg.generate([ids], n_tokens, stop)[0]
+        # the one chat prompt every command builds (backends.Backend.chat_prompt); plain text without a template
+        ids = hf.chat_prompt([{"role": "user", "content": prompt}]) if hf.template else hf.encode(prompt)
+        a = hf.generate([ids], n_tokens, hf.stop_ids)[0]
+        b = gg.generate([ids], n_tokens, hf.stop_ids)[0]
         _logits_along(hf, gg, ids, a, stats)
         same, n = _agreement(a, b)
         same_total, n_total = same_total + same, n_total + n

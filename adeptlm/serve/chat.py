@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from .engine import GenParams
+from ..backends import GenParams
 
 HELP = "commands: /reset forgets the conversation, /exit leaves"
 

@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .engine import Delta, GenParams
+from ..backends import Delta, GenParams
 
 MAX_BODY = 4 * 2 ** 20
 

@@ -1,4 +1,4 @@
-"""One small interface over a loaded model, for exams, perplexity and export checks.
+"""The transformers backend: scores, greedy batches and streamed sampling of a loaded model.
 
 `HFBackend` runs a transformers model (a HF directory, or a base with a LoRA adapter applied
 unmerged). Scoring pads on the right and reads each row's logits at its own last token, so padding
@@ -10,14 +10,10 @@ reused for every batch of suffixes.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import Sequence
+import threading
+from typing import Iterator, Sequence
 
-
-@dataclass
-class ScoreRequest:
-    ids: list[int]
-    prefix_len: int = 0  # leading tokens shared with the other requests of the same group
+from .base import Backend, GenParams, ScoreRequest
 
 
 def _broadcast_cache(past, rows: int):
@@ -65,19 +61,25 @@ def plan_batches(lengths: Sequence[int], max_rows: int, overhead: int = BATCH_OV
     return batches[::-1]
 
 
-class HFBackend:
+class HFBackend(Backend):
     name = "transformers"
 
-    def __init__(self, model, tokenizer, batch_size: int = 8):
-        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+    def __init__(self, model, tokenizer, batch_size: int = 8, model_id: str = "model"):
+        self.model, self.tokenizer, self.batch_size, self.model_id = model, tokenizer, batch_size, model_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.n_ctx = int(getattr(getattr(model, "config", None), "max_position_embeddings", 4096) or 4096)
 
     @classmethod
     def load(cls, spec: str | None, dtype: str = "float32", batch_size: int = 8) -> "HFBackend":
-        from .models import load_model
+        from ..models import load_model
+
+        from pathlib import Path
+
+        from ..models import DEFAULT_MODEL
 
         model, tok = load_model(spec, dtype=dtype)
-        return cls(model, tok, batch_size)
+        model.eval()
+        return cls(model, tok, batch_size, Path(str(spec)).name if spec else DEFAULT_MODEL)
 
     def _forward(self, ids, mask, past=None, offset: int = 0, keep=None):
         """Logits of a right-padded batch; `keep` limits the LM head to these positions (a 1-D tensor)."""
@@ -174,140 +176,71 @@ class HFBackend:
         return out
 
 
+    def _tokens(self, ids: list[int], params: GenParams) -> Iterator[int]:
+        """Sampled (or, at temperature 0, greedy) token ids, one at a time, from generate() run in a
+        thread; closing the iterator stops generation at the next step."""
+        import queue
+
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers.generation.streamers import BaseStreamer
+
+        stop_now, out = threading.Event(), queue.Queue()
+        done = object()
+
+        class Tokens(BaseStreamer):
+            first = True
+
+            def put(self, value):
+                if self.first:          # generate() hands the prompt over first
+                    self.first = False
+                    return
+                for t in value.reshape(-1).tolist():
+                    out.put(t)
+
+            def end(self):
+                out.put(done)
+
+        class Stop(StoppingCriteria):   # the consumer went away
+            def __call__(self, input_ids, scores, **kw):
+                return torch.full((input_ids.shape[0],), stop_now.is_set(), dtype=torch.bool)
+
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        sample = params.temperature > 0
+        kwargs = dict(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                      max_new_tokens=params.max_tokens, do_sample=sample, eos_token_id=self.stop_ids or None,
+                      pad_token_id=self.pad_id, streamer=Tokens(), stopping_criteria=StoppingCriteriaList([Stop()]))
+        if sample:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p)
+        else:   # the model's generation_config may ask for sampling: greedy means greedy here
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        error: list[BaseException] = []
+
+        def work():
+            try:
+                with torch.inference_mode():
+                    self.model.generate(**kwargs)
+            except BaseException as exc:      # raised in the consumer below
+                error.append(exc)
+                out.put(done)
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        try:
+            while (t := out.get()) is not done:
+                yield t
+        finally:
+            stop_now.set()
+            thread.join()
+        if error:
+            raise error[0]
+
+
 def chat_greedy(spec: str | None, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 8) -> list[str]:
     """Greedy answers of a model to single-turn prompts in its chat template, decoded and stripped."""
-    from .templates import encode_prompt, get_template
-
     backend = HFBackend.load(spec, batch_size=batch_size)
     tok = backend.tokenizer
-    template = get_template(tok)
-    stop = [i for i in {tok.eos_token_id, tok.convert_tokens_to_ids(template.eot)} if i is not None]
-    ids = [encode_prompt(tok, template, [{"role": "user", "content": p}]) for p in prompts]
-    return [tok.decode(o, skip_special_tokens=True).strip() for o in backend.generate(ids, max_new_tokens, stop)]
-
-
-class LlamaCppBackend:
-    """A GGUF file run by llama.cpp (llama-cpp-python), with the same interface as HFBackend.
-
-    Prompts are tokenized by a Hugging Face tokenizer (the exam and template code work on ids), so
-    both backends see the same ids. One sequence is evaluated at a time; the key/value cache keeps the
-    longest prefix shared with the previous sequence, so a shared exam header, a continuation scored
-    token by token and greedy decoding each cost only their new tokens.
-    """
-    name = "llama.cpp"
-
-    def __init__(self, path, tokenizer, n_ctx: int = 4096):
-        import os
-
-        try:
-            from llama_cpp import Llama
-        except ImportError:
-            from .errors import AdeptError
-            raise AdeptError("running a .gguf file with llama.cpp needs llama-cpp-python: "
-                             "pip install llama-cpp-python (or pass --backend transformers)") from None
-        self.llm = Llama(str(path), n_ctx=n_ctx, n_batch=512, logits_all=False, verbose=False,
-                         n_threads=os.cpu_count() or 1)
-        self.tokenizer, self.batch_size = tokenizer, 1
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-
-    @classmethod
-    def load(cls, path, tokenizer_spec=None, n_ctx: int = 4096) -> "LlamaCppBackend":
-        from pathlib import Path
-
-        from transformers import AutoTokenizer
-
-        path = Path(path)
-        if tokenizer_spec:
-            from .models import load_tokenizer
-            tok = load_tokenizer(tokenizer_spec)
-        else:
-            tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        return cls(path, tok, n_ctx)
-
-    def close(self) -> None:
-        self.llm.close()
-
-    def next_logits(self, ids: Sequence[int]):
-        """float32 numpy logits of the token after ids, evaluating only what the cache lacks."""
-        import numpy as np
-
-        llm = self.llm
-        cached = llm.input_ids[: llm.n_tokens]
-        keep = 0
-        for a, b in zip(cached, ids):
-            if a != b:
-                break
-            keep += 1
-        keep = min(keep, len(ids) - 1)      # at least one token is evaluated, to refresh the logits
-        llm.n_tokens = keep                 # eval() drops the cache beyond n_tokens first
-        llm.eval(list(ids[keep:]))
-        return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy()
-
-    def last_logits(self, requests: Sequence[ScoreRequest]):
-        import torch
-
-        return torch.stack([torch.from_numpy(self.next_logits(r.ids)) for r in requests])
-
-    def continuation_logprobs(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[float]:
-        import torch
-
-        out = []
-        for ctx, cont in pairs:
-            total = 0.0
-            for k, t in enumerate(cont):
-                logits = torch.from_numpy(self.next_logits(ctx + cont[:k]))
-                total += torch.log_softmax(logits, dim=-1)[t].item()
-            out.append(total)
-        return out
-
-    def generate(self, prompts: Sequence[list[int]], max_new_tokens: int, stop_ids: Sequence[int]) -> list[list[int]]:
-        out = []
-        for ids in prompts:
-            new: list[int] = []
-            while len(new) < max_new_tokens:
-                t = int(self.next_logits(list(ids) + new).argmax())
-                if t in stop_ids:
-                    break
-                new.append(t)
-            out.append(new)
-        return out
-
-
-class VLLMBackend:
-    """vLLM for `generate` mode on GPU machines: greedy decoding of the same token-id prompts, with
-    vLLM's own continuous batching. Letter and cloze scores need every next-token logit, which vLLM
-    does not return (only the top-k log-probabilities), so those modes stay on transformers."""
-
-    name = "vllm"
-
-    def __init__(self, llm, tokenizer):
-        self.llm, self.tokenizer = llm, tokenizer
-
-    @classmethod
-    def load(cls, spec: str | None, dtype: str = "auto") -> "VLLMBackend":
-        import importlib.util
-
-        from .errors import AdeptError
-        from .models import adapter_base, load_tokenizer, resolve_model
-
-        if importlib.util.find_spec("vllm") is None:
-            raise AdeptError("--backend vllm needs vLLM (pip install vllm, on a machine with a supported GPU)")
-        path = resolve_model(spec)
-        if adapter_base(path) is not None:
-            raise AdeptError(f"{path} is a LoRA adapter: merge it first (adept merge) to evaluate it with vLLM")
-        from vllm import LLM
-
-        return cls(LLM(model=str(path), tokenizer=str(path), dtype=dtype), load_tokenizer(path))
-
-    def generate(self, prompts: Sequence[list[int]], max_new_tokens: int, stop_ids: Sequence[int]) -> list[list[int]]:
-        from vllm import SamplingParams
-
-        params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=list(stop_ids))
-        outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params, use_tqdm=False)
-        result = []
-        for out in outputs:
-            ids = list(out.outputs[0].token_ids)
-            # as HFBackend.generate: the text before the first stop token, without it
-            end = next((k for k, t in enumerate(ids) if t in stop_ids), len(ids))
-            result.append(ids[:end])
-        return result
+    ids = [backend.chat_prompt([{"role": "user", "content": p}]) for p in prompts]
+    return [tok.decode(o, skip_special_tokens=True).strip() for o in backend.generate(ids, max_new_tokens,
+                                                                                       backend.stop_ids)]

@@ -1,0 +1,117 @@
+"""One backend interface: the same chat prompt ids from every command and backend, and streamed text
+that agrees with greedy generation, honours stop strings and the end-of-turn token."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from adeptlm.backends import Delta, GenParams, HFBackend, text_deltas
+from adeptlm.templates import encode_prompt, get_template
+from conftest import build_tiny_model
+
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What colour is the sea?"}]
+
+
+@pytest.fixture
+def hf(tiny_tokenizer):
+    return HFBackend(build_tiny_model("llama", len(tiny_tokenizer)).eval(), tiny_tokenizer, batch_size=4)
+
+
+def joined(deltas: list[Delta]) -> str:
+    return "".join(d.text for d in deltas)
+
+
+def test_chat_prompt_is_the_template_segments_everywhere(hf, tiny_tokenizer, monkeypatch):
+    """Exams (prompts._chat), replay/retention (chat_greedy), serve/chat (Engine) and export check all
+    take their ids from Backend.chat_prompt = templates.encode_prompt, not from apply_chat_template."""
+    from adeptlm.backends import hf as hf_module
+    from adeptlm.evaluate.prompts import _chat
+    from adeptlm.serve.engine import Engine
+
+    want = encode_prompt(tiny_tokenizer, get_template(tiny_tokenizer), MESSAGES)
+    assert hf.chat_prompt(MESSAGES) == want
+    assert _chat(tiny_tokenizer, get_template(tiny_tokenizer), MESSAGES, 0).ids == want
+
+    seen = []
+    monkeypatch.setattr(HFBackend, "stream", lambda self, ids, p: iter(seen.append(list(ids)) or [Delta("", "stop")]))
+    list(Engine(hf).chat(MESSAGES, GenParams(max_tokens=2)))
+    assert seen == [want]
+
+    one_turn = [{"role": "user", "content": "What colour is the sea?"}]
+    captured = []
+    monkeypatch.setattr(HFBackend, "load", classmethod(lambda cls, spec, **kw: hf))
+    monkeypatch.setattr(HFBackend, "generate", lambda self, ids, n, stop: captured.extend(ids) or [[] for _ in ids])
+    hf_module.chat_greedy("tiny", ["What colour is the sea?"], 4)
+    assert captured == [encode_prompt(tiny_tokenizer, get_template(tiny_tokenizer), one_turn)]
+    assert hf.stop_ids == sorted({tiny_tokenizer.eos_token_id, tiny_tokenizer.convert_tokens_to_ids("<|im_end|>")})
+
+
+def test_greedy_stream_is_the_greedy_generation(hf, tiny_tokenizer):
+    ids = hf.chat_prompt(MESSAGES)
+    greedy = hf.generate([ids], 12, hf.stop_ids)[0]
+    deltas = list(hf.stream(ids, GenParams(max_tokens=12, temperature=0)))
+    assert joined(deltas) == tiny_tokenizer.decode(greedy, skip_special_tokens=True)
+    last = deltas[-1]
+    assert last.prompt_tokens == len(ids) and last.finish_reason in ("stop", "length")
+    assert last.completion_tokens == len(greedy) + (last.finish_reason == "stop")
+
+
+def test_text_deltas_stop_token_stop_string_and_length(tiny_tokenizer):
+    tok = tiny_tokenizer
+    body = tok("Hello world, the quick brown fox", add_special_tokens=False)["input_ids"]
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+
+    out = list(text_deltas(iter(body + [im_end, 5, 6]), tok, [im_end], GenParams(max_tokens=99), 7))
+    assert joined(out) == "Hello world, the quick brown fox"
+    assert (out[-1].finish_reason, out[-1].prompt_tokens, out[-1].completion_tokens) == ("stop", 7, len(body) + 1)
+
+    out = list(text_deltas(iter(body), tok, [im_end], GenParams(max_tokens=99, stop=["quick"]), 0))
+    assert joined(out) == "Hello world, the " and out[-1].finish_reason == "stop"
+    # a stop string is never half sent: no delta holds "qu" before the stop is known
+    assert not any(d.text.endswith(("q", "qu", "qui", "quic")) for d in out)
+
+    out = list(text_deltas(iter(body), tok, [im_end], GenParams(max_tokens=3), 0))
+    assert joined(out) == tok.decode(body[:3]) and out[-1].finish_reason == "length"
+
+
+def test_text_deltas_wait_for_a_whole_character(tiny_tokenizer):
+    """Byte-level tokens of one Chinese character decode to U+FFFD alone; no delta may carry that."""
+    tok = tiny_tokenizer
+    ids = tok("海蓝", add_special_tokens=False)["input_ids"]
+    assert len(ids) > 2      # split into byte pieces by this small vocabulary
+    out = list(text_deltas(iter(ids), tok, [], GenParams(max_tokens=99), 0))
+    assert joined(out) == "海蓝" and not any("\ufffd" in d.text for d in out)
+
+
+def test_closing_the_stream_stops_generation(hf):
+    ids = hf.chat_prompt(MESSAGES)
+    stream = hf.stream(ids, GenParams(max_tokens=200, temperature=1.0, seed=0))
+    next(stream)
+    stream.close()                       # what the server does when a client goes away
+    assert hf.generate([ids], 3, [])[0]  # the model is free again
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
+def test_gguf_backend_builds_the_same_prompt_and_streams_the_same_greedy_text(tmp_path, tiny_tokenizer):
+    """The tokenizer read back from the exported GGUF gives the HF directory's chat prompt ids, and
+    llama.cpp's greedy stream is its own greedy generation."""
+    from adeptlm.backends import LlamaCppBackend
+    from adeptlm.export.gguf import export_gguf
+
+    model = build_tiny_model("llama", len(tiny_tokenizer))
+    d = tmp_path / "tiny"
+    model.save_pretrained(d)
+    tiny_tokenizer.save_pretrained(d)
+    path = export_gguf(str(d), tmp_path / "tiny.gguf", "f32", progress=False).path
+    gg = LlamaCppBackend.load(path, n_ctx=256)
+    try:
+        hf = HFBackend(model.eval(), tiny_tokenizer)
+        ids = hf.chat_prompt(MESSAGES)
+        assert gg.chat_prompt(MESSAGES) == ids and gg.stop_ids == hf.stop_ids
+        greedy = gg.generate([ids], 10, gg.stop_ids)[0]
+        streamed = joined(list(gg.stream(ids, GenParams(max_tokens=10, temperature=0))))
+        assert streamed == tiny_tokenizer.decode(greedy, skip_special_tokens=True)
+    finally:
+        gg.close()
