@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from .atomic import write_text
 from .config import read_yaml_mapping
 from .errors import AdeptError
 from .runrecord import read_run, write_run
@@ -52,7 +53,7 @@ def load_recipe(path: Path | None, quick: bool) -> dict:
     if "name" not in recipe:
         raise AdeptError(f"{path}: a recipe is a mapping with at least 'name'")
     unknown = set(recipe) - {"name", "model", "data", "eval", "replay", "pt", "sft", "dpo", "export", "quick",
-                             "output_dir", "exams", "retention"}
+                             "output_dir", "exams", "retention", "contamination"}
     if unknown:
         raise AdeptError(f"{path}: unknown recipe key(s) {', '.join(sorted(unknown))}")
     subject = (recipe.get("data") or {}).get("subject", "quenta")
@@ -108,6 +109,30 @@ def check_retention(cfg, path: Path) -> None:
         read_prompts(Path(str(cfg["prompts"])))
 
 
+# contamination: the overlap check before training, and whether contaminated items are scored at all
+CONTAMINATION_KEYS = {"ngram": "tokens in a shared run that marks an item contaminated (default 13)",
+                      "drop": "leave contaminated items out of every exam's score, before and after (default false)"}
+
+
+def check_contamination(cfg, path: Path) -> None:
+    import argparse
+
+    from .evaluate.protocol import str2bool
+
+    if not isinstance(cfg, dict):
+        raise AdeptError(f"{path}: contamination: expected a mapping ({', '.join(CONTAMINATION_KEYS)})")
+    for key, value in cfg.items():
+        if key not in CONTAMINATION_KEYS:
+            raise AdeptError(f"{path}: contamination.{key}: not a contamination setting (one of "
+                             f"{', '.join(CONTAMINATION_KEYS)})")
+    try:
+        str2bool(cfg.get("drop", False))
+        if int(cfg.get("ngram", 13)) < 1:
+            raise ValueError
+    except (ValueError, TypeError, argparse.ArgumentTypeError):
+        raise AdeptError(f"{path}: contamination: drop must be true/false and ngram a whole number >= 1") from None
+
+
 def check_recipe(recipe: dict, path: Path) -> None:
     """Everything a run will need, checked before its first stage: the eval: settings, every stage's
     flags and every data file the recipe names. An error is one line naming the recipe file and key,
@@ -118,6 +143,7 @@ def check_recipe(recipe: dict, path: Path) -> None:
 
     check_recipe_eval(recipe.get("eval") or {}, str(path), EVAL_EXTRA_KEYS)
     check_retention(recipe.get("retention") or {}, path)
+    check_contamination(recipe.get("contamination") or {}, path)
     for stage in ("pt", "sft", "dpo"):
         if recipe.get(stage):
             check_stage_flags(stage, recipe[stage], str(path), RUN_SET_FLAGS)
@@ -204,21 +230,39 @@ class Run:
 
     # ---------------------------------------------------------------- contamination
     def stage_contamination(self) -> None:
-        """Before any training: each exam against the training data (adeptlm/data/contamination.py)."""
+        """Before any training: each exam against the training data (adeptlm/data/contamination.py). The
+        contaminated items of each exam go to contamination/items-<exam>.json, which the exam stages leave out
+        of the score when the recipe says `contamination: {drop: true}`."""
         from dataclasses import asdict
 
-        from .data.contamination import NGRAM, find_overlaps
+        from .data.contamination import find_overlaps
 
+        cfg = self.recipe.get("contamination") or {}
+        ngram = int(cfg.get("ngram", 13))
         paths = self.data_paths()
         training = [paths[k] for k in ("corpus", "instructions", "preferences") if paths.get(k) and paths[k].exists()]
         metrics = {}
         for key, folder in self.exam_folders().items():
-            found, checked = find_overlaps(folder, training)
-            metrics[key] = {"checked": checked, "contaminated": len(found), "items": [asdict(o) for o in found]}
-            log(f"contamination: {key}: {len(found)} of {checked} items share a {NGRAM}-token run with the "
-                "training data")
-        write_run(self.dir("contamination"), "contamination", {"ngram": NGRAM, "training": [str(t) for t in training]},
-                  metrics)
+            found, checked = find_overlaps(folder, training, ngram)
+            items = [asdict(o) for o in found]
+            metrics[key] = {"checked": checked, "contaminated": len(found), "items": items}
+            write_text(self.dir("contamination") / f"items-{key}.json",
+                       json.dumps({"ngram": ngram, "checked": checked, "items": items}, ensure_ascii=False, indent=2))
+            log(f"contamination: {key}: {len(found)} of {checked} items share a {ngram}-token run with the "
+                f"training data{' (left out of the scores)' if found and self.drop_contaminated else ''}")
+        write_run(self.dir("contamination"), "contamination",
+                  {"ngram": ngram, "drop": self.drop_contaminated, "training": [str(t) for t in training]}, metrics)
+
+    @property
+    def drop_contaminated(self) -> bool:
+        from .evaluate.protocol import str2bool
+
+        return str2bool((self.recipe.get("contamination") or {}).get("drop", False))
+
+    def exclusions(self, key: str) -> Path | None:
+        """The exam's contaminated items, when the recipe drops them from the score."""
+        path = self.dir("contamination") / f"items-{key}.json"
+        return path if self.drop_contaminated and path.is_file() else None
 
     # ---------------------------------------------------------------- evaluation
     def _evaluate(self, stage: str, model: str) -> None:
@@ -229,7 +273,8 @@ class Run:
         paths = self.data_paths()
         metrics: dict = {}
         for key, folder in self.exam_folders().items():
-            summary = run_exam(exam_config(self.recipe, model=model, data_dir=folder, output_dir=self.dir(stage) / key))
+            summary = run_exam(exam_config(self.recipe, model=model, data_dir=folder, output_dir=self.dir(stage) / key,
+                                           exclude=self.exclusions(key)))
             metrics[key] = summary["All"]["score"]
         if paths.get("heldout"):
             r = run_ppl(model, paths["heldout"], max_length=int(ev.get("ppl_max_length", 512)), stride=256)

@@ -26,12 +26,12 @@ import random
 import re
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
 
 from ..atomic import atomic_output, write_text
-from ..errors import AdeptError
+from ..errors import AdeptError, InputError
 from ..data.exams import LETTERS, Exam, Question, exam_files, read_exam
 from ..runrecord import write_run
 from .prompts import Prompt, answer_delimiter, subject_prompts
@@ -210,6 +210,11 @@ def run_exam(cfg: ExamConfig) -> dict:
     style = exam.layout if cfg.prompt_style == "auto" else cfg.prompt_style
     if style not in ("ceval", "cmmlu", "mmlu"):
         raise AdeptError(f"unknown --prompt_style {cfg.prompt_style}: expected auto, ceval, cmmlu or mmlu")
+    excluded = read_exclusions(cfg.exclude)
+    if excluded:
+        left = sum(1 for s in subjects for q in exam.subjects[s][split] if (s, split, q.id) in excluded)
+        print(f"adept: {left} item(s) of {cfg.exclude} left out of the score", flush=True)
+        subjects = [s for s in subjects if scored_questions(exam, s, split, cfg, excluded)]  # none left: not scored
     backend = load_backend(cfg)
     tok = backend.tokenizer
     template = get_template(tok, cfg.template) if cfg.with_prompt else None
@@ -227,7 +232,7 @@ def run_exam(cfg: ExamConfig) -> dict:
             done = take_dir / "subjects" / f"{subject}.json"
             if done.is_file():
                 continue  # finished in an earlier, interrupted run
-            questions = exam.subjects[subject][split][: cfg.limit] if cfg.limit else exam.subjects[subject][split]
+            questions = scored_questions(exam, subject, split, cfg, excluded)
             info = subject_info(exam.layout, subject, mapping)
             demos = choose_demos(exam, subject, cfg, take)
             has_gold = all(q.answer for q in questions)
@@ -261,10 +266,38 @@ def run_exam(cfg: ExamConfig) -> dict:
         dist.barrier()
         if rank != 0:
             return {}
-    result = _finish(cfg, exam, split, subjects, template, backend, time.time() - t0, n_questions)
+    result = _finish(cfg, exam, split, subjects, template, backend, time.time() - t0, n_questions, excluded)
     if hasattr(backend, "close"):
         backend.close()      # free llama.cpp's context now, not in a destructor at interpreter exit
     return result
+
+
+def read_exclusions(path: Path | None) -> set[tuple[str, str, str]]:
+    """(subject, split, id) of the items a --exclude file names (adept data contamination --output's shape)."""
+    if path is None:
+        return set()
+    from ..data.files import read_text
+
+    if not path.is_file():
+        raise InputError(path, "no such file (--exclude)")
+    try:
+        items = json.loads(read_text(path)).get("items")
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise InputError(path, f"not a JSON object with 'items' ({exc})") from None
+    if not isinstance(items, list):
+        raise InputError(path, "'items' must be a list of {subject, split, id}")
+    out = set()
+    for k, item in enumerate(items):
+        if not isinstance(item, dict) or not all(isinstance(item.get(f), str) for f in ("subject", "split", "id")):
+            raise InputError(path, "expected subject, split and id, each a string", field=f"items[{k}]")
+        out.add((item["subject"], item["split"], item["id"]))
+    return out
+
+
+def scored_questions(exam, subject: str, split: str, cfg: ExamConfig, excluded: set) -> list:
+    """The questions of one subject that count: --exclude's items left out, then the first --limit."""
+    qs = [q for q in exam.subjects[subject][split] if (subject, split, q.id) not in excluded]
+    return qs[: cfg.limit] if cfg.limit else qs
 
 
 def _check_same_evaluation(cfg: ExamConfig, split: str) -> None:
@@ -273,7 +306,9 @@ def _check_same_evaluation(cfg: ExamConfig, split: str) -> None:
     now = {k: str(getattr(cfg, k)) for k in SAME_EVALUATION_KEYS} | {"split": split}
     if path.is_file():
         before = json.loads(path.read_text(encoding="utf-8"))
-        differ = [k for k in now if before.get(k) != now[k]]
+        # a setting added after that evaluation was written is taken at its default there
+        defaults = {f.name: str(f.default) for f in fields(ExamConfig)}
+        differ = [k for k in now if before.get(k, defaults.get(k)) != now[k]]
         if differ:
             raise AdeptError(f"{cfg.output_dir} holds results of another evaluation (different {', '.join(differ)}): "
                              "use another --output_dir, or delete it to start afresh")
@@ -281,17 +316,18 @@ def _check_same_evaluation(cfg: ExamConfig, split: str) -> None:
         _atomic_json(path, now)
 
 
-def _finish(cfg, exam, split, subjects, template, backend, seconds, n_questions) -> dict:
+def _finish(cfg, exam, split, subjects, template, backend, seconds, n_questions, excluded) -> dict:
     takes = []
     for take in range(max(1, cfg.n_times)):
         take_dir = cfg.output_dir / f"take{take}"
         results = [SubjectResult(**json.loads((take_dir / "subjects" / f"{s}.json").read_text())) for s in subjects]
         summary = build_summary(results)
         if summary["All"].get("score") is not None:
-            summary["All"]["letters"] = letter_counts(results, [exam.subjects[r.subject][split] for r in results])
+            summary["All"]["letters"] = letter_counts(results, [scored_questions(exam, r.subject, split, cfg, excluded)
+                                                                for r in results])
         _atomic_json(take_dir / "summary.json", summary)
         if any(r.correct is None for r in results):
-            ids = {s: [q.id for q in exam.subjects[s][split]] for s in subjects}
+            ids = {s: [q.id for q in scored_questions(exam, s, split, cfg, excluded)] for s in subjects}
             _atomic_json(take_dir / "submission.json",
                          {r.subject: {qid: p for qid, p in zip(ids[r.subject], r.preds)} for r in results})
         takes.append(summary)

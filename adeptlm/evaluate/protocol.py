@@ -79,6 +79,9 @@ class ExamConfig:
     prompt_style: str = _opt("auto", "header and answer cue: auto = the exam's own layout; mmlu = English "
                              "('Answer:') for an English exam kept in C-Eval's file layout", choices=PROMPT_STYLES,
                              same=True)
+    exclude: Path | None = _opt(None, "leave these items out of the score: a JSON file with a list of {subject, "
+                                "split, id} under 'items', as `adept data contamination --output` writes",
+                                kind=Path, recipe=False, same=True)
     # set by the command, not a flag: "ceval"/"cmmlu"/"mmlu" when `adept eval <layout>` names one
     expect_layout: str | None = field(default=None, metadata={"recipe": False, "same": False, "flags": None})
 

@@ -213,6 +213,9 @@ def contamination_md(root: Path) -> list[str]:
     n = run.get("config", {}).get("ngram")
     lines = ["## Contamination", "", f"Exam items (question and correct option) sharing a run of {n} tokens "
              "(words, or single CJK characters) with the training data, checked before training:", ""]
+    if run.get("config", {}).get("drop"):
+        lines += ["These items are left out of every exam score in this report, before and after "
+                  "(recipe `contamination: {drop: true}`).", ""]
     for key, m in run.get("metrics", {}).items():
         lines.append(f"- {EXAM_LABELS.get(key, key)}: {m['contaminated']} of {m['checked']} items")
         lines += [f"  - {o['subject']} {o['id']}: {o['question'][:70]} (in {Path(o['source']).name})"

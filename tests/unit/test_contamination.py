@@ -54,3 +54,36 @@ def test_a_planted_overlap_is_found_and_a_clean_pair_is_not(tmp_path, capsys):
 def test_the_real_ceval_slice_is_clean_against_the_real_instruction_sets(shared_data):
     found, checked = find_overlaps(shared_data / "ceval", [shared_data / "instructions"])
     assert checked > 100 and found == []
+
+
+def test_excluded_items_are_left_out_of_the_score(tmp_path, tiny_model_dir, capsys):
+    """`adept data contamination --output` feeds `--exclude`: the contaminated items are not scored, the
+    rest are, and a bad exclusion file stops with one line naming it."""
+    from adeptlm.errors import InputError
+    from adeptlm.evaluate.exam import run_exam
+    from adeptlm.evaluate.protocol import ExamConfig
+
+    exam = _exam(tmp_path / "exam", [
+        ("0", "Which gas do green plants take in from the air during photosynthesis", "oxygen",
+         "carbon dioxide", "helium", "neon", "B"),
+        ("1", "Name the red planet", "Venus", "Mars", "Jupiter", "Saturn", "B"),
+        ("2", "How many legs has a spider", "six", "eight", "ten", "four", "B"),
+    ])
+    train = tmp_path / "train.json"
+    train.write_text(json.dumps([{"instruction": "Quiz: name the red planet. Mars!", "input": "", "output": "ok"}]),
+                     encoding="utf-8")
+    found = tmp_path / "found.json"
+    assert main(["data", "contamination", str(exam), str(train), "--output", str(found)]) == 0
+    base = dict(model=str(tiny_model_dir), data_dir=exam, few_shot=False, do_save_csv=True)
+    full = run_exam(ExamConfig(output_dir=tmp_path / "all", **base))
+    clean = run_exam(ExamConfig(output_dir=tmp_path / "clean", exclude=found, **base))
+    assert full["All"]["num"] == 3 and clean["All"]["num"] == 2
+    rows = (tmp_path / "clean" / "take0" / "demo_val.csv").read_text(encoding="utf-8")
+    assert "red planet" not in rows and "spider" in rows
+    # another exclusion list is another evaluation: finished subjects are not reused for it
+    assert json.loads((tmp_path / "clean" / "eval-config.json").read_text())["exclude"] == str(found)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"items": [{"subject": "demo", "id": 1}]}))
+    with pytest.raises(InputError) as err:
+        run_exam(ExamConfig(output_dir=tmp_path / "bad", exclude=bad, **base))
+    assert str(err.value).startswith(str(bad)) and "items[0]" in str(err.value)

@@ -40,6 +40,8 @@ def test_bad_recipes_stop_with_one_line_before_any_stage(tmp_path, capsys):
                            ("name: x\nsft: {lr_scheduler_type: zigzag}\n", "r.yaml: sft.lr_scheduler_type: 'zigzag' is not"),
                            ("name: x\nsft: {output_dir: elsewhere}\n", "r.yaml: sft.output_dir: set by the recipe's run"),
                            ("name: x\nretention: {max_kll: 0.1}\n", "r.yaml: retention.max_kll: not a retention setting"),
+                           ("name: x\ncontamination: {dorp: true}\n", "r.yaml: contamination.dorp: not a contamination"),
+                           ("name: x\ncontamination: {drop: maybe}\n", "r.yaml: contamination: drop must be"),
                            (f"name: x\ndata: {{instructions: {tmp_path}/bad.json}}\nsft: {{max_seq_length: 64}}\n",
                             "bad.json:2: field 'output': expected a string, got int")):
         (tmp_path / "bad.json").write_text('[{"instruction": "a", "output": "b"},\n'
@@ -85,6 +87,7 @@ def test_recipe_exams_scored_before_and_after(tmp_path, tiny_model_dir, shared_d
 model: {tiny_model_dir}
 data: {{builtin: true, seed: 7}}
 exams: {{ceval: {shared_data / 'ceval'}}}
+contamination: {{drop: true}}
 eval: {{mode: letter, with_prompt: false, few_shot: false, limit: 3}}
 pt: {{max_steps: 2, per_device_train_batch_size: 2, block_size: 32, lora_rank: 4, lora_alpha: 8, report_to: none,
       save_steps: 10, logging_steps: 1}}
@@ -118,6 +121,11 @@ export: {{outtype: f32, check_tokens: 2}}
     cont = json.loads((root / "contamination" / "run.json").read_text())["metrics"]
     assert set(cont) == {"exam", "general_exam", "ceval"} and cont["ceval"]["checked"] > 0
     assert "## Contamination" in report and "- ceval: 0 of" in report
+    # contamination: {drop: true}: every exam stage is handed its list of contaminated items to leave out
+    assert "left out of every exam score" in report
+    for stage in ("baseline", "after"):
+        used = json.loads((root / stage / "ceval" / "eval-config.json").read_text())["exclude"]
+        assert used == str(root / "contamination" / "items-ceval.json")
     # retention against the base model, on text and prompts made from the general exam
     ret = json.loads((root / "retention" / "run.json").read_text())["metrics"]
     assert ret["text"]["tokens"] > 0 and ret["greedy"]["prompts"] == 24
