@@ -212,6 +212,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _serve_vllm(args)
     engine = load_engine(args.model, n_ctx=args.n_ctx, dtype=args.dtype)
     server = Server(engine, args.host, args.port, api_key=args.api_key, queue_size=args.queue_size,
+                    max_batch=args.max_batch,
                     model_id=args.served_model_name)
     print(f"adept: serving {server.model_id} ({engine.name}) on http://{args.host}:{server.port}/v1"
           f"{' (API key required)' if args.api_key else ''}", flush=True)
@@ -221,6 +222,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pass
     finally:
         engine.close()
+    return 0
+
+
+def cmd_arena(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .evaluate.retention import read_prompts
+    from .serve.arena import exam_prompts, run_arena
+
+    if bool(args.prompts) == bool(args.exam):
+        raise AdeptError("adept arena: give one of --prompts FILE or --exam FOLDER")
+    prompts = read_prompts(Path(args.prompts)) if args.prompts else exam_prompts(Path(args.exam))
+    prompts = prompts[: args.limit] if args.limit else prompts
+    run_arena(args.a, args.b, prompts, Path(args.votes), args.max_new_tokens, args.host, args.port,
+              args.judge, args.judge_model, args.judge_key, args.seed)
     return 0
 
 
@@ -420,17 +436,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (llama.cpp, transformers or vLLM)",
                        description="OpenAI-compatible server: /v1/chat/completions (streaming or not), "
-                                   "/v1/completions, /v1/models, /health. One generation at a time from a bounded "
-                                   "queue (a full queue answers 503). Binds 127.0.0.1 unless --host says otherwise.")
+                                   "/v1/completions, /v1/embeddings, /v1/models, /health, and a chat page at /. "
+                                   "Requests wait in a bounded queue (a full queue answers 503); with transformers, "
+                                   "waiting requests are decoded together. Binds 127.0.0.1 unless --host says "
+                                   "otherwise.")
     _gen_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=8000, help="port (0: any free port, printed at start)")
     p.add_argument("--api_key", default=None, help="require 'Authorization: Bearer KEY' on /v1 routes")
     p.add_argument("--queue_size", type=int, default=16, help="requests waiting beyond this answer 503")
+    p.add_argument("--max_batch", type=int, default=8,
+                   help="transformers: decode up to N waiting requests together (same temperature and top-p, no "
+                        "seed); 1 = one at a time")
     p.add_argument("--served_model_name", default=None, help="model id reported to clients")
     p.add_argument("--backend", default="auto", choices=["auto", "vllm"],
                    help="auto: llama.cpp for .gguf, transformers otherwise; vllm: run vLLM's server (GPU)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("arena", help="a blind vote between two models' answers (win rates, Elo)",
+                       description="Both models answer every prompt (greedy, each in its own chat template); a "
+                                   "page shows each prompt's two answers in random order and takes a vote, appended "
+                                   "to --votes as the model that won. The page and GET /standings give win rates "
+                                   "with 95%% intervals and bootstrap Elo. --judge URL lets an OpenAI-compatible "
+                                   "endpoint vote on every prompt instead (no page), its rationale stored.")
+    p.add_argument("a", help="first model: a known name, HF directory, adapter, merged run or .gguf")
+    p.add_argument("b", help="second model (e.g. the tuned one)")
+    p.add_argument("--prompts", default=None, help="a JSON list of prompt strings")
+    p.add_argument("--exam", default=None, help="or an exam folder: its questions, without their options")
+    p.add_argument("--limit", type=int, default=None, help="at most N prompts")
+    p.add_argument("--votes", default="arena-votes.jsonl", help="the votes file (appended to; read for standings)")
+    p.add_argument("--max_new_tokens", type=int, default=128)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8001, help="port of the voting page (0: any free port)")
+    p.add_argument("--judge", default=None, help="an OpenAI-compatible base URL (.../v1) that votes instead")
+    p.add_argument("--judge_model", default="judge", help="the model name sent to the judge")
+    p.add_argument("--judge_key", default=None, help="the judge's API key")
+    p.add_argument("--seed", type=int, default=0, help="order of the pairs and of the sides")
+    p.set_defaults(func=cmd_arena)
 
     p = sub.add_parser("run", help="the whole loop from a YAML recipe (default: the bundled demo)",
                        description="Chain baseline evaluation, pt, sft, (dpo), merge, evaluation, GGUF export, "

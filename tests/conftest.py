@@ -139,3 +139,35 @@ def run_adept(*args: str, env: dict | None = None, timeout: int = 600, **kw) -> 
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "adeptlm", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=kw.pop("cwd", ROOT), **kw)
+
+
+def find_chromium() -> str | None:
+    """Chromium for the page tests; installed from Debian's packages when missing and run as root (CI)."""
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    if shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
+                       shell=True, capture_output=True, timeout=900)
+    return shutil.which("chromium")
+
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def browser_page():
+    """A page in headless Chromium driven by Playwright (the machine's Chromium, not a download)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    chromium = find_chromium()
+    if not chromium:
+        pytest.skip("Chromium is not installed and could not be installed (apt-get as root)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()

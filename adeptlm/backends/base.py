@@ -54,45 +54,66 @@ def _cut_at_stop(text: str, stops: Sequence[str]) -> int | None:
     return min(hits) if hits else None
 
 
-def text_deltas(tokens: Iterator[int], tokenizer, stops_at: Sequence[int], params: GenParams,
-                prompt_tokens: int) -> Iterator[Delta]:
-    """Text deltas of a stream of generated token ids.
+class Detokenizer:
+    """Generated token ids in, text deltas out, for one answer (push-style, so one loop can feed many).
 
     The ids so far are decoded whole at every step (a piece of a multi-byte character or a
     SentencePiece word start only decodes right in context) and only the new text is sent; a text
     ending in U+FFFD waits for the rest of its character. A tail that could begin a stop string is
-    held back until it cannot. Closing the generator stops `tokens` too (a client that went away)."""
-    ids: list[int] = []
-    text, sent, finish = "", 0, "length"
-    hold = max((len(s) - 1 for s in params.stop), default=0)
+    held back until it cannot. `done` turns true at a stop token, a stop string or max_tokens, and
+    the last delta (finish reason, token counts) comes from `finish()`."""
+
+    def __init__(self, tokenizer, stops_at: Sequence[int], params: GenParams, prompt_tokens: int):
+        self.tokenizer, self.stops_at, self.params, self.prompt_tokens = tokenizer, set(stops_at), params, prompt_tokens
+        self.ids: list[int] = []
+        self.text, self.sent, self.reason, self.done = "", 0, "length", False
+        self.hold = max((len(s) - 1 for s in params.stop), default=0)
+
+    def push(self, t: int) -> list[Delta]:
+        if self.done:
+            return []
+        if t in self.stops_at:
+            self.reason, self.done = "stop", True
+            return []
+        self.ids.append(t)
+        self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        full = len(self.ids) >= self.params.max_tokens
+        self.done = full
+        if self.text.endswith("\ufffd") and not full:
+            return []
+        cut = _cut_at_stop(self.text, self.params.stop)
+        if cut is not None:
+            out = [Delta(self.text[self.sent:cut])] if cut > self.sent else []
+            self.sent, self.text, self.reason, self.done = cut, self.text[:cut], "stop", True
+            return out
+        if len(self.text) - self.hold > self.sent:
+            out = [Delta(self.text[self.sent:len(self.text) - self.hold])]
+            self.sent = len(self.text) - self.hold
+            return out
+        return []
+
+    def finish(self) -> list[Delta]:
+        """What was held back, then the final delta."""
+        out = [Delta(self.text[self.sent:])] if len(self.text) > self.sent else []
+        self.sent = len(self.text)
+        return out + [Delta("", self.reason, self.prompt_tokens, len(self.ids) + (self.reason == "stop"))]
+
+
+def text_deltas(tokens: Iterator[int], tokenizer, stops_at: Sequence[int], params: GenParams,
+                prompt_tokens: int) -> Iterator[Delta]:
+    """Text deltas of a stream of generated token ids (Detokenizer, pulled). Closing the generator
+    closes `tokens` too, which stops generation (a client that went away)."""
+    d = Detokenizer(tokenizer, stops_at, params, prompt_tokens)
     try:
         for t in tokens:
-            if t in stops_at:
-                finish = "stop"
-                break
-            ids.append(t)
-            text = tokenizer.decode(ids, skip_special_tokens=True)
-            full = len(ids) >= params.max_tokens
-            if text.endswith("\ufffd") and not full:
-                continue
-            cut = _cut_at_stop(text, params.stop)
-            if cut is not None:
-                if cut > sent:
-                    yield Delta(text[sent:cut])
-                sent, text, finish = cut, text[:cut], "stop"
-                break
-            if len(text) - hold > sent:
-                yield Delta(text[sent:len(text) - hold])
-                sent = len(text) - hold
-            if full:
+            yield from d.push(t)
+            if d.done:
                 break
     finally:
         close = getattr(tokens, "close", None)
         if close is not None:
             close()
-    if len(text) > sent:
-        yield Delta(text[sent:])
-    yield Delta("", finish, prompt_tokens, len(ids) + (finish == "stop"))
+    yield from d.finish()
 
 
 class Backend:
@@ -134,6 +155,11 @@ class Backend:
 
     def _tokens(self, ids: list[int], params: GenParams) -> Iterator[int]:
         raise NotImplementedError(f"{self.name} does not stream")
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One L2-normalised vector per text: the mean of the last hidden state over its tokens (the
+        seed's OpenAI server's embeddings)."""
+        raise NotImplementedError(f"{self.name} gives no embeddings")
 
     def close(self) -> None:
         pass

@@ -13,7 +13,7 @@ import copy
 import threading
 from typing import Iterator, Sequence
 
-from .base import Backend, GenParams, ScoreRequest
+from .base import Backend, Delta, Detokenizer, GenParams, ScoreRequest
 
 
 def _broadcast_cache(past, rows: int):
@@ -176,9 +176,63 @@ class HFBackend(Backend):
         return out
 
 
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        import torch
+
+        seqs = [self.encode(t) for t in texts]
+        out: list = [None] * len(seqs)
+        with torch.inference_mode():
+            for chunk in plan_batches([len(s) for s in seqs], self.batch_size):
+                ids, mask, _ = self._pad([seqs[i] for i in chunk])
+                hidden = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
+                m = mask.unsqueeze(-1).to(hidden.dtype)
+                pooled = torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1), dim=-1).float()
+                for row, i in enumerate(chunk):
+                    out[i] = pooled[row].tolist()
+        return out
+
     def _tokens(self, ids: list[int], params: GenParams) -> Iterator[int]:
-        """Sampled (or, at temperature 0, greedy) token ids, one at a time, from generate() run in a
-        thread; closing the iterator stops generation at the next step."""
+        """Sampled (or, at temperature 0, greedy) token ids, one at a time; closing the iterator stops
+        generation at the next step."""
+        for step in self._steps([ids], params, params.max_tokens):
+            yield step[0]
+
+    def stream_batch(self, prompts: Sequence[list[int]], params: Sequence[GenParams],
+                     cancelled: Sequence[threading.Event] | None = None) -> Iterator[tuple[int, Delta]]:
+        """Several answers decoded together in one left-padded batch: (row, delta) pairs as they come.
+
+        The rows share one sampling setting (temperature and top-p of params[0]; the caller groups
+        requests by it) and each keeps its own max_tokens and stop strings. A row whose event in
+        `cancelled` is set gets no more deltas; when every row is done, generation stops."""
+        detok = [Detokenizer(self.tokenizer, self.stop_ids, p, len(ids)) for ids, p in zip(prompts, params)]
+        finished = [False] * len(prompts)
+        steps = self._steps(prompts, params[0], max(p.max_tokens for p in params))
+        try:
+            for step in steps:
+                for row, t in enumerate(step):
+                    if finished[row]:
+                        continue
+                    if cancelled is not None and cancelled[row].is_set():
+                        finished[row] = True
+                        continue
+                    for d in detok[row].push(t):
+                        yield row, d
+                    if detok[row].done:
+                        finished[row] = True
+                        for d in detok[row].finish():
+                            yield row, d
+                if all(finished):
+                    break
+        finally:
+            steps.close()
+        for row, d in enumerate(detok):          # generation ended first (every row at EOS or the longest limit)
+            if not finished[row] and not (cancelled is not None and cancelled[row].is_set()):
+                for delta in d.finish():
+                    yield row, delta
+
+    def _steps(self, prompts: Sequence[list[int]], params: GenParams, max_new: int) -> Iterator[list[int]]:
+        """Each decoding step's new token for every row, from generate() in a thread (left-padded, so
+        each row decodes as it would alone); closing the iterator stops generation at the next step."""
         import queue
 
         import torch
@@ -188,29 +242,34 @@ class HFBackend(Backend):
         stop_now, out = threading.Event(), queue.Queue()
         done = object()
 
-        class Tokens(BaseStreamer):
+        class Steps(BaseStreamer):
             first = True
 
             def put(self, value):
                 if self.first:          # generate() hands the prompt over first
                     self.first = False
                     return
-                for t in value.reshape(-1).tolist():
-                    out.put(t)
+                out.put(value.reshape(-1).tolist())
 
             def end(self):
                 out.put(done)
 
-        class Stop(StoppingCriteria):   # the consumer went away
+        class Stop(StoppingCriteria):   # the consumer went away, or needs no more
             def __call__(self, input_ids, scores, **kw):
                 return torch.full((input_ids.shape[0],), stop_now.is_set(), dtype=torch.bool)
 
         if params.seed is not None:
             torch.manual_seed(params.seed)
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, p in enumerate(prompts):
+            ids[row, width - len(p):] = torch.tensor(p)
+            mask[row, width - len(p):] = 1
         sample = params.temperature > 0
-        kwargs = dict(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                      max_new_tokens=params.max_tokens, do_sample=sample, eos_token_id=self.stop_ids or None,
-                      pad_token_id=self.pad_id, streamer=Tokens(), stopping_criteria=StoppingCriteriaList([Stop()]))
+        kwargs = dict(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=sample,
+                      eos_token_id=self.stop_ids or None, pad_token_id=self.pad_id, streamer=Steps(),
+                      stopping_criteria=StoppingCriteriaList([Stop()]))
         if sample:
             kwargs.update(temperature=params.temperature, top_p=params.top_p)
         else:   # the model's generation_config may ask for sampling: greedy means greedy here
@@ -228,19 +287,10 @@ class HFBackend(Backend):
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
         try:
-            while (t := out.get()) is not done:
-                yield t
+            while (step := out.get()) is not done:
+                yield step
         finally:
             stop_now.set()
             thread.join()
         if error:
             raise error[0]
-
-
-def chat_greedy(spec: str | None, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 8) -> list[str]:
-    """Greedy answers of a model to single-turn prompts in its chat template, decoded and stripped."""
-    backend = HFBackend.load(spec, batch_size=batch_size)
-    tok = backend.tokenizer
-    ids = [backend.chat_prompt([{"role": "user", "content": p}]) for p in prompts]
-    return [tok.decode(o, skip_special_tokens=True).strip() for o in backend.generate(ids, max_new_tokens,
-                                                                                       backend.stop_ids)]

@@ -30,6 +30,7 @@ class LlamaCppBackend(Backend):
         self.llm = Llama(str(path), n_ctx=n_ctx, n_batch=512, logits_all=False, verbose=False,
                          n_threads=os.cpu_count() or 1)
         self.tokenizer, self.batch_size, self.n_ctx = tokenizer, 1, n_ctx
+        self.path, self._embedder = Path(path), None
         self.model_id = Path(path).stem
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
@@ -47,6 +48,20 @@ class LlamaCppBackend(Backend):
 
     def close(self) -> None:
         self.llm.close()
+        if self._embedder is not None:
+            self._embedder.close()
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """llama.cpp's embedding mode, mean-pooled and normalised; a second context over the same file,
+        made on first use (a context is made for either generation or embeddings)."""
+        if self._embedder is None:
+            import os
+
+            from llama_cpp import LLAMA_POOLING_TYPE_MEAN, Llama
+
+            self._embedder = Llama(str(self.path), n_ctx=self.n_ctx, embedding=True, verbose=False,
+                                   pooling_type=LLAMA_POOLING_TYPE_MEAN, n_threads=os.cpu_count() or 1)
+        return [self._embedder.embed(t, normalize=True) for t in texts]
 
     def next_logits(self, ids: Sequence[int]):
         """float32 numpy logits of the token after ids, evaluating only what the cache lacks."""

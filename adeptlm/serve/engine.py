@@ -10,7 +10,6 @@ finish reason and the token counts, so callers never see template tokens such as
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 from typing import Iterator
 
 from ..backends import Delta, GenParams
@@ -21,35 +20,53 @@ class Engine:
     def __init__(self, backend):
         self.backend = backend
         self.name, self.model_id, self.n_ctx = backend.name, backend.model_id, backend.n_ctx
-        self.lock = threading.Lock()   # one generation at a time: the model and its cache are shared
+        self.lock = threading.Lock()      # one generation at a time: the model and its cache are shared
+        self.tok_lock = threading.Lock()  # prompts are tokenized on the request threads, one at a time
 
     def count(self, text: str) -> int:
-        return self.backend.count(text)
+        with self.tok_lock:
+            return self.backend.count(text)
 
-    def chat(self, messages: list[dict], p: GenParams) -> Iterator[Delta]:
+    def chat_ids(self, messages: list[dict]) -> list[int]:
         if self.backend.template is None:
             raise AdeptError(f"{self.model_id} has no chat template: use completions, or a model with one")
-        return self._locked(self.backend.chat_prompt(messages), p)
+        with self.tok_lock:
+            return self.backend.chat_prompt(messages)
 
-    def complete(self, prompt: str, p: GenParams) -> Iterator[Delta]:
-        return self._locked(self.backend.encode(prompt), p)
+    def prompt_ids(self, prompt: str) -> list[int]:
+        with self.tok_lock:
+            return self.backend.encode(prompt)
 
-    def _locked(self, ids: list[int], p: GenParams) -> Iterator[Delta]:
+    def generate(self, ids: list[int], p: GenParams) -> Iterator[Delta]:
         with self.lock:
             yield from self.backend.stream(ids, p)
+
+    @property
+    def batches(self) -> bool:
+        """Whether concurrent requests can be decoded together (transformers); llama-cpp-python's
+        high-level binding runs one sequence per context, so GGUF requests go one at a time."""
+        return hasattr(self.backend, "stream_batch")
+
+    def generate_batch(self, prompts: list[list[int]], params: list[GenParams], cancelled) -> Iterator[tuple]:
+        with self.lock:
+            yield from self.backend.stream_batch(prompts, params, cancelled)
+
+    def chat(self, messages: list[dict], p: GenParams) -> Iterator[Delta]:
+        return self.generate(self.chat_ids(messages), p)
+
+    def complete(self, prompt: str, p: GenParams) -> Iterator[Delta]:
+        return self.generate(self.prompt_ids(prompt), p)
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        with self.lock:
+            return self.backend.embed(texts)
 
     def close(self) -> None:
         self.backend.close()
 
 
 def load_engine(spec: str | None, n_ctx: int = 4096, dtype: str = "float32", tokenizer: str | None = None) -> Engine:
-    """llama.cpp for a .gguf file (its tokenizer read from the file, or `tokenizer`), transformers for any
-    other model adept accepts."""
-    from ..backends import HFBackend, LlamaCppBackend
+    """llama.cpp for a .gguf file, transformers for any other model adept accepts (backends.load_backend)."""
+    from ..backends import load_backend
 
-    if spec and str(spec).endswith(".gguf"):
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise AdeptError(f"{path}: no such GGUF file")
-        return Engine(LlamaCppBackend.load(path, tokenizer, n_ctx=n_ctx))
-    return Engine(HFBackend.load(spec, dtype=dtype))
+    return Engine(load_backend(spec, n_ctx=n_ctx, dtype=dtype, tokenizer=tokenizer))

@@ -1,7 +1,9 @@
 """`adept serve`: an OpenAI-compatible HTTP server over one model.
 
 Endpoints: POST /v1/chat/completions and /v1/completions (streamed as server-sent events when
-"stream": true), GET /v1/models and /health. Connections are handled on threads, generation on one
+"stream": true), POST /v1/embeddings, GET /v1/models and /health, and a chat page at / (chat.html). Prompts are tokenized on the
+request's own thread, so a prompt longer than the context is refused (400,
+context_length_exceeded) before it is queued, and usage counts are the rendered prompt's tokens. Connections are handled on threads, generation on one
 worker thread that takes jobs from a bounded queue: a full queue answers 503 at once instead of
 letting clients hang. Errors are JSON in OpenAI's shape ({"error": {"message", "type", "param",
 "code"}}) with a 4xx status for anything the request got wrong. Built on the standard library's
@@ -12,15 +14,21 @@ from __future__ import annotations
 
 import json
 import queue
+from collections import deque
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from ..backends import Delta, GenParams
+from ..errors import AdeptError
 
 MAX_BODY = 4 * 2 ** 20
+DRAIN_LIMIT = 64 * 2 ** 20   # an over-large body is read and dropped up to this size, so the 413 reaches the client
+MAX_EMBED_INPUTS = 256
+CHAT_PAGE = Path(__file__).with_name("chat.html")   # self-contained: no script or style from elsewhere
 
 
 class RequestError(Exception):
@@ -35,9 +43,9 @@ class RequestError(Exception):
 
 @dataclass
 class Job:
-    kind: str                      # "chat" or "completion"
-    payload: object                # messages or prompt
-    params: GenParams
+    kind: str                      # "chat", "completion" or "embeddings"
+    payload: object                # prompt ids, or the texts to embed
+    params: GenParams | None
     events: "queue.Queue" = field(default_factory=queue.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
@@ -104,6 +112,28 @@ def parse_messages(body: dict) -> list[dict]:
     return out
 
 
+def parse_embedding_input(body: dict) -> list[str]:
+    texts = body.get("input")
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+        raise RequestError(400, "'input' must be a non-empty string or a list of non-empty strings", "input")
+    if len(texts) > MAX_EMBED_INPUTS:
+        raise RequestError(400, f"'input' holds {len(texts)} texts; at most {MAX_EMBED_INPUTS} per request", "input")
+    return texts
+
+
+def fit_context(ids: list[int], params: GenParams, asked: bool, n_ctx: int) -> None:
+    """Refuse a prompt that leaves no room in the context (or less than the max_tokens asked for);
+    without an explicit max_tokens, generation is cut to the room left."""
+    room = n_ctx - len(ids)
+    if room <= 0 or (asked and params.max_tokens > room):
+        raise RequestError(400, f"the prompt has {len(ids)} tokens and {params.max_tokens if asked else 1} more were "
+                                f"asked for; the model's context is {n_ctx} tokens", "messages",
+                           code="context_length_exceeded")
+    params.max_tokens = min(params.max_tokens, room)
+
+
 def parse_prompt(body: dict) -> str:
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
@@ -115,11 +145,14 @@ def parse_prompt(body: dict) -> str:
 
 class Server:
     def __init__(self, engine, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-                 queue_size: int = 16, model_id: str | None = None):
+                 queue_size: int = 16, model_id: str | None = None, max_batch: int = 8):
         self.engine, self.api_key = engine, api_key
         self.model_id = model_id or engine.model_id
         self.jobs: queue.Queue = queue.Queue(maxsize=queue_size)
         self.created = int(time.time())
+        self.cancelled = 0                # generations stopped because their client left (in /health)
+        self.batched = 0                  # requests decoded together with others (in /health)
+        self.max_batch = max_batch
         self.httpd = ThreadingHTTPServer((host, port), self._handler_class())
         self.httpd.daemon_threads = True
         self.worker = threading.Thread(target=self._work, daemon=True)
@@ -129,22 +162,57 @@ class Server:
         return self.httpd.server_address[1]
 
     def _work(self) -> None:
+        pending: deque = deque()     # taken from the queue but not batchable with the job at hand
         while True:
-            job = self.jobs.get()
-            try:
-                if job.cancelled.is_set():
-                    continue
-                run = self.engine.chat if job.kind == "chat" else self.engine.complete
-                stream = run(job.payload, job.params)
-                for delta in stream:
-                    if job.cancelled.is_set():
-                        stream.close()            # stops generation early
+            job = pending.popleft() if pending else self.jobs.get()
+            batch = [job]
+            if self.engine.batches and job.kind != "embeddings" and job.params.seed is None:
+                # what is already waiting and samples the same way joins this batch (no wait is added)
+                while len(batch) < self.max_batch:
+                    try:
+                        other = self.jobs.get_nowait()
+                    except queue.Empty:
                         break
-                    job.events.put(delta)
-            except Exception as exc:               # reported to that request only; the server goes on
-                job.events.put(exc)
+                    (batch if _batchable(job, other) else pending).append(other)
+            batch = [j for j in batch if not j.cancelled.is_set()] or [job]
+            try:
+                if len(batch) > 1:
+                    self._run_batch(batch)
+                else:
+                    self._run_one(job)
             finally:
-                job.events.put(None)
+                for j in batch:
+                    j.events.put(None)
+
+    def _run_one(self, job: Job) -> None:
+        try:
+            if job.cancelled.is_set():
+                return
+            if job.kind == "embeddings":
+                job.events.put(self.engine.embed(job.payload))
+                return
+            stream = self.engine.generate(job.payload, job.params)
+            for delta in stream:
+                if job.cancelled.is_set():
+                    stream.close()            # stops generation early
+                    self.cancelled += 1
+                    break
+                job.events.put(delta)
+        except Exception as exc:               # reported to that request only; the server goes on
+            job.events.put(exc)
+
+    def _run_batch(self, batch: list[Job]) -> None:
+        flags = [j.cancelled for j in batch]
+        gone = set()
+        try:
+            for row, delta in self.engine.generate_batch([j.payload for j in batch], [j.params for j in batch], flags):
+                batch[row].events.put(delta)
+            gone = {i for i, f in enumerate(flags) if f.is_set()}
+        except Exception as exc:
+            for j in batch:
+                j.events.put(exc)
+        self.cancelled += len(gone)
+        self.batched += len(batch)
 
     def serve_forever(self) -> None:
         self.worker.start()
@@ -170,6 +238,14 @@ class Server:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _send_page(self, path) -> None:
+                data = path.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def _auth(self) -> None:
                 if server.api_key and self.headers.get("Authorization", "") != f"Bearer {server.api_key}":
                     raise RequestError(401, "invalid or missing API key", kind="authentication_error",
@@ -177,9 +253,16 @@ class Server:
 
             def do_GET(self):
                 try:
+                    if self.path.split("?")[0] in ("/", "/chat"):
+                        return self._send_page(CHAT_PAGE)
                     if self.path == "/health":
+                        template = server.engine.backend.template
                         return self._send_json(200, {"status": "ok", "model": server.model_id,
-                                                     "queued": server.jobs.qsize()})
+                                                     "backend": server.engine.name,
+                                                     "template": f"{template.name}, turns end with {template.eot}"
+                                                     if template else "none (completions only)",
+                                                     "queued": server.jobs.qsize(), "cancelled": server.cancelled,
+                                                     "batched": server.batched})
                     self._auth()
                     if self.path == "/v1/models":
                         return self._send_json(200, {"object": "list", "data": [
@@ -192,24 +275,49 @@ class Server:
             def do_POST(self):
                 try:
                     self._auth()
-                    if self.path not in ("/v1/chat/completions", "/v1/completions"):
+                    if self.path not in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
                         raise RequestError(404, f"no route POST {self.path}", kind="not_found_error")
                     body = self._read_body()
+                    if self.path == "/v1/embeddings":
+                        return self._embeddings(body)
                     chat = self.path == "/v1/chat/completions"
                     payload = parse_messages(body) if chat else parse_prompt(body)
                     params = parse_params(body, server.engine.n_ctx)
-                    job = Job("chat" if chat else "completion", payload, params)
                     try:
-                        server.jobs.put_nowait(job)
-                    except queue.Full:
-                        raise RequestError(503, "the server is busy: request queue is full, retry later",
-                                           kind="server_busy", code="queue_full") from None
+                        ids = server.engine.chat_ids(payload) if chat else server.engine.prompt_ids(payload)
+                    except AdeptError as exc:
+                        raise RequestError(400, str(exc), "messages" if chat else "prompt") from None
+                    asked = body.get("max_completion_tokens", body.get("max_tokens")) is not None
+                    fit_context(ids, params, asked, server.engine.n_ctx)
+                    job = self._queue(Job("chat" if chat else "completion", ids, params))
                     if body.get("stream"):
                         self._stream(job, chat)
                     else:
                         self._whole(job, chat)
                 except RequestError as err:
                     self._send_json(err.status, err.body())
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True   # the client left; its generation was cancelled
+
+            def _queue(self, job: Job) -> Job:
+                try:
+                    server.jobs.put_nowait(job)
+                except queue.Full:
+                    raise RequestError(503, "the server is busy: request queue is full, retry later",
+                                       kind="server_busy", code="queue_full") from None
+                return job
+
+            def _embeddings(self, body: dict) -> None:
+                texts = parse_embedding_input(body)
+                tokens = sum(server.engine.count(t) for t in texts)
+                job = self._queue(Job("embeddings", texts, None))
+                vectors = next(self._events(job))
+                for _ in self._events(job):      # the end marker
+                    pass
+                self._send_json(200, {"object": "list", "model": server.model_id,
+                                      "data": [{"object": "embedding", "index": i, "embedding": v}
+                                               for i, v in enumerate(vectors)],
+                                      "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
             def _read_body(self) -> dict:
                 try:
@@ -217,7 +325,16 @@ class Server:
                 except ValueError:
                     raise RequestError(411, "Content-Length is required") from None
                 if length > MAX_BODY:
-                    raise RequestError(413, f"request body over {MAX_BODY} bytes")
+                    # read what the client is sending (up to a bound) so it sees the answer, not a reset
+                    left = min(length, DRAIN_LIMIT)
+                    while left > 0:
+                        chunk = self.rfile.read(min(left, 2 ** 16))
+                        if not chunk:
+                            break
+                        left -= len(chunk)
+                    self.close_connection = True
+                    raise RequestError(413, f"request body of {length} bytes is over the limit of {MAX_BODY}",
+                                       code="request_too_large")
                 raw = self.rfile.read(length)
                 try:
                     body = json.loads(raw.decode("utf-8"))
@@ -227,9 +344,32 @@ class Server:
                     raise RequestError(400, "request body must be a JSON object")
                 return body
 
+            def _client_gone(self) -> bool:
+                """The client closed its connection (readable with nothing to read); requests here carry
+                no body after the one already read, so any readable socket with no bytes is a close."""
+                import select
+                import socket
+
+                try:
+                    readable, _, _ = select.select([self.connection], [], [], 0)
+                    return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+                except OSError:
+                    return True
+
             def _events(self, job: Job):
+                checked = time.monotonic()
                 while True:
-                    item = job.events.get()
+                    try:
+                        item = job.events.get(timeout=0.25)
+                    except queue.Empty:
+                        item = queue.Empty
+                    if time.monotonic() - checked > 0.25:   # about four times a second, busy or not
+                        checked = time.monotonic()
+                        if self._client_gone():
+                            job.cancelled.set()   # the worker stops this generation at its next token
+                            raise ConnectionResetError("client left")
+                    if item is queue.Empty:
+                        continue
                     if item is None:
                         return
                     if isinstance(item, Exception):
@@ -286,6 +426,12 @@ class Server:
                     job.cancelled.set()      # the client left: stop generating for it
 
         return Handler
+
+
+def _batchable(a: Job, b: Job) -> bool:
+    """Rows of one batch share the sampler: the same temperature and top-p, and no seed of their own."""
+    return (b.kind != "embeddings" and b.params.seed is None and b.params.temperature == a.params.temperature
+            and b.params.top_p == a.params.top_p)
 
 
 def _ids(chat: bool) -> tuple[str, int]:

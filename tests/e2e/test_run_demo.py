@@ -5,7 +5,6 @@ charts visible."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import time
 import pytest
 
 from adeptlm.runrecord import read_run
-from conftest import ROOT
+from conftest import ROOT, find_chromium
 
 pytestmark = pytest.mark.e2e
 
@@ -67,19 +66,9 @@ def test_rerun_skips_finished_stages_and_resumes_training(quick_run):
     assert "Subject exam" in md and "General exam" in md and "GGUF check" in md
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    if shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium",
-                       shell=True, capture_output=True, timeout=900)
-    return shutil.which("chromium")
-
-
 def test_report_renders_in_headless_chromium(quick_run, tmp_path):
     root, _, _ = quick_run
-    chromium = _chromium()
+    chromium = find_chromium()
     if not chromium:
         pytest.skip("Chromium is not installed and could not be installed (apt-get as root)")
     shot = tmp_path / "report.png"

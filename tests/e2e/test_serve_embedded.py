@@ -63,6 +63,11 @@ def test_stream_stops_at_end_of_turn(tmp_path, backend):
     proc = serve(model, port)
     try:
         text, finish = streamed_answer(port)
+        # embeddings from the same server: one unit vector of the model's width per text
+        c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=300)
+        vecs = [d.embedding for d in c.embeddings.create(model="m", input=["The sea is blue.", "2 + 2 = 4"]).data]
+        assert [len(v) for v in vecs] == [576, 576] and vecs[0] != vecs[1]
+        assert all(abs(sum(x * x for x in v) - 1) < 1e-3 for v in vecs)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -26,7 +26,7 @@ def joined(deltas: list[Delta]) -> str:
 def test_chat_prompt_is_the_template_segments_everywhere(hf, tiny_tokenizer, monkeypatch):
     """Exams (prompts._chat), replay/retention (chat_greedy), serve/chat (Engine) and export check all
     take their ids from Backend.chat_prompt = templates.encode_prompt, not from apply_chat_template."""
-    from adeptlm.backends import hf as hf_module
+    import adeptlm.backends as backends_module
     from adeptlm.evaluate.prompts import _chat
     from adeptlm.serve.engine import Engine
 
@@ -43,7 +43,7 @@ def test_chat_prompt_is_the_template_segments_everywhere(hf, tiny_tokenizer, mon
     captured = []
     monkeypatch.setattr(HFBackend, "load", classmethod(lambda cls, spec, **kw: hf))
     monkeypatch.setattr(HFBackend, "generate", lambda self, ids, n, stop: captured.extend(ids) or [[] for _ in ids])
-    hf_module.chat_greedy("tiny", ["What colour is the sea?"], 4)
+    backends_module.chat_greedy("tiny", ["What colour is the sea?"], 4)
     assert captured == [encode_prompt(tiny_tokenizer, get_template(tiny_tokenizer), one_turn)]
     assert hf.stop_ids == sorted({tiny_tokenizer.eos_token_id, tiny_tokenizer.convert_tokens_to_ids("<|im_end|>")})
 
@@ -115,3 +115,27 @@ def test_gguf_backend_builds_the_same_prompt_and_streams_the_same_greedy_text(tm
         assert streamed == tiny_tokenizer.decode(greedy, skip_special_tokens=True)
     finally:
         gg.close()
+
+
+def test_batched_stream_gives_each_row_its_own_answer(hf):
+    """Rows decoded together (left-padded, own max_tokens) give what each gives alone; a cancelled row
+    gets nothing more and the others are not disturbed."""
+    import threading
+
+    prompts = [hf.chat_prompt([{"role": "user", "content": c}])
+               for c in ("hi", "What colour is the sea?", "Name the red planet, please")]
+    params = [GenParams(max_tokens=n, temperature=0) for n in (4, 9, 6)]
+    got, last = {i: "" for i in range(3)}, {}
+    for row, d in hf.stream_batch(prompts, params):
+        got[row] += d.text
+        if d.finish_reason:
+            last[row] = d
+    for i in range(3):
+        alone = list(hf.stream(prompts[i], params[i]))
+        assert got[i] == joined(alone)
+        assert (last[i].finish_reason, last[i].completion_tokens, last[i].prompt_tokens) == \
+            (alone[-1].finish_reason, alone[-1].completion_tokens, len(prompts[i]))
+    flags = [threading.Event() for _ in prompts]
+    flags[1].set()
+    rows = [row for row, _ in hf.stream_batch(prompts, params, flags)]
+    assert 1 not in rows and {0, 2} <= set(rows)

@@ -191,3 +191,118 @@ def test_chat_with_piped_stdin_answers_each_line(tiny_model_dir):
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert "(conversation reset)" in lines and len(lines) == 4, lines
+
+
+def test_usage_counts_are_the_rendered_prompts_tokens(server, tiny_tokenizer):
+    from adeptlm.templates import encode_prompt, get_template
+
+    messages = [{"role": "user", "content": "hello there"}]
+    r = client(server).chat.completions.create(model="tiny", messages=messages, max_tokens=5, temperature=0)
+    assert r.usage.prompt_tokens == len(encode_prompt(tiny_tokenizer, get_template(tiny_tokenizer), messages))
+    assert 1 <= r.usage.completion_tokens <= 5
+    comp = client(server).completions.create(model="tiny", prompt="The quick brown", max_tokens=3, temperature=0)
+    assert comp.usage.prompt_tokens == len(tiny_tokenizer("The quick brown")["input_ids"])
+
+
+def test_embeddings_are_unit_vectors_equal_for_equal_texts(server, tiny_tokenizer):
+    import math
+
+    r = client(server).embeddings.create(model="tiny", input=["the quick brown fox", "hello", "the quick brown fox"])
+    vecs = [d.embedding for d in r.data]
+    assert [d.index for d in r.data] == [0, 1, 2] and len({len(v) for v in vecs}) == 1 and len(vecs[0]) == 32
+    assert all(abs(math.sqrt(sum(x * x for x in v)) - 1) < 1e-5 for v in vecs)
+    assert max(abs(a - b) for a, b in zip(vecs[0], vecs[2])) < 1e-6 and vecs[0] != vecs[1]
+    want = sum(len(tiny_tokenizer(t, add_special_tokens=False)["input_ids"])
+               for t in ["the quick brown fox", "hello", "the quick brown fox"])
+    assert r.usage.prompt_tokens == want
+    status, payload = raw_post(server, "/v1/embeddings", json.dumps({"model": "t", "input": []}).encode())
+    assert status == 400 and payload["error"]["param"] == "input"
+
+
+def test_over_long_prompt_is_400_context_length_exceeded(server):
+    long = "the quick brown fox " * 200          # the tiny model's context is 256 tokens
+    with pytest.raises(openai.BadRequestError) as err:
+        client(server).chat.completions.create(model="t", messages=[{"role": "user", "content": long}])
+    assert err.value.status_code == 400 and err.value.code == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError) as err:
+        client(server).completions.create(model="t", prompt=long, stream=True)
+    assert err.value.code == "context_length_exceeded"
+    # a prompt that fits, with no max_tokens, is cut to the room left rather than refused
+    r = client(server).completions.create(model="t", prompt="the quick brown fox " * 40, temperature=0)
+    assert r.choices[0].finish_reason in ("stop", "length")
+
+
+def test_a_body_over_the_limit_is_413(server):
+    big = json.dumps({"model": "t", "messages": [{"role": "user", "content": "x" * (5 * 2 ** 20)}]}).encode()
+    status, payload = raw_post(server, "/v1/chat/completions", big)
+    assert status == 413 and payload["error"]["code"] == "request_too_large"
+    assert urllib.request.urlopen(server + "/health", timeout=5).status == 200
+
+
+def slow_backend(tokenizer):
+    """A backend that writes one token every 20 ms until stopped: long enough to leave mid-way."""
+    from adeptlm.backends import Backend
+
+    class Slow(Backend):
+        name, model_id, n_ctx = "slow", "slow", 100000
+
+        def _tokens(self, ids, params):
+            t = tokenizer("a", add_special_tokens=False)["input_ids"][0]
+            while True:
+                time.sleep(0.02)
+                yield t
+
+    backend = Slow()
+    backend.tokenizer = tokenizer
+    return backend
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_leaves_frees_the_worker(tiny_tokenizer, stream):
+    import threading
+
+    from adeptlm.serve.engine import Engine
+    from adeptlm.serve.server import Server
+
+    srv = Server(Engine(slow_backend(tiny_tokenizer)), port=0, api_key=KEY)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{srv.port}"
+    ask = dict(model="s", messages=[{"role": "user", "content": "go"}], max_tokens=5000)
+    try:
+        if stream:                             # read a few chunks, then hang up
+            r = client(base).chat.completions.create(stream=True, **ask)
+            for i, _ in enumerate(r):
+                if i == 3:
+                    break
+            r.close()
+        else:                                  # give up waiting for the whole answer
+            impatient = openai.OpenAI(base_url=base + "/v1", api_key=KEY, max_retries=0, timeout=0.5)
+            with pytest.raises(openai.APITimeoutError):
+                impatient.chat.completions.create(**ask)
+        deadline = time.time() + 10
+        while srv.cancelled < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        assert srv.cancelled == 1             # 5000 tokens would take 100 s: it was stopped, not finished
+        r = client(base).chat.completions.create(**{**ask, "max_tokens": 3})
+        assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 3
+    finally:
+        srv.shutdown()
+
+
+def test_chat_page_sends_a_message_and_shows_the_streamed_answer(server, browser_page):
+    """The page at / (self-contained: no script or style from elsewhere), in headless Chromium: a typed
+    message is sent, the answer streams into the page to its end, and a second turn keeps the first."""
+    page_text = urllib.request.urlopen(server + "/", timeout=10).read().decode("utf-8")
+    assert "<script>" in page_text and "src=" not in page_text and "https://" not in page_text
+    page = browser_page
+    page.goto(f"{server}/#key={KEY}")
+    page.wait_for_function("document.getElementById('model').textContent.includes('transformers')")
+    assert page.inner_text("#model") == "tiny (transformers; template tokenizer, turns end with <|im_end|>)"
+    page.fill("#max_tokens", "8")        # two turns stay inside the tiny model's 256-token context
+    for n, text in enumerate(("hello", "and again"), 1):
+        page.fill("#input", text)
+        page.click("#send")
+        page.wait_for_selector(f".turn.assistant:nth-of-type({2 * n})[data-finish]", timeout=60000)
+    turns = page.query_selector_all(".turn")
+    assert [t.get_attribute("class") for t in turns] == ["turn user", "turn assistant"] * 2
+    assert [turns[0].inner_text(), turns[2].inner_text()] == ["hello", "and again"]
