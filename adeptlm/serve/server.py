@@ -162,18 +162,28 @@ class Server:
         return self.httpd.server_address[1]
 
     def _work(self) -> None:
-        pending: deque = deque()     # taken from the queue but not batchable with the job at hand
+        # taken from the queue but not batchable with the job at hand; the queue is read again only
+        # once these are done, so the queue's bound still bounds what waits
+        pending: deque = deque()
         while True:
-            job = pending.popleft() if pending else self.jobs.get()
-            batch = [job]
-            if self.engine.batches and job.kind != "embeddings" and job.params.seed is None:
-                # what is already waiting and samples the same way joins this batch (no wait is added)
-                while len(batch) < self.max_batch:
-                    try:
-                        other = self.jobs.get_nowait()
-                    except queue.Empty:
-                        break
-                    (batch if _batchable(job, other) else pending).append(other)
+            if pending:
+                job, rest = pending.popleft(), list(pending)
+                pending.clear()
+                batch = [job]
+                for other in rest:
+                    fits = self.engine.batches and len(batch) < self.max_batch and _batchable(job, other)
+                    (batch if fits else pending).append(other)
+            else:
+                job = self.jobs.get()
+                batch = [job]
+                if self.engine.batches and _batchable(job, job):
+                    # what is already waiting and samples the same way joins this batch (no wait is added)
+                    while len(batch) < self.max_batch:
+                        try:
+                            other = self.jobs.get_nowait()
+                        except queue.Empty:
+                            break
+                        (batch if _batchable(job, other) else pending).append(other)
             batch = [j for j in batch if not j.cancelled.is_set()] or [job]
             try:
                 if len(batch) > 1:
@@ -430,8 +440,8 @@ class Server:
 
 def _batchable(a: Job, b: Job) -> bool:
     """Rows of one batch share the sampler: the same temperature and top-p, and no seed of their own."""
-    return (b.kind != "embeddings" and b.params.seed is None and b.params.temperature == a.params.temperature
-            and b.params.top_p == a.params.top_p)
+    return all(j.kind != "embeddings" and j.params.seed is None for j in (a, b)) and \
+        (b.params.temperature, b.params.top_p) == (a.params.temperature, a.params.top_p)
 
 
 def _ids(chat: bool) -> tuple[str, int]:

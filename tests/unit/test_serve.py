@@ -306,3 +306,40 @@ def test_chat_page_sends_a_message_and_shows_the_streamed_answer(server, browser
     turns = page.query_selector_all(".turn")
     assert [t.get_attribute("class") for t in turns] == ["turn user", "turn assistant"] * 2
     assert [turns[0].inner_text(), turns[2].inner_text()] == ["hello", "and again"]
+
+
+def test_waiting_requests_that_sample_alike_are_decoded_together():
+    """The worker takes what is queued: requests with the same temperature and top-p and no seed go in one
+    batch (at most max_batch); a seeded or differently sampled one waits and runs on its own."""
+    import threading
+
+    from adeptlm.backends import Delta, GenParams
+    from adeptlm.serve.server import Job, Server
+
+    runs = []
+
+    class Recorder:
+        name, model_id, n_ctx, batches = "rec", "rec", 1000, True
+
+        def generate(self, ids, p):
+            runs.append([ids[0]])
+            yield Delta("", "stop", 1, 1)
+
+        def generate_batch(self, prompts, params, flags):
+            runs.append([p[0] for p in prompts])
+            for row in range(len(prompts)):
+                yield row, Delta("", "stop", 1, 1)
+
+    srv = Server(Recorder(), port=0, max_batch=3)
+    plain, hot, seeded = GenParams(), GenParams(temperature=1.3), GenParams(seed=1)
+    jobs = [Job("chat", [k], p) for k, p in enumerate([plain, plain, seeded, hot, plain, plain, hot])]
+    for j in jobs:
+        srv.jobs.put_nowait(j)
+    threading.Thread(target=srv._work, daemon=True).start()
+    for j in jobs:
+        while j.events.get(timeout=10) is not None:
+            pass
+    # 0, 1, 4 together (the batch is full); 2 and 3, set aside meanwhile, run before the queue is read
+    # again (so the queue's bound still holds); then 5, which finds only 6, sampled otherwise
+    assert runs == [[0, 1, 4], [2], [3], [5], [6]]
+    assert srv.batched == 3
