@@ -212,7 +212,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _serve_vllm(args)
     engine = load_engine(args.model, n_ctx=args.n_ctx, dtype=args.dtype)
     server = Server(engine, args.host, args.port, api_key=args.api_key, queue_size=args.queue_size,
-                    max_batch=args.max_batch,
+                    max_batch=args.max_batch, batch_wait=args.batch_wait_ms / 1000,
                     model_id=args.served_model_name)
     print(f"adept: serving {server.model_id} ({engine.name}) on http://{args.host}:{server.port}/v1"
           f"{' (API key required)' if args.api_key else ''}", flush=True)
@@ -448,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_batch", type=int, default=8,
                    help="transformers: decode up to N waiting requests together (same temperature and top-p, no "
                         "seed); 1 = one at a time")
+    p.add_argument("--batch_wait_ms", type=float, default=30,
+                   help="transformers: how long a request that starts a batch waits for others to join it")
     p.add_argument("--served_model_name", default=None, help="model id reported to clients")
     p.add_argument("--backend", default="auto", choices=["auto", "vllm"],
                    help="auto: llama.cpp for .gguf, transformers otherwise; vllm: run vLLM's server (GPU)")

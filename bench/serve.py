@@ -57,7 +57,8 @@ def start(server: str, port: int) -> subprocess.Popen:
     else:
         cmd = [py, "-m", "llama_cpp.server", "--model", str(GGUF), "--host", "127.0.0.1", "--port", str(port),
                "--n_ctx", "4096", "--n_threads", str(os.cpu_count() or 1)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = open(OUT / f"serve-{server}.log", "w")   # a file, not a pipe: llama.cpp's load log would fill a pipe
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
     health = "/health" if server.startswith("adept") else "/v1/models"
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -66,7 +67,7 @@ def start(server: str, port: int) -> subprocess.Popen:
             return proc
         except OSError:
             if proc.poll() is not None:
-                sys.exit(f"{server} did not start:\n{proc.stderr.read()[-3000:]}")
+                sys.exit(f"{server} did not start:\n{(OUT / f'serve-{server}.log').read_text()[-3000:]}")
             time.sleep(0.5)
     proc.kill()
     sys.exit(f"{server} did not answer within 300 s")

@@ -145,14 +145,15 @@ def parse_prompt(body: dict) -> str:
 
 class Server:
     def __init__(self, engine, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-                 queue_size: int = 16, model_id: str | None = None, max_batch: int = 8):
+                 queue_size: int = 16, model_id: str | None = None, max_batch: int = 8,
+                 batch_wait: float = 0.03):
         self.engine, self.api_key = engine, api_key
         self.model_id = model_id or engine.model_id
         self.jobs: queue.Queue = queue.Queue(maxsize=queue_size)
         self.created = int(time.time())
         self.cancelled = 0                # generations stopped because their client left (in /health)
         self.batched = 0                  # requests decoded together with others (in /health)
-        self.max_batch = max_batch
+        self.max_batch, self.batch_wait = max_batch, batch_wait
         self.httpd = ThreadingHTTPServer((host, port), self._handler_class())
         self.httpd.daemon_threads = True
         self.worker = threading.Thread(target=self._work, daemon=True)
@@ -177,10 +178,12 @@ class Server:
                 job = self.jobs.get()
                 batch = [job]
                 if self.engine.batches and _batchable(job, job):
-                    # what is already waiting and samples the same way joins this batch (no wait is added)
+                    # what is waiting, or arrives within batch_wait, and samples the same way joins this
+                    # batch: clients whose answers ended together ask again a few milliseconds apart
+                    deadline = time.monotonic() + self.batch_wait
                     while len(batch) < self.max_batch:
                         try:
-                            other = self.jobs.get_nowait()
+                            other = self.jobs.get(timeout=max(0.0, deadline - time.monotonic()))
                         except queue.Empty:
                             break
                         (batch if _batchable(job, other) else pending).append(other)
