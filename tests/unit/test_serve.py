@@ -236,6 +236,9 @@ def test_a_body_over_the_limit_is_413(server):
     big = json.dumps({"model": "t", "messages": [{"role": "user", "content": "x" * (5 * 2 ** 20)}]}).encode()
     status, payload = raw_post(server, "/v1/chat/completions", big)
     assert status == 413 and payload["error"]["code"] == "request_too_large"
+    with pytest.raises(openai.APIStatusError) as err:                 # the official client sees it too
+        client(server).chat.completions.create(model="t", messages=[{"role": "user", "content": "x" * (5 * 2 ** 20)}])
+    assert err.value.status_code == 413
     assert urllib.request.urlopen(server + "/health", timeout=5).status == 200
 
 
