@@ -41,20 +41,17 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_data_contamination(args: argparse.Namespace) -> int:
-    import json
-    from dataclasses import asdict
     from pathlib import Path
 
     from .atomic import write_text
-    from .data.contamination import find_overlaps
+    from .data.contamination import find_overlaps, overlaps_json
 
     found, checked = find_overlaps(Path(args.exam), [Path(t) for t in args.training], args.ngram)
     for o in found:
         print(f"{o.subject} [{o.split}] {o.id}: {o.question[:70]}  <- {o.source}: \"{o.match[:60]}\"")
     print(f"adept: {len(found)} of {checked} exam items share a {args.ngram}-token run with the training data")
     if args.output:
-        write_text(Path(args.output), json.dumps({"ngram": args.ngram, "checked": checked,
-                                                  "items": [asdict(o) for o in found]}, ensure_ascii=False, indent=2))
+        write_text(Path(args.output), overlaps_json(found, checked, args.ngram))
     return 0
 
 
@@ -446,10 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api_key", default=None, help="require 'Authorization: Bearer KEY' on /v1 routes")
     p.add_argument("--queue_size", type=int, default=16, help="requests waiting beyond this answer 503")
     p.add_argument("--max_batch", type=int, default=8,
-                   help="transformers: decode up to N waiting requests together (same temperature and top-p, no "
-                        "seed); 1 = one at a time")
+                   help="decode up to N waiting requests together (same temperature and top-p, no seed; "
+                        "llama.cpp: as parallel sequences of one context); 1 = one at a time")
     p.add_argument("--batch_wait_ms", type=float, default=30,
-                   help="transformers: how long a request that starts a batch waits for others to join it")
+                   help="how long a request that starts a batch waits for others to join it")
     p.add_argument("--served_model_name", default=None, help="model id reported to clients")
     p.add_argument("--backend", default="auto", choices=["auto", "vllm"],
                    help="auto: llama.cpp for .gguf, transformers otherwise; vllm: run vLLM's server (GPU)")

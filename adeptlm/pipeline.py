@@ -125,9 +125,11 @@ def check_contamination(cfg, path: Path) -> None:
         if key not in CONTAMINATION_KEYS:
             raise AdeptError(f"{path}: contamination.{key}: not a contamination setting (one of "
                              f"{', '.join(CONTAMINATION_KEYS)})")
+    from .data.contamination import NGRAM
+
     try:
         str2bool(cfg.get("drop", False))
-        if int(cfg.get("ngram", 13)) < 1:
+        if int(cfg.get("ngram", NGRAM)) < 1:
             raise ValueError
     except (ValueError, TypeError, argparse.ArgumentTypeError):
         raise AdeptError(f"{path}: contamination: drop must be true/false and ngram a whole number >= 1") from None
@@ -235,19 +237,16 @@ class Run:
         of the score when the recipe says `contamination: {drop: true}`."""
         from dataclasses import asdict
 
-        from .data.contamination import find_overlaps
+        from .data.contamination import NGRAM, find_overlaps, overlaps_json
 
-        cfg = self.recipe.get("contamination") or {}
-        ngram = int(cfg.get("ngram", 13))
+        ngram = int((self.recipe.get("contamination") or {}).get("ngram", NGRAM))
         paths = self.data_paths()
         training = [paths[k] for k in ("corpus", "instructions", "preferences") if paths.get(k) and paths[k].exists()]
         metrics = {}
         for key, folder in self.exam_folders().items():
             found, checked = find_overlaps(folder, training, ngram)
-            items = [asdict(o) for o in found]
-            metrics[key] = {"checked": checked, "contaminated": len(found), "items": items}
-            write_text(self.dir("contamination") / f"items-{key}.json",
-                       json.dumps({"ngram": ngram, "checked": checked, "items": items}, ensure_ascii=False, indent=2))
+            metrics[key] = {"checked": checked, "contaminated": len(found), "items": [asdict(o) for o in found]}
+            write_text(self.dir("contamination") / f"items-{key}.json", overlaps_json(found, checked, ngram))
             log(f"contamination: {key}: {len(found)} of {checked} items share a {ngram}-token run with the "
                 f"training data{' (left out of the scores)' if found and self.drop_contaminated else ''}")
         write_run(self.dir("contamination"), "contamination",

@@ -40,5 +40,6 @@ def chat_greedy(spec: str | None, prompts, max_new_tokens: int, batch_size: int 
     finally:
         backend.close()
 
-__all__ = ["Backend", "Delta", "Detokenizer", "GenParams", "ScoreRequest", "stop_ids", "text_deltas", "HFBackend", "chat_greedy",
-           "load_backend", "plan_batches", "LlamaCppBackend", "VLLMBackend"]
+
+__all__ = ["Backend", "Delta", "Detokenizer", "GenParams", "ScoreRequest", "stop_ids", "text_deltas", "HFBackend",
+           "chat_greedy", "load_backend", "plan_batches", "LlamaCppBackend", "VLLMBackend"]

@@ -140,7 +140,8 @@ class Backend:
 
         template = template or self.template
         if template is None:
-            raise AdeptError("this model's tokenizer has no chat template: use completions, or a model with one")
+            raise AdeptError(f"{getattr(self, 'model_id', 'this model')} has no chat template: use completions, "
+                             "or a model with one")
         return encode_prompt(self.tokenizer, template, messages)
 
     def encode(self, text: str) -> list[int]:
@@ -155,6 +156,48 @@ class Backend:
 
     def _tokens(self, ids: list[int], params: GenParams) -> Iterator[int]:
         raise NotImplementedError(f"{self.name} does not stream")
+
+    batches = False   # whether _steps decodes several sequences together (then stream_batch works)
+
+    def _steps(self, prompts: Sequence[list[int]], params: GenParams, max_new: int,
+               finished: Sequence[bool]) -> Iterator[list[int | None]]:
+        """Each decoding step's new token for every row (None for a row that has none this step); a
+        row that the consumer marks in `finished` needs no more tokens."""
+        raise NotImplementedError(f"{self.name} does not decode several sequences together")
+
+    def stream_batch(self, prompts: Sequence[list[int]], params: Sequence[GenParams],
+                     cancelled: Sequence | None = None) -> Iterator[tuple[int, Delta]]:
+        """Several answers decoded together: (row, delta) pairs as they come.
+
+        The rows share one sampling setting (temperature and top-p of params[0]; the caller groups
+        requests by it) and each keeps its own max_tokens and stop strings. A row whose event in
+        `cancelled` is set gets no more deltas (nor, where the backend can, more computation); when
+        every row is done, generation stops."""
+        detok = [Detokenizer(self.tokenizer, self.stop_ids, p, len(ids)) for ids, p in zip(prompts, params)]
+        finished = [False] * len(prompts)
+        steps = self._steps(prompts, params[0], max(p.max_tokens for p in params), finished)
+        try:
+            for step in steps:
+                for row, t in enumerate(step):
+                    if finished[row] or t is None:
+                        continue
+                    if cancelled is not None and cancelled[row].is_set():
+                        finished[row] = True
+                        continue
+                    for d in detok[row].push(t):
+                        yield row, d
+                    if detok[row].done:
+                        finished[row] = True
+                        for d in detok[row].finish():
+                            yield row, d
+                if all(finished):
+                    break
+        finally:
+            steps.close()
+        for row, d in enumerate(detok):          # generation ended first (every row at EOS or the longest limit)
+            if not finished[row] and not (cancelled is not None and cancelled[row].is_set()):
+                for delta in d.finish():
+                    yield row, delta
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """One L2-normalised vector per text: the mean of the last hidden state over its tokens (the

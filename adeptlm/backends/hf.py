@@ -13,7 +13,7 @@ import copy
 import threading
 from typing import Iterator, Sequence
 
-from .base import Backend, Delta, Detokenizer, GenParams, ScoreRequest
+from .base import Backend, GenParams, ScoreRequest
 
 
 def _broadcast_cache(past, rows: int):
@@ -63,6 +63,7 @@ def plan_batches(lengths: Sequence[int], max_rows: int, overhead: int = BATCH_OV
 
 class HFBackend(Backend):
     name = "transformers"
+    batches = True
 
     def __init__(self, model, tokenizer, batch_size: int = 8, model_id: str = "model"):
         self.model, self.tokenizer, self.batch_size, self.model_id = model, tokenizer, batch_size, model_id
@@ -71,11 +72,9 @@ class HFBackend(Backend):
 
     @classmethod
     def load(cls, spec: str | None, dtype: str = "float32", batch_size: int = 8) -> "HFBackend":
-        from ..models import load_model
-
         from pathlib import Path
 
-        from ..models import DEFAULT_MODEL
+        from ..models import DEFAULT_MODEL, load_model
 
         model, tok = load_model(spec, dtype=dtype)
         model.eval()
@@ -132,6 +131,18 @@ class HFBackend(Backend):
             mask[row, : len(s)] = 1
         return ids, mask, [len(s) for s in seqs]
 
+    def _pad_left(self, seqs):
+        """Left-padded ids and mask, for generate() (it derives each row's positions from the mask)."""
+        import torch
+
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            ids[row, width - len(s):] = torch.tensor(s)
+            mask[row, width - len(s):] = 1
+        return ids, mask
+
     def continuation_logprobs(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[float]:
         """Sum of log-probabilities of each continuation given its context."""
         import torch
@@ -161,12 +172,8 @@ class HFBackend(Backend):
         with torch.inference_mode():
             for b in range(0, len(order), self.batch_size):
                 chunk = order[b: b + self.batch_size]
-                width = max(len(prompts[i]) for i in chunk)
-                ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
-                mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                for row, i in enumerate(chunk):
-                    ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
-                    mask[row, width - len(prompts[i]):] = 1
+                ids, mask = self._pad_left([prompts[i] for i in chunk])
+                width = ids.shape[1]
                 gen = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                           do_sample=False, eos_token_id=list(stop_ids), pad_token_id=self.pad_id)
                 for row, i in enumerate(chunk):
@@ -197,42 +204,11 @@ class HFBackend(Backend):
         for step in self._steps([ids], params, params.max_tokens):
             yield step[0]
 
-    def stream_batch(self, prompts: Sequence[list[int]], params: Sequence[GenParams],
-                     cancelled: Sequence[threading.Event] | None = None) -> Iterator[tuple[int, Delta]]:
-        """Several answers decoded together in one left-padded batch: (row, delta) pairs as they come.
-
-        The rows share one sampling setting (temperature and top-p of params[0]; the caller groups
-        requests by it) and each keeps its own max_tokens and stop strings. A row whose event in
-        `cancelled` is set gets no more deltas; when every row is done, generation stops."""
-        detok = [Detokenizer(self.tokenizer, self.stop_ids, p, len(ids)) for ids, p in zip(prompts, params)]
-        finished = [False] * len(prompts)
-        steps = self._steps(prompts, params[0], max(p.max_tokens for p in params))
-        try:
-            for step in steps:
-                for row, t in enumerate(step):
-                    if finished[row]:
-                        continue
-                    if cancelled is not None and cancelled[row].is_set():
-                        finished[row] = True
-                        continue
-                    for d in detok[row].push(t):
-                        yield row, d
-                    if detok[row].done:
-                        finished[row] = True
-                        for d in detok[row].finish():
-                            yield row, d
-                if all(finished):
-                    break
-        finally:
-            steps.close()
-        for row, d in enumerate(detok):          # generation ended first (every row at EOS or the longest limit)
-            if not finished[row] and not (cancelled is not None and cancelled[row].is_set()):
-                for delta in d.finish():
-                    yield row, delta
-
-    def _steps(self, prompts: Sequence[list[int]], params: GenParams, max_new: int) -> Iterator[list[int]]:
+    def _steps(self, prompts: Sequence[list[int]], params: GenParams, max_new: int,
+               finished: Sequence[bool] | None = None) -> Iterator[list[int]]:
         """Each decoding step's new token for every row, from generate() in a thread (left-padded, so
-        each row decodes as it would alone); closing the iterator stops generation at the next step."""
+        each row decodes as it would alone); closing the iterator stops generation at the next step.
+        Rows that are `finished` are still computed (generate() decodes the batch as one) and ignored."""
         import queue
 
         import torch
@@ -260,12 +236,7 @@ class HFBackend(Backend):
 
         if params.seed is not None:
             torch.manual_seed(params.seed)
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, p in enumerate(prompts):
-            ids[row, width - len(p):] = torch.tensor(p)
-            mask[row, width - len(p):] = 1
+        ids, mask = self._pad_left(prompts)
         sample = params.temperature > 0
         kwargs = dict(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=sample,
                       eos_token_id=self.stop_ids or None, pad_token_id=self.pad_id, streamer=Steps(),

@@ -10,9 +10,10 @@ whole: contaminated when its whole token sequence occurs in training text.
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .detect import load_data
@@ -81,3 +82,10 @@ def find_overlaps(exam_dir: Path, training: list[Path], n: int = NGRAM) -> tuple
                 if hit:
                     found.append(Overlap(subject, split, q.id, q.question, " ".join(hit[0]), hit[1]))
     return found, checked
+
+
+def overlaps_json(found: list[Overlap], checked: int, n: int) -> str:
+    """The contaminated items as `adept data contamination --output` writes them and `adept eval
+    --exclude` reads them."""
+    return json.dumps({"ngram": n, "checked": checked, "items": [asdict(o) for o in found]}, ensure_ascii=False,
+                      indent=2)

@@ -13,7 +13,6 @@ import threading
 from typing import Iterator
 
 from ..backends import Delta, GenParams
-from ..errors import AdeptError
 
 
 class Engine:
@@ -28,8 +27,6 @@ class Engine:
             return self.backend.count(text)
 
     def chat_ids(self, messages: list[dict]) -> list[int]:
-        if self.backend.template is None:
-            raise AdeptError(f"{self.model_id} has no chat template: use completions, or a model with one")
         with self.tok_lock:
             return self.backend.chat_prompt(messages)
 
@@ -43,9 +40,8 @@ class Engine:
 
     @property
     def batches(self) -> bool:
-        """Whether concurrent requests can be decoded together (transformers); llama-cpp-python's
-        high-level binding runs one sequence per context, so GGUF requests go one at a time."""
-        return hasattr(self.backend, "stream_batch")
+        """Whether concurrent requests can be decoded together (transformers and llama.cpp can)."""
+        return self.backend.batches
 
     def generate_batch(self, prompts: list[list[int]], params: list[GenParams], cancelled) -> Iterator[tuple]:
         with self.lock:

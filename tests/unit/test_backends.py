@@ -87,25 +87,38 @@ def test_text_deltas_wait_for_a_whole_character(tiny_tokenizer):
 
 def test_closing_the_stream_stops_generation(hf):
     ids = hf.chat_prompt(MESSAGES)
+    forwards = []
+    hook = hf.model.register_forward_pre_hook(lambda module, args: forwards.append(1))
     stream = hf.stream(ids, GenParams(max_tokens=200, temperature=1.0, seed=0))
     next(stream)
     stream.close()                       # what the server does when a client goes away
+    hook.remove()
+    assert len(forwards) < 50            # stopped within a few steps of the close, not after 200 tokens
     assert hf.generate([ids], 3, [])[0]  # the model is free again
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
-def test_gguf_backend_builds_the_same_prompt_and_streams_the_same_greedy_text(tmp_path, tiny_tokenizer):
-    """The tokenizer read back from the exported GGUF gives the HF directory's chat prompt ids, and
-    llama.cpp's greedy stream is its own greedy generation."""
+needs_llama_cpp = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                                     reason="llama-cpp-python is not installed")
+
+
+def tiny_gguf(tmp_path, tokenizer, n_ctx: int = 256):
+    """The tiny model exported to an f32 GGUF and loaded by llama.cpp, with the HF model it came from."""
     from adeptlm.backends import LlamaCppBackend
     from adeptlm.export.gguf import export_gguf
 
-    model = build_tiny_model("llama", len(tiny_tokenizer))
+    model = build_tiny_model("llama", len(tokenizer))
     d = tmp_path / "tiny"
     model.save_pretrained(d)
-    tiny_tokenizer.save_pretrained(d)
+    tokenizer.save_pretrained(d)
     path = export_gguf(str(d), tmp_path / "tiny.gguf", "f32", progress=False).path
-    gg = LlamaCppBackend.load(path, n_ctx=256)
+    return LlamaCppBackend.load(path, n_ctx=n_ctx), model
+
+
+@needs_llama_cpp
+def test_gguf_backend_builds_the_same_prompt_and_streams_the_same_greedy_text(tmp_path, tiny_tokenizer):
+    """The tokenizer read back from the exported GGUF gives the HF directory's chat prompt ids, and
+    llama.cpp's greedy stream is its own greedy generation."""
+    gg, model = tiny_gguf(tmp_path, tiny_tokenizer)
     try:
         hf = HFBackend(model.eval(), tiny_tokenizer)
         ids = hf.chat_prompt(MESSAGES)
@@ -117,25 +130,62 @@ def test_gguf_backend_builds_the_same_prompt_and_streams_the_same_greedy_text(tm
         gg.close()
 
 
-def test_batched_stream_gives_each_row_its_own_answer(hf):
-    """Rows decoded together (left-padded, own max_tokens) give what each gives alone; a cancelled row
-    gets nothing more and the others are not disturbed."""
+def check_batched_rows(backend):
+    """Rows decoded together (own max_tokens) give what each gives alone; a cancelled row gets nothing
+    more and the others are not disturbed."""
     import threading
 
-    prompts = [hf.chat_prompt([{"role": "user", "content": c}])
+    prompts = [backend.chat_prompt([{"role": "user", "content": c}])
                for c in ("hi", "What colour is the sea?", "Name the red planet, please")]
     params = [GenParams(max_tokens=n, temperature=0) for n in (4, 9, 6)]
     got, last = {i: "" for i in range(3)}, {}
-    for row, d in hf.stream_batch(prompts, params):
+    for row, d in backend.stream_batch(prompts, params):
         got[row] += d.text
         if d.finish_reason:
             last[row] = d
     for i in range(3):
-        alone = list(hf.stream(prompts[i], params[i]))
+        alone = list(backend.stream(prompts[i], params[i]))
         assert got[i] == joined(alone)
         assert (last[i].finish_reason, last[i].completion_tokens, last[i].prompt_tokens) == \
             (alone[-1].finish_reason, alone[-1].completion_tokens, len(prompts[i]))
     flags = [threading.Event() for _ in prompts]
     flags[1].set()
-    rows = [row for row, _ in hf.stream_batch(prompts, params, flags)]
+    rows = [row for row, _ in backend.stream_batch(prompts, params, flags)]
     assert 1 not in rows and {0, 2} <= set(rows)
+    return prompts
+
+
+def test_batched_stream_gives_each_row_its_own_answer(hf):
+    check_batched_rows(hf)
+
+
+@needs_llama_cpp
+def test_gguf_parallel_sequences_give_each_row_its_own_answer(tmp_path, tiny_tokenizer):
+    """llama.cpp decodes the rows as parallel sequences of one context: each row's text is what
+    Llama.generate gives it alone; with a context too small for all rows at once they go in groups
+    and still agree; a sampled batch gives each row text of its own length limit."""
+    gg, _ = tiny_gguf(tmp_path, tiny_tokenizer, n_ctx=256)
+    try:
+        prompts = check_batched_rows(gg)
+        decodes = []
+        import llama_cpp
+        real = llama_cpp.llama_decode
+        gg.n_ctx = max(len(p) for p in prompts) + 12      # room for one row at a time
+        try:
+            llama_cpp.llama_decode = lambda ctx, batch: decodes.append(batch.n_tokens) or real(ctx, batch)
+            grouped = {}
+            for row, d in gg.stream_batch(prompts, [GenParams(max_tokens=9, temperature=0)] * 3):
+                grouped[row] = grouped.get(row, "") + d.text
+        finally:
+            llama_cpp.llama_decode = real
+            gg.n_ctx = 256
+        assert [grouped[r] for r in range(3)] == \
+            [joined(list(gg.stream(p, GenParams(max_tokens=9, temperature=0)))) for p in prompts]
+        assert max(decodes) == max(len(p) for p in prompts)    # no decode call held two prompts
+        sampled = {}
+        for row, d in gg.stream_batch(prompts, [GenParams(max_tokens=n, temperature=1.0) for n in (3, 5, 7)]):
+            if d.finish_reason:
+                sampled[row] = d.completion_tokens
+        assert all(sampled[r] <= n for r, n in zip(range(3), (3, 5, 7))) and len(sampled) == 3
+    finally:
+        gg.close()
