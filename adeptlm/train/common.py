@@ -365,6 +365,10 @@ def train_and_save(cfg: TrainConfig, stage: str, model, tokenizer, train_ds, eva
         metrics["eval_loss"] = ev["eval_loss"]
         metrics["eval_perplexity"] = math.exp(ev["eval_loss"]) if ev["eval_loss"] < 50 else float("inf")
     out = Path(args.output_dir)
+    trained = trainer.accelerator.unwrap_model(trainer.model)
+    if "ref" in (getattr(trained, "peft_config", None) or {}):
+        # TRL's frozen copy of a --peft_path adapter, DPO's reference: not part of the result
+        trained.delete_adapter("ref")
     trainer.save_model(str(out))
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(out))

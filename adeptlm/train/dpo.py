@@ -2,11 +2,12 @@
 
 Pairs come from the preference readers (data/preferences.py) in any of their shapes and are handed
 to TRL as conversations, so TRL renders them with the chat template this run fixes on the tokenizer
-(the model's own, or --template) and trains only the replies. With LoRA the reference model is the
-same network with the adapter switched off (TRL does this when no ref_model is given), so there is
-no second copy in memory; with --peft_path the SFT adapter is trained further and, switched off,
-gives the base as reference. Outputs are as for sft: adapter or model, run.json (with reward
-accuracy and margins), checkpoints to resume from.
+(the model's own, or --template) and trains only the replies. With LoRA there is no second model
+in memory: TRL (1.16) keeps a frozen copy of the starting adapter as adapter "ref" and scores the
+reference with it. So with --peft_path the reference is the SFT policy, as standard DPO anchors it
+(tests/unit/test_dpo.py: the first step's rewards are zero), and a fresh adapter's reference is
+the base (its B matrices start at zero). The copy is dropped before saving. Outputs are as for
+sft: adapter or model, run.json (with reward accuracy and margins), checkpoints to resume from.
 """
 
 from __future__ import annotations

@@ -87,3 +87,37 @@ def test_dpo_bad_records_and_long_prompts(tmp_path, tiny_model_dir):
                    "--output_dir", str(tmp_path / "o"), "--max_steps", "1", "--report_to", "none",
                    "--max_prompt_length", "16")
     assert rc.returncode == 2 and "--max_prompt_length" in rc.stderr, rc.stderr
+
+
+def test_dpo_after_sft_is_anchored_to_the_sft_policy(tmp_path, tiny_model_dir):
+    """With --peft_path, the reference is the SFT adapter as loaded (TRL 1.16 keeps a frozen copy of it
+    as adapter "ref"), not the base with the adapter switched off. Before the first update the policy
+    is that same SFT model, so the first step's rewards, beta * (policy - reference) log-probability,
+    are zero; had the reference been the base they would be beta times the SFT shift, which this SFT
+    adapter makes far from zero."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    base, tok = load_model(str(tiny_model_dir))
+    sft = get_peft_model(base, LoraConfig(task_type="CAUSAL_LM", r=8, lora_alpha=16, lora_dropout=0.0,
+                                          target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    sft.save_pretrained(tmp_path / "sft")
+    tok.save_pretrained(tmp_path / "sft")
+    plain, _ = load_model(str(tiny_model_dir))
+    with_sft = PeftModel.from_pretrained(load_model(str(tiny_model_dir))[0], str(tmp_path / "sft")).eval()
+    shift = [margin(with_sft, tok, *p) - margin(plain, tok, *p) for p in PAIRS]
+    assert max(abs(s) for s in shift) > 1.0, shift        # the SFT adapter moved the model
+
+    data = tmp_path / "prefs"
+    write_shapes(data)
+    out = tmp_path / "dpo"
+    rc = run_adept("dpo", "--model_name_or_path", str(tiny_model_dir), "--peft_path", str(tmp_path / "sft"),
+                   "--dataset_dir", str(data), "--output_dir", str(out), "--max_steps", "2",
+                   "--learning_rate", "5e-3", "--per_device_train_batch_size", "4", "--logging_steps", "1",
+                   "--report_to", "none", "--beta", "0.1", "--save_strategy", "no", "--max_length", "128")
+    assert rc.returncode == 0, rc.stderr[-3000:]
+    history = read_run(out)["metrics"]["reward_history"]
+    first, second = history[0], history[1]
+    assert first["step"] == 1
+    assert abs(first["rewards/chosen"]) < 1e-5 and abs(first["rewards/rejected"]) < 1e-5, history
+    assert abs(second["rewards/margins"]) > 1e-4, history  # the policy moved away from its fixed reference
+    assert not (out / "ref").exists()                      # the reference copy is not saved with the result
