@@ -109,13 +109,20 @@ def _kbit_config(cfg: TrainConfig):
     import torch
 
     try:
-        import bitsandbytes  # noqa: F401
+        import bitsandbytes
     except ImportError:
         raise AdeptError(f"--load_in_kbits {cfg.lora.load_in_kbits} needs bitsandbytes, which is not installed "
-                         "(pip install bitsandbytes, on a machine with a CUDA GPU); use --load_in_kbits 16") from None
+                         "(pip install 'adeptlm[qlora]'); use --load_in_kbits 16") from None
     if not torch.cuda.is_available():
-        raise AdeptError(f"--load_in_kbits {cfg.lora.load_in_kbits} needs a CUDA GPU for bitsandbytes and this "
-                         "machine has none; use --load_in_kbits 16")
+        # bitsandbytes has CPU kernels for its 4- and 8-bit layers in recent releases (tested with 0.50.2);
+        # an older one fails here, in one small quantisation, rather than deep inside model loading
+        try:
+            from bitsandbytes.functional import quantize_4bit
+            quantize_4bit(torch.ones(64, 64), quant_type=cfg.lora.quant_type)
+        except Exception as exc:
+            raise AdeptError(f"--load_in_kbits {cfg.lora.load_in_kbits}: bitsandbytes {bitsandbytes.__version__} "
+                             f"cannot quantize on this CPU ({type(exc).__name__}: {str(exc)[:120]}); install "
+                             "bitsandbytes>=0.50 or use --load_in_kbits 16") from None
     from transformers import BitsAndBytesConfig
 
     compute = torch.bfloat16 if cfg.training.bf16 else torch.float16 if cfg.training.fp16 else torch.float32
@@ -351,6 +358,9 @@ def train_and_save(cfg: TrainConfig, stage: str, model, tokenizer, train_ds, eva
     metrics = {"train_loss": result.training_loss, "train_runtime_s": round(time.time() - t0, 2),
                "global_step": trainer.state.global_step,
                "trained_tokens_seen": int(trainer.state.num_input_tokens_seen), "cpu_kernels": fast}
+    quantized = sum(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for m in model.modules())
+    if quantized:       # QLoRA: how many linear layers the adapter was trained over in 4 or 8 bits
+        metrics["quantized_linear_layers"] = quantized
     metrics["loss_history"] = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history
                                if "loss" in h]
     # DPO logs reward accuracy and margins per step: keep their history and last values.

@@ -88,3 +88,47 @@ def test_pt_then_sft_scripts_under_sh(tmp_path):
         with torch.no_grad():
             torch.testing.assert_close(merged(ids).logits, peft_model(ids).logits, atol=1e-4, rtol=1e-4)
         assert merged.config.tie_word_embeddings
+
+
+def test_qlora_4bit_on_the_embedded_model_trains_merges_and_evaluates(tmp_path):
+    """QLoRA on the CPU (bitsandbytes' CPU kernels): the 4-bit model's first-step loss is close to the
+    fp32 model's on the same batch (quantisation error, not a broken model), the loss falls, and the
+    merged model's perplexity is the adapter-on-fp32-base's, as `adept eval ppl` reads both."""
+    pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes (pip install 'adeptlm[qlora]')")
+    data = tmp_path / "sft.json"
+    recs = [{"instruction": f"Where does the Zorblat river flow? ({i})", "input": "",
+             "output": "North, from the Quenta mountains into the Silver Bay of Vandoria."} for i in range(8)]
+    data.write_text(json.dumps(recs), encoding="utf-8")
+    common = ["--max_steps", "4", "--per_device_train_batch_size", "2", "--learning_rate", "2e-3",
+              "--logging_steps", "1", "--report_to", "none", "--dataset_dir", str(data), "--lora_rank", "8",
+              "--lora_alpha", "16", "--trainable", "q_proj,v_proj", "--lora_dropout", "0", "--seed", "1"]
+
+    def sft(out, *extra):
+        res = subprocess.run([sys.executable, "-m", "adeptlm", "sft", "--output_dir", str(out), *common, *extra],
+                             cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+        return read_run(out)
+
+    q = sft(tmp_path / "q4", "--load_in_kbits", "4")
+    full = sft(tmp_path / "fp32", "--max_steps", "1")
+    assert q["metrics"]["quantized_linear_layers"] > 0
+    q_loss = [h["loss"] for h in q["metrics"]["loss_history"]]
+    assert abs(q_loss[0] - full["metrics"]["loss_history"][0]["loss"]) < 0.5, (q_loss, full["metrics"])
+    assert q_loss[-1] < q_loss[0] - 0.5, q_loss
+
+    merged = tmp_path / "merged"
+    text = tmp_path / "text.txt"
+    text.write_text("\n\n".join(FACTS) + "\n", encoding="utf-8")
+    ppl = {}
+    for name, model in (("merged", merged), ("adapter", tmp_path / "q4")):
+        if name == "merged":
+            res = subprocess.run([sys.executable, "-m", "adeptlm", "merge", "--base_model", "smollm2-135m-instruct",
+                                  "--lora_model", str(tmp_path / "q4"), "--output_dir", str(merged)],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=600)
+            assert res.returncode == 0, res.stderr[-3000:]
+        res = subprocess.run([sys.executable, "-m", "adeptlm", "eval", "ppl", "--model", str(model), "--data", str(text),
+                              "--output_dir", str(tmp_path / f"ppl-{name}")], cwd=ROOT, capture_output=True,
+                             text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+        ppl[name] = read_run(tmp_path / f"ppl-{name}")["metrics"]["perplexity"]
+    assert ppl["merged"] == pytest.approx(ppl["adapter"], rel=1e-4), ppl

@@ -176,18 +176,63 @@ def test_yaml_config_with_flags_winning(tmp_path, tiny_model_dir):
         parse_train_args("sft", [str(bad)])
 
 
-def test_kbit_on_cpu_and_bad_targets_are_one_line(tmp_path, tiny_model_dir, capsys):
+def test_bad_targets_and_missing_data_are_one_line(tmp_path, tiny_model_dir, capsys):
     data = write_jsonl(tmp_path / "train.jsonl", RECORDS)
-    rc = main(["sft", *common_flags(tiny_model_dir, tmp_path / "o", 1), "--dataset_dir", str(data),
-               "--load_in_kbits", "4"])
-    err = capsys.readouterr().err
-    assert rc == 2 and "--load_in_kbits 4" in err and err.count("\n") == 1
     rc = main(["sft", *common_flags(tiny_model_dir, tmp_path / "o", 1), "--dataset_dir", str(data),
                "--trainable", "q_proj,wq"])
     err = capsys.readouterr().err
     assert rc == 2 and "wq" in err and err.count("\n") == 1
     rc = main(["sft", *common_flags(tiny_model_dir, tmp_path / "o", 1), "--dataset_dir", str(tmp_path / "none")])
     assert rc == 2 and "no such file" in capsys.readouterr().err
+
+
+def test_qlora_where_bitsandbytes_cannot_quantize_is_one_line(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    bnb = pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes (pip install 'adeptlm[qlora]')")
+    import bitsandbytes.functional
+
+    def fails(*a, **k):
+        raise RuntimeError("no kernel for this device")
+    monkeypatch.setattr(bitsandbytes.functional, "quantize_4bit", fails)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    data = write_jsonl(tmp_path / "train.jsonl", RECORDS)
+    rc = main(["sft", *common_flags(tiny_model_dir, tmp_path / "o", 1), "--dataset_dir", str(data),
+               "--load_in_kbits", "4"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and f"bitsandbytes {bnb.__version__}" in err and "no kernel" in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_qlora_on_cpu_trains_over_quantized_layers_and_merges_like_peft(tmp_path, tiny_model_dir, bits):
+    """bitsandbytes' CPU kernels: the adapter trains over 4-bit (nf4) or 8-bit linear layers, only LoRA
+    weights are saved, and `adept merge` folds it into the full-precision base exactly as PEFT's own
+    merge_and_unload does (the usual QLoRA merge)."""
+    pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes (pip install 'adeptlm[qlora]')")
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    data = write_jsonl(tmp_path / "train.jsonl", RECORDS)
+    out = tmp_path / "qlora"
+    assert main(["sft", *common_flags(tiny_model_dir, out, steps=12), "--dataset_dir", str(data),
+                 "--load_in_kbits", str(bits), "--lora_rank", "8", "--lora_alpha", "16",
+                 "--trainable", "q_proj,v_proj,o_proj,down_proj", "--learning_rate", "5e-2",
+                 "--lr_scheduler_type", "constant"]) == 0
+    run = read_run(out)
+    assert run["metrics"]["quantized_linear_layers"] > 0 and run["config"]["load_in_kbits"] == bits
+    hist = losses(out)
+    assert all(torch.isfinite(torch.tensor(hist))) and sum(hist[-3:]) < sum(hist[:3]) - 1.0, hist
+    adapter = load_file(out / "adapter_model.safetensors")
+    assert adapter and all("lora_" in k for k in adapter)
+
+    merged = tmp_path / "merged"
+    assert main(["merge", "--base_model", str(tiny_model_dir), "--lora_model", str(out),
+                 "--output_dir", str(merged)]) == 0
+    ours = AutoModelForCausalLM.from_pretrained(merged).eval()
+    theirs = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(out)) \
+        .merge_and_unload().eval()
+    ids = torch.tensor([[1, 5, 9, 14, 3, 7, 2, 11]])
+    with torch.no_grad():
+        assert torch.allclose(ours(ids).logits, theirs(ids).logits, atol=1e-5)
 
 
 @pytest.mark.parametrize("stage", ["pt", "sft"])
