@@ -497,6 +497,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    # bitsandbytes (0.50, imported by PEFT when installed) warns at import, on CPUs with AVX512-BF16,
+    # that it could not fetch an optional kernel from the Hugging Face hub; its own CPU kernel is used
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv[:1]
     rest = argv[1:] if debug else argv

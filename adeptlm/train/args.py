@@ -94,6 +94,10 @@ class CompatArguments:
                 "allocator, epoch-constant loss divisor, epoch-seeded length sampler): auto = on for fp32 CPU "
                 "training without FSDP/DeepSpeed/k-bit, off = the stock Trainer and PEFT path (see "
                 "adeptlm/train/speed.py)"})
+    cpu_fsdp: str = field(default="auto", metadata={
+        "choices": ["auto", "off"],
+        "help": "FSDP asked for on CPU processes (gloo): auto = shard with torch's FSDP2 (accelerate alone runs "
+                "them as plain DDP), off = accelerate's own behaviour (see adeptlm/train/cpu_fsdp.py)"})
 
 
 @dataclass

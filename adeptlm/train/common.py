@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import AdeptError
 from ..models import adapter_base, load_tokenizer, resolve_model
-from ..runrecord import write_run
+from ..runrecord import read_run, write_run
 from .args import TrainConfig
 
 
@@ -95,7 +95,12 @@ def _check_targets(path: Path, wanted: list[str]) -> None:
     """Fail before loading any weights when --trainable/--modules_to_save name absent modules."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.integrations import is_deepspeed_zero3_enabled
 
+    if is_deepspeed_zero3_enabled():
+        # from_config would partition even a meta skeleton under ZeRO-3 (zero.Init); PEFT names the
+        # missing modules itself when the adapter is made
+        return
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
     names = {n.rsplit(".", 1)[-1] for n, _ in skeleton.named_modules()}
@@ -330,6 +335,18 @@ def resume_point(cfg: TrainConfig) -> str | None:
     return last
 
 
+def finished_at(checkpoint: str, args) -> bool:
+    """Whether the checkpoint is the end of the run these arguments ask for (same step or epoch target).
+    transformers 5.24's Trainer, resumed from such a checkpoint, trains one step more than asked."""
+    import json
+
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    if args.max_steps > 0:
+        return state.get("global_step", 0) >= args.max_steps
+    return state.get("num_train_epochs") == args.num_train_epochs and \
+        state.get("global_step", 0) >= state.get("max_steps", float("inf"))
+
+
 def train_and_save(cfg: TrainConfig, stage: str, model, tokenizer, train_ds, eval_ds, data_info: dict,
                    collator=None, trainer_class=None) -> dict:
     """Run the Trainer (resuming when there is a checkpoint), save the model and write run.json.
@@ -339,6 +356,11 @@ def train_and_save(cfg: TrainConfig, stage: str, model, tokenizer, train_ds, eva
     if args.include_num_input_tokens_seen in (False, "no", None):
         args.include_num_input_tokens_seen = "non_padding"
     resume = resume_point(cfg)
+    done = read_run(args.output_dir)
+    if resume and done is not None and done.get("stage") == stage and finished_at(resume, args):
+        log(f"{args.output_dir} holds this run, finished ({Path(resume).name} and run.json): nothing left to train "
+            "(pass --overwrite_output_dir True to train again)")
+        return done["metrics"]
     from .speed import kernels_on
 
     fast = kernels_on(cfg)
@@ -353,11 +375,18 @@ def train_and_save(cfg: TrainConfig, stage: str, model, tokenizer, train_ds, eva
     else:
         trainer = trainer_class(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                                 processing_class=tokenizer, callbacks=[_progress_callback()])
+    from .cpu_fsdp import enable as enable_cpu_fsdp
+
+    if enable_cpu_fsdp(trainer, getattr(cfg.compat, "cpu_fsdp", "auto")):
+        log("FSDP on CPU processes: parameters sharded over gloo (FSDP2)")
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
     metrics = {"train_loss": result.training_loss, "train_runtime_s": round(time.time() - t0, 2),
                "global_step": trainer.state.global_step,
                "trained_tokens_seen": int(trainer.state.num_input_tokens_seen), "cpu_kernels": fast}
+    metrics["distributed"] = {"type": str(trainer.accelerator.distributed_type).split(".")[-1],
+                              "processes": trainer.accelerator.num_processes, "fsdp": bool(trainer.is_fsdp_enabled),
+                              "deepspeed": bool(trainer.is_deepspeed_enabled)}
     quantized = sum(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for m in model.modules())
     if quantized:       # QLoRA: how many linear layers the adapter was trained over in 4 or 8 bits
         metrics["quantized_linear_layers"] = quantized

@@ -28,5 +28,10 @@ def kernels_on(cfg) -> bool:
 
     t = cfg.training
     on_cpu = bool(getattr(t, "use_cpu", False)) or not torch.cuda.is_available()
-    distributed_sharding = bool(getattr(t, "fsdp", None)) or bool(getattr(t, "deepspeed", None))
+    import os
+
+    # FSDP or DeepSpeed named by TrainingArguments flags, or by an `accelerate launch` config (which
+    # reaches the Trainer only through these environment variables, accelerate 1.16)
+    distributed_sharding = bool(getattr(t, "fsdp", None)) or bool(getattr(t, "deepspeed", None)) or \
+        any(os.environ.get(v, "").lower() in ("1", "true") for v in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"))
     return on_cpu and not (t.bf16 or t.fp16) and not distributed_sharding and cfg.lora.load_in_kbits == 16
