@@ -20,7 +20,7 @@ class LlamaCppBackend(Backend):
     """
     name = "llama.cpp"
     batches = True
-    n_batch = 512        # tokens per llama_decode call, as the main context's n_batch
+    n_batch = 512        # tokens per llama_decode call, in both contexts
 
     def __init__(self, path, tokenizer, n_ctx: int = 4096):
         import os
@@ -31,7 +31,7 @@ class LlamaCppBackend(Backend):
             from ..errors import AdeptError
             raise AdeptError("running a .gguf file with llama.cpp needs llama-cpp-python: "
                              "pip install llama-cpp-python (or pass --backend transformers)") from None
-        self.llm = Llama(str(path), n_ctx=n_ctx, n_batch=512, logits_all=False, verbose=False,
+        self.llm = Llama(str(path), n_ctx=n_ctx, n_batch=self.n_batch, logits_all=False, verbose=False,
                          n_threads=os.cpu_count() or 1)
         self.tokenizer, self.batch_size, self.n_ctx = tokenizer, 1, n_ctx
         self.path, self._embedder, self._batcher = Path(path), None, None
@@ -195,12 +195,13 @@ class LlamaCppBackend(Backend):
         C.llama_memory_clear(C.llama_get_memory(ctx), True)
         batch = C.llama_batch_init(max(self.n_batch, len(rows)), 0, 1)
         samplers = {r: self._sampler(params) for r in rows}
+        seq = {r: i for i, r in enumerate(rows)}     # each row's sequence id in this context
 
         def decode(items):
             """items: (row, token, position, wants logits); returns {row: sampled token} for those wanting them."""
             for j, (r, t, pos, want) in enumerate(items):
                 batch.token[j], batch.pos[j], batch.n_seq_id[j] = t, pos, 1
-                batch.seq_id[j][0], batch.logits[j] = rows.index(r), want
+                batch.seq_id[j][0], batch.logits[j] = seq[r], want
             batch.n_tokens = len(items)
             if C.llama_decode(ctx, batch) != 0:
                 raise AdeptError(f"{self.path}: llama.cpp could not decode a batch of {len(items)} tokens")

@@ -6,8 +6,9 @@ Prompts are tokenized on the request's own thread, so a prompt longer than the c
 (400, context_length_exceeded) before it is queued, and usage counts are the rendered prompt's
 tokens. Connections are handled on threads, generation on one worker thread that takes jobs from a
 bounded queue: a full queue answers 503 at once instead of letting clients hang; jobs waiting
-together are decoded in one batch (transformers) or as parallel sequences (llama.cpp). Errors are JSON in OpenAI's shape ({"error":
-{"message", "type", "param", "code"}}) with a 4xx status for anything the request got wrong. Built
+together are decoded in one batch (transformers) or as parallel sequences (llama.cpp). Errors are
+JSON in OpenAI's shape ({"error": {"message", "type", "param", "code"}}) with a 4xx status for
+anything the request got wrong. Built
 on the standard library's HTTP server (measured against llama-cpp-python's FastAPI + uvicorn server
 in bench/serve.py: more tokens/s on the same GGUF).
 """

@@ -377,7 +377,7 @@ def train_and_save(cfg: TrainConfig, stage: str, model, tokenizer, train_ds, eva
                                 processing_class=tokenizer, callbacks=[_progress_callback()])
     from .cpu_fsdp import enable as enable_cpu_fsdp
 
-    if enable_cpu_fsdp(trainer, getattr(cfg.compat, "cpu_fsdp", "auto")):
+    if enable_cpu_fsdp(trainer, cfg.compat.cpu_fsdp):
         log("FSDP on CPU processes: parameters sharded over gloo (FSDP2)")
     t0 = time.time()
     result = trainer.train(resume_from_checkpoint=resume)

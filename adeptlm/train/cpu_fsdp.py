@@ -6,8 +6,8 @@ MULTI_CPU and never FSDP (FSDP is enabled there only for GPU-like device types),
 DDP: every process holds the whole model. torch's FSDP2 (`fully_shard`) does shard over gloo on
 the CPU, so `enable` sets the state the Trainer just made to FSDP with the plugin that was asked
 for, before the model is prepared. Behind --cpu_fsdp (auto: on exactly when FSDP was asked for and
-the processes are CPU ones; off: accelerate's own behaviour); tests/unit/test_train_resume_ddp.py
-trains both ways and compares the losses.
+the processes are CPU ones; off: accelerate's own behaviour); tests/unit/test_scale_out.py trains
+both ways and compares the losses.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 
 
 def asked_for(args) -> bool:
+    """FSDP named by the Trainer's --fsdp flags or by an `accelerate launch` FSDP config."""
     return bool(getattr(args, "fsdp", None)) or os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
 
 

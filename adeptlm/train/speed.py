@@ -30,8 +30,10 @@ def kernels_on(cfg) -> bool:
     on_cpu = bool(getattr(t, "use_cpu", False)) or not torch.cuda.is_available()
     import os
 
+    from .cpu_fsdp import asked_for
+
     # FSDP or DeepSpeed named by TrainingArguments flags, or by an `accelerate launch` config (which
-    # reaches the Trainer only through these environment variables, accelerate 1.16)
-    distributed_sharding = bool(getattr(t, "fsdp", None)) or bool(getattr(t, "deepspeed", None)) or \
-        any(os.environ.get(v, "").lower() in ("1", "true") for v in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"))
+    # reaches the Trainer only through environment variables, accelerate 1.16)
+    distributed_sharding = asked_for(t) or bool(getattr(t, "deepspeed", None)) or \
+        os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true")
     return on_cpu and not (t.bf16 or t.fp16) and not distributed_sharding and cfg.lora.load_in_kbits == 16
