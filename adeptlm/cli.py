@@ -163,9 +163,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_export_gguf(args: argparse.Namespace) -> int:
     from .export.gguf import export_gguf
 
-    r = export_gguf(args.model, args.output, args.outtype, pretokenizer=args.pretokenizer)
+    r = export_gguf(args.model, args.output, args.outtype, pretokenizer=args.pretokenizer, converter=args.converter)
+    by = f", by {args.converter}" if args.converter else ""
     print(f"adept: wrote {r.path} ({r.arch}, {r.outtype}, {r.tensors} tensors, pre-tokenizer {r.pre}, "
-          f"{r.bytes / 2 ** 20:.1f} MiB)")
+          f"{r.bytes / 2 ** 20:.1f} MiB{by}); check it with: adept export check --model MODEL --gguf {r.path}")
     return 0
 
 
@@ -392,19 +393,25 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="GGUF files for llama.cpp, and a check against the original model",
                         description="Export to GGUF (llama.cpp, Ollama) and check the file against the HF model.")
     xsub = ex.add_subparsers(dest="export_command", metavar="ACTION", required=True)
-    from .export.gguf import OUTTYPES
+    from .export.gguf import OUTTYPES, families_text
     p = xsub.add_parser("gguf", help="write a GGUF file (f32/f16/bf16/q8_0/q4_0/... and k-quants)",
                         description="Write a model as one GGUF file with its tokenizer (and pre-tokenizer type), "
                                     "special tokens and chat template. f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 "
                                     "are quantized by the gguf package; k-quants (q4_k_m, ...) by llama.cpp's "
-                                    "quantizer from an f16 file. Architectures: llama, qwen2, gemma3. Tokenizers: "
+                                    "quantizer from an f16 file. Families (each tested from training to llama.cpp's "
+                                    f"logits): {families_text()}. Rope: default, linear, llama3. Tokenizers: "
                                     "byte-level BPE (Llama-3, Qwen2, SmolLM, GPT-2) and SentencePiece-style BPE "
-                                    "with byte fallback (Gemma, Llama-2, Mistral).")
+                                    "with byte fallback (Gemma, Llama-2, Mistral). Anything else stops before "
+                                    "writing, with one line; --converter hands such a model to llama.cpp's own "
+                                    "converter.")
     p.add_argument("--model", default=None, help="known name, HF directory or merged run (default: the embedded model)")
     p.add_argument("--outtype", default="f16", choices=OUTTYPES, help="tensor type of the weight matrices")
     p.add_argument("--output", "--outfile", required=True, help="the .gguf file to write")
     p.add_argument("--pretokenizer", default=None,
                    help="llama.cpp pre-tokenizer name, when adept cannot tell it from tokenizer.json")
+    p.add_argument("--converter", default=None, metavar="PATH",
+                   help="write the file with llama.cpp's own convert_hf_to_gguf.py at PATH instead (a llama.cpp "
+                        "checkout, or vendor/llama.cpp/ in llama-cpp-python's sdist); then run `adept export check`")
     p.set_defaults(func=cmd_export_gguf)
     p = xsub.add_parser("check", help="compare a GGUF file with its HF model: tokens, greedy answers, an exam",
                         description="Tokenize a fixed sample (English, Chinese, code, emoji, whitespace) with both "

@@ -8,6 +8,10 @@ directory) as f16 and q8_0. Reported: wall time and peak RSS (the child's own Vm
 bytes, and every tokenizer.* metadata field.
 
     python bench/export.py [--repeats 3] [--convert PATH/convert_hf_to_gguf.py]
+    python bench/export.py --families     # every family of the export matrix, file against file
+
+The converter needs sentencepiece (pip install sentencepiece) even for tokenizers without a
+tokenizer.model.
 """
 
 from __future__ import annotations
@@ -52,13 +56,22 @@ if kind == 'adept':
 else:
     sys.argv = rest
     sys.path[:0] = [str(__import__('pathlib').Path(rest[0]).parent / 'gguf-py'), str(__import__('pathlib').Path(rest[0]).parent)]
+    import os
+    if os.environ.get('BENCH_PRE'):
+        # the converter names a byte-level BPE pre-tokenizer by hashing its output on a fixed text, and a
+        # tokenizer trained in a test has no known hash: give it the name adept chose
+        import conversion.base
+        conversion.base.TextModel.get_vocab_base_pre = lambda self, tokenizer: os.environ['BENCH_PRE']
     runpy.run_path(rest[0], run_name='__main__')
 """
 
 
-def timed(kind: str, argv: list[str]) -> dict:
+def timed(kind: str, argv: list[str], env: dict | None = None) -> dict:
+    import os
+
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD, kind, *argv], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", CHILD, kind, *argv], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{kind} failed:\n{proc.stderr[-3000:]}")
@@ -93,17 +106,76 @@ def compare(ours: Path, theirs: Path) -> list[str]:
     return diffs
 
 
+def llama_cpp_outputs(path: Path, tok, texts: list[str], prompts: list[list[int]]) -> tuple[list, list]:
+    """Token ids of each text and last-position logits of each prompt, from llama.cpp."""
+    from adeptlm.backends import LlamaCppBackend
+
+    backend = LlamaCppBackend(path, tok, n_ctx=256)
+    try:
+        toks = [backend.llm.tokenize(t.encode(), add_bos=False, special=True) for t in texts]
+        return toks, [backend.next_logits(ids) for ids in prompts]
+    finally:
+        backend.close()
+
+
+def families(convert: Path, outtypes: list[str]) -> None:
+    """Each family of the export matrix as the tests build it: adept's file against the converter's."""
+    import json
+
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from families import TINY_FAMILIES, build_family
+
+    from adeptlm.export.check import TOKENIZER_SAMPLE
+    from adeptlm.export.gguf import pre_tokenizer_name, tokenizer_kind
+
+    base = OUT / "families"
+    print(f"families: adept export gguf vs {convert}")
+    for name in TINY_FAMILIES:
+        model, tok = build_family(name)
+        d = base / name
+        model.save_pretrained(d)
+        tok.save_pretrained(d)
+        tj = json.loads((d / "tokenizer.json").read_text())
+        env = {"BENCH_PRE": pre_tokenizer_name(tj)} if tokenizer_kind(tj) == "gpt2" else {}
+        prompts = [ids for ids in (tok(t)["input_ids"] for t in TOKENIZER_SAMPLE) if len(ids) > 1][:6]
+        for outtype in outtypes:
+            ours, theirs = base / f"{name}-adept-{outtype}.gguf", base / f"{name}-convert-{outtype}.gguf"
+            timed("adept", ["export", "gguf", "--model", str(d), "--outtype", outtype, "--output", str(ours)])
+            print(f"\n{name} {outtype}" + (f" (converter given pre-tokenizer {env['BENCH_PRE']})" if env else ""))
+            try:
+                timed("convert", [str(convert), "--outtype", outtype, "--outfile", str(theirs), str(d)], env)
+            except SystemExit as e:
+                why = [ln for ln in str(e).strip().splitlines() if ln.strip() and not ln.startswith("VMHWM")]
+                print("  converter failed: " + why[-1])
+                continue
+            for line in compare(ours, theirs):
+                print("  " + line)
+            (ta, la), (tb, lb) = llama_cpp_outputs(ours, tok, TOKENIZER_SAMPLE, prompts), \
+                llama_cpp_outputs(theirs, tok, TOKENIZER_SAMPLE, prompts)
+            same_tok = sum(a == b for a, b in zip(ta, tb))
+            rel = max(float(np.abs(a - b).max() / np.abs(b).max()) for a, b in zip(la, lb))
+            print(f"  llama.cpp on both files: tokenization {same_tok}/{len(ta)} texts identical; "
+                  f"logits max relative difference {rel:.2e} over {len(prompts)} prompts")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--convert", default=None, help="path to convert_hf_to_gguf.py")
     ap.add_argument("--outtypes", default="f16,q8_0")
+    ap.add_argument("--families", action="store_true",
+                    help="compare files for each family of the export matrix (tiny models) instead of timing")
     args = ap.parse_args()
     from adeptlm.models import resolve_model
 
-    model = resolve_model(None)
     convert = find_converter(args.convert)
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.families:
+        families(convert, args.outtypes.split(","))
+        return
+    model = resolve_model(None)
     for outtype in args.outtypes.split(","):
         ours, theirs = OUT / f"adept-{outtype}.gguf", OUT / f"convert-{outtype}.gguf"
         runs: dict[str, list[dict]] = {"adept": [], "convert_hf_to_gguf": []}

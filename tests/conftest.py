@@ -31,13 +31,23 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def build_tiny_tokenizer(chat_template: str | None = None):
-    """A byte-level BPE tokenizer trained on a few sentences, with chatml and Llama-3 special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def build_tiny_tokenizer(chat_template: str | None = None, split: str | None = None):
+    """A byte-level BPE tokenizer trained on a few sentences, with chatml and Llama-3 special tokens.
+    split "llama-bpe" or "qwen2": the regex split of Llama-3's or Qwen2's tokenizer.json before the byte
+    mapping (otherwise GPT-2's)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    from adeptlm.export.gguf import LLAMA3_SPLIT, QWEN2_SPLIT
+
     tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if split:
+        regex = {"llama-bpe": LLAMA3_SPLIT, "qwen2": QWEN2_SPLIT}[split]
+        tk.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    else:
+        tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
@@ -174,3 +184,37 @@ def browser_page():
             yield browser.new_page()
         finally:
             browser.close()
+
+
+LLAMA_CPP_SDIST = "llama-cpp-python==0.3.36"
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_converter() -> Path:
+    """llama.cpp's convert_hf_to_gguf.py: $ADEPT_LLAMA_CPP_CONVERTER, the copy bench/export.py unpacked,
+    or the llama-cpp-python source distribution fetched from PyPI once into ~/.cache/adeptlm (76 MB)."""
+    import glob
+    import tarfile
+
+    pattern = "llama_cpp_python-*/vendor/llama.cpp/convert_hf_to_gguf.py"
+    given = os.environ.get("ADEPT_LLAMA_CPP_CONVERTER")
+    if given:
+        return Path(given)
+    cache = Path.home() / ".cache" / "adeptlm" / "llama-cpp-sdist"
+    for where in (ROOT / "bench" / "out" / "export", cache):
+        found = sorted(glob.glob(str(where / pattern)))
+        if found:
+            return Path(found[-1])
+    pytest.importorskip("sentencepiece", reason="llama.cpp's converter imports sentencepiece")
+    cache.mkdir(parents=True, exist_ok=True)
+    rc = subprocess.run([sys.executable, "-m", "pip", "download", LLAMA_CPP_SDIST, "--no-deps", "--no-binary",
+                         ":all:", "-d", str(cache), "-q"], capture_output=True, text=True)
+    archives = sorted(cache.glob("llama_cpp_python-*.tar.gz"))
+    if rc.returncode != 0 or not archives:
+        pytest.skip(f"could not fetch {LLAMA_CPP_SDIST}'s source from PyPI: {rc.stderr.strip()[-200:]}")
+    with tarfile.open(archives[-1]) as tf:
+        members = [m for m in tf.getmembers() if "/vendor/llama.cpp/" in m.name and
+                   any(k in m.name for k in ("convert_hf_to_gguf.py", "/gguf-py/", "/conversion/"))]
+        tf.extractall(cache, members=members, filter="data")
+    archives[-1].unlink()
+    return Path(sorted(glob.glob(str(cache / pattern)))[-1])

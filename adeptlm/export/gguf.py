@@ -33,8 +33,40 @@ DIRECT_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
 K_QUANTS = ("q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k")
 OUTTYPES = DIRECT_TYPES + K_QUANTS
 
-ARCHS = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "Gemma3ForCausalLM": "gemma3",
-         "Gemma3ForConditionalGeneration": "gemma3"}
+# HF architecture -> llama.cpp architecture. Mistral's HF checkpoints are Llama's graph (llama.cpp's
+# converter writes them as "llama" too); Qwen3 is Qwen2 without the q/k/v biases, with an RMSNorm on
+# each head's queries and keys.
+ARCHS = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
+         "Qwen3ForCausalLM": "qwen3", "Gemma3ForCausalLM": "gemma3", "Gemma3ForConditionalGeneration": "gemma3"}
+ROPE_TYPES = ("default", "linear", "llama3")
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    architecture: str       # the HF class in config.json
+    tokenizer: str          # what its tokenizer.json is
+    notes: str
+
+
+# What `adept export gguf --help` and README's matrix list; each row is tested on a tiny random model
+# in tests/unit/test_families.py (train, merge, export f16 and q8_0, llama.cpp tokens and logits).
+FAMILIES = (
+    Family("Llama-3", "LlamaForCausalLM", "byte-level BPE, pre-tokenizer llama-bpe", "default rope"),
+    Family("Llama-3.1 / 3.2", "LlamaForCausalLM", "byte-level BPE, pre-tokenizer llama-bpe",
+           "llama3 rope scaling (written as llama.cpp's rope_freqs tensor)"),
+    Family("Llama-2 / Chinese-LLaMA-2", "LlamaForCausalLM", "SentencePiece-style BPE, \u2581 prefix", "default rope"),
+    Family("Mistral", "MistralForCausalLM", "SentencePiece-style BPE, \u2581 prefix",
+           "a sliding window caps the file's context length at the window"),
+    Family("Qwen2 / Qwen2.5", "Qwen2ForCausalLM", "byte-level BPE, pre-tokenizer qwen2", "q/k/v biases"),
+    Family("Qwen3", "Qwen3ForCausalLM", "byte-level BPE, pre-tokenizer qwen2", "per-head q/k RMSNorm"),
+    Family("Gemma 3", "Gemma3ForCausalLM", "SentencePiece-style BPE, no prefix", "text part of multimodal too"),
+    Family("SmolLM2", "LlamaForCausalLM", "byte-level BPE, pre-tokenizer smollm", "the embedded model"),
+)
+
+
+def families_text() -> str:
+    return "; ".join(f"{f.name} ({f.architecture})" for f in FAMILIES)
 
 # Pre-tokenizer regexes as they appear in tokenizer.json, and the name llama.cpp gives each.
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -156,18 +188,72 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _hparams(writer, arch: str, cfg, n_vocab: int) -> None:
-    rope = getattr(cfg, "rope_parameters", None) or {"rope_theta": getattr(cfg, "rope_theta", 10000.0)}
+def _rope(arch: str, cfg) -> dict:
+    """The rope parameters llama.cpp's graph uses (Gemma 3: those of its global layers)."""
+    rope = dict(getattr(cfg, "rope_parameters", None) or {"rope_theta": getattr(cfg, "rope_theta", 10000.0)})
+    if arch == "gemma3" and "full_attention" in rope:
+        rope = dict(rope["full_attention"])
+    return rope
+
+
+def check_supported(config_path: Path, arch: str, cfg) -> None:
+    """Everything the file could get wrong, refused before a byte is written: one line naming the setting
+    and what is supported."""
+    rope = _rope(arch, cfg)
+    kind = rope.get("rope_type", "default")
+    where = f"{config_path}: "
+    if kind not in ROPE_TYPES:
+        raise AdeptError(where + f"rope type {kind!r} is not exported; supported: {', '.join(ROPE_TYPES)} "
+                         "(for others try --converter PATH/convert_hf_to_gguf.py)")
+    if kind == "llama3" and arch != "llama":
+        raise AdeptError(where + f"llama3 rope scaling on {arch} is not exported; it is on llama only")
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     if arch == "gemma3":
-        full, local = rope.get("full_attention", rope), rope.get("sliding_attention", {})
-        if local.get("rope_theta", 10000.0) != 10000.0:
-            raise AdeptError("config.json: gemma3 local rope_theta other than 10000 is not representable in llama.cpp")
-        rope = full
-    if rope.get("rope_type", "default") != "default":
-        raise AdeptError(f"config.json: rope type {rope.get('rope_type')!r} is not exported yet (default rope only)")
+        local = (getattr(cfg, "rope_parameters", None) or {}).get("sliding_attention", {})
+        if local.get("rope_theta", 10000.0) != 10000.0 or local.get("rope_type", "default") != "default":
+            raise AdeptError(where + "gemma3 local rope other than plain theta 10000 is not representable in llama.cpp")
+        if getattr(cfg, "query_pre_attn_scalar", head_dim) != head_dim:
+            raise AdeptError(where + f"query_pre_attn_scalar {cfg.query_pre_attn_scalar} differs from head_dim "
+                             f"{head_dim}; llama.cpp's gemma3 scales attention by 1/sqrt(head_dim)")
+    if arch in ("qwen2", "qwen3") and getattr(cfg, "use_sliding_window", False):
+        raise AdeptError(where + "use_sliding_window true is not exported (llama.cpp's qwen graphs attend over "
+                         "the whole context); supported: use_sliding_window false")
+    if arch == "llama" and (getattr(cfg, "attention_bias", False) or getattr(cfg, "mlp_bias", False)):
+        raise AdeptError(where + "attention_bias/mlp_bias on a llama-type model is not exported; supported: "
+                         "no biases")
+
+
+def context_length(arch: str, cfg) -> int:
+    """The training context the file states. Mistral v0.1 attends over a 4096-token sliding window that
+    llama.cpp's llama graph does not have: stating the window as the context keeps every position the
+    file claims to support exact (llama.cpp warns when asked for more)."""
+    window = getattr(cfg, "sliding_window", None)
+    if arch == "llama" and window and window < cfg.max_position_embeddings:
+        return int(window)
+    return int(cfg.max_position_embeddings)
+
+
+def llama3_rope_factors(rope: dict, head_dim: int) -> np.ndarray:
+    """Llama 3.1's frequency-dependent rope scaling as llama.cpp takes it: one divisor per rotary
+    frequency (the rope_freqs tensor). Long wavelengths are slowed by `factor`, short ones kept, and the
+    band between is interpolated, as Meta defines it and transformers computes it."""
+    theta = float(rope["rope_theta"])
+    factor = float(rope.get("factor", 8.0))
+    low, high = float(rope.get("low_freq_factor", 1.0)), float(rope.get("high_freq_factor", 4.0))
+    old_ctx = float(rope.get("original_max_position_embeddings", 8192))
+    inv_freq = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    wavelen = 2 * np.pi / inv_freq
+    smooth = (old_ctx / wavelen - low) / (high - low)
+    mid = 1.0 / ((1 - smooth) / factor + smooth)
+    out = np.where(wavelen < old_ctx / high, 1.0, np.where(wavelen > old_ctx / low, factor, mid))
+    return out.astype(np.float32)
+
+
+def _hparams(writer, gguf, arch: str, cfg, n_vocab: int) -> None:
+    rope = _rope(arch, cfg)
     n_head = cfg.num_attention_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_head
-    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_context_length(context_length(arch, cfg))
     writer.add_embedding_length(cfg.hidden_size)
     writer.add_block_count(cfg.num_hidden_layers)
     writer.add_feed_forward_length(cfg.intermediate_size)
@@ -176,17 +262,16 @@ def _hparams(writer, arch: str, cfg, n_vocab: int) -> None:
     writer.add_rope_freq_base(float(rope["rope_theta"]))
     writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
     writer.add_vocab_size(n_vocab)
+    if rope.get("rope_type") == "linear":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(float(rope["factor"]))
     if arch == "llama":
         writer.add_rope_dimension_count(head_dim)
-    if head_dim != cfg.hidden_size // n_head or arch == "gemma3":
+    if head_dim != cfg.hidden_size // n_head or arch in ("gemma3", "qwen3"):
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
-    if arch == "gemma3":
-        if getattr(cfg, "query_pre_attn_scalar", head_dim) != head_dim:
-            raise AdeptError(f"config.json: query_pre_attn_scalar {cfg.query_pre_attn_scalar} differs from head_dim "
-                             f"{head_dim}; llama.cpp's gemma3 scales attention by 1/sqrt(head_dim)")
-        if getattr(cfg, "sliding_window", None):
-            writer.add_sliding_window(cfg.sliding_window)
+    if arch == "gemma3" and getattr(cfg, "sliding_window", None):
+        writer.add_sliding_window(cfg.sliding_window)
 
 
 def _tensor_type(gguf, outtype: str, name: str, shape: tuple[int, ...]):
@@ -205,21 +290,32 @@ def _tensor_type(gguf, outtype: str, name: str, shape: tuple[int, ...]):
     return want if shape[-1] % block == 0 else Q.F16
 
 
+# What llama.cpp's converter writes itself; other types are quantized from its f16 file by llama.cpp.
+CONVERTER_TYPES = ("f32", "f16", "bf16", "q8_0")
+
+
 def export_gguf(model: str, output: str | Path, outtype: str = "f16", pretokenizer: str | None = None,
-                progress: bool = True) -> ExportResult:
-    """Write MODEL as a GGUF file (atomically: a temporary sibling, renamed when complete)."""
+                progress: bool = True, converter: str | Path | None = None) -> ExportResult:
+    """Write MODEL as a GGUF file (atomically: a temporary sibling, renamed when complete). With
+    `converter` (llama.cpp's convert_hf_to_gguf.py), that script writes it instead."""
     if outtype not in OUTTYPES:
         raise AdeptError(f"--outtype {outtype!r} is not one of {', '.join(OUTTYPES)}")
     out = Path(output).expanduser()
+    if converter is None:
+        write = _write
+    else:
+        from .converter import converter_writer
+        write = converter_writer(Path(converter).expanduser())
+    direct = DIRECT_TYPES if converter is None else CONVERTER_TYPES
     with atomic_output(out) as tmp:  # also removes what a killed export of the same file left behind
-        if outtype in K_QUANTS:
+        if outtype not in direct:
             # the scratch name matches the temporaries atomic_output removes after a kill
             with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.f16-{os.getpid()}-") as scratch:
                 f16 = Path(scratch) / "model-f16.gguf"
-                result = _write(model, f16, "f16", pretokenizer, progress, label=f"{out.name} (f16 first)")
+                result = write(model, f16, "f16", pretokenizer, progress, label=f"{out.name} (f16 first)")
                 _llama_quantize(f16, tmp, outtype)
         else:
-            result = _write(model, tmp, outtype, pretokenizer, progress, label=out.name)
+            result = write(model, tmp, outtype, pretokenizer, progress, label=out.name)
     result.path, result.outtype, result.bytes = out, outtype, out.stat().st_size
     return result
 
@@ -253,9 +349,10 @@ def _write(model: str, path: Path, outtype: str, pretokenizer: str | None, progr
     arch = next((ARCHS[a] for a in archs if a in ARCHS), None)
     if arch is None:
         raise AdeptError(f"{model_dir}/config.json: architecture {archs} is not exported; supported: "
-                         f"{', '.join(sorted(set(ARCHS)))}")
+                         f"{', '.join(sorted(set(ARCHS)))}; for others use --converter PATH/convert_hf_to_gguf.py")
     cfg = AutoConfig.from_pretrained(model_dir)
     cfg = getattr(cfg, "text_config", None) or cfg
+    check_supported(model_dir / "config.json", arch, cfg)
     tok = AutoTokenizer.from_pretrained(model_dir)
     tj_path = model_dir / "tokenizer.json"
     if not tj_path.is_file():
@@ -267,11 +364,12 @@ def _write(model: str, path: Path, outtype: str, pretokenizer: str | None, progr
     # llama.cpp's SentencePiece tokenizer has one pre-tokenizer ("default"); byte-level BPE needs it named
     pre = pretokenizer or (pre_tokenizer_name(tj) if kind == "gpt2" else "default")
 
-    gg_arch = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2, "gemma3": gguf.MODEL_ARCH.GEMMA3}[arch]
+    gg_arch = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2, "qwen3": gguf.MODEL_ARCH.QWEN3,
+               "gemma3": gguf.MODEL_ARCH.GEMMA3}[arch]
     tmap = gguf.get_tensor_name_map(gg_arch, cfg.num_hidden_layers)
     writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[gg_arch])
     writer.add_name(cfg.name_or_path and Path(str(cfg.name_or_path)).name or model_dir.name)
-    _hparams(writer, arch, cfg, n_vocab)
+    _hparams(writer, gguf, arch, cfg, n_vocab)
     writer.add_file_type(_ftype(gguf, outtype))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
@@ -315,6 +413,11 @@ def _write(model: str, path: Path, outtype: str, pretokenizer: str | None, progr
             st_dtype, shape = reader.layout(name)
             plan.append((shard, name, new, tuple(shape), _tensor_type(gguf, outtype, new, tuple(shape))))
         reader.close()
+    rope = _rope(arch, cfg)
+    if rope.get("rope_type") == "llama3":        # computed, not read: shard None
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        plan.append((None, llama3_rope_factors(rope, head_dim), "rope_freqs.weight", (head_dim // 2,),
+                     gguf.GGMLQuantizationType.F32))
     for _, _, new, shape, qtype in plan:
         np_shape = gguf.quant_shape_to_byte_shape(shape, qtype) if qtype not in (
             gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16) else shape
@@ -334,6 +437,9 @@ def _write(model: str, path: Path, outtype: str, pretokenizer: str | None, progr
     readers: dict[Path, ShardReader] = {}
     for shard, name, new, shape, qtype in tqdm(plan, desc=f"writing {label or path.name}", unit="tensor",
                                                disable=not progress):
+        if shard is None:
+            writer.write_tensor_data(name)
+            continue
         if shard.path not in readers:
             for r in readers.values():
                 r.close()
