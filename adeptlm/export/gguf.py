@@ -290,10 +290,6 @@ def _tensor_type(gguf, outtype: str, name: str, shape: tuple[int, ...]):
     return want if shape[-1] % block == 0 else Q.F16
 
 
-# What llama.cpp's converter writes itself; other types are quantized from its f16 file by llama.cpp.
-CONVERTER_TYPES = ("f32", "f16", "bf16", "q8_0")
-
-
 def export_gguf(model: str, output: str | Path, outtype: str = "f16", pretokenizer: str | None = None,
                 progress: bool = True, converter: str | Path | None = None) -> ExportResult:
     """Write MODEL as a GGUF file (atomically: a temporary sibling, renamed when complete). With
@@ -302,11 +298,13 @@ def export_gguf(model: str, output: str | Path, outtype: str = "f16", pretokeniz
         raise AdeptError(f"--outtype {outtype!r} is not one of {', '.join(OUTTYPES)}")
     out = Path(output).expanduser()
     if converter is None:
-        write = _write
+        write, direct = _write, DIRECT_TYPES
     else:
-        from .converter import converter_writer
-        write = converter_writer(Path(converter).expanduser())
-    direct = DIRECT_TYPES if converter is None else CONVERTER_TYPES
+        from .converter import CONVERTER_TYPES, check_script
+        if pretokenizer:
+            raise AdeptError("--pretokenizer is adept's own exporter's option; llama.cpp's converter names "
+                             "the pre-tokenizer itself")
+        write, direct = _converted(check_script(Path(converter).expanduser())), CONVERTER_TYPES
     with atomic_output(out) as tmp:  # also removes what a killed export of the same file left behind
         if outtype not in direct:
             # the scratch name matches the temporaries atomic_output removes after a kill
@@ -318,6 +316,25 @@ def export_gguf(model: str, output: str | Path, outtype: str = "f16", pretokeniz
             result = write(model, tmp, outtype, pretokenizer, progress, label=out.name)
     result.path, result.outtype, result.bytes = out, outtype, out.stat().st_size
     return result
+
+
+def _converted(script: Path):
+    """A writer with _write's signature that has llama.cpp's converter write the file."""
+    def write(model: str, path: Path, outtype: str, pretokenizer: str | None, progress: bool,
+              label: str = "") -> ExportResult:
+        import gguf
+
+        from .converter import run_converter
+
+        run_converter(script, resolve_model(model), path, outtype)
+        reader = gguf.GGUFReader(str(path))
+        pre = reader.fields.get("tokenizer.ggml.pre")
+        result = ExportResult(path, outtype, reader.fields["general.architecture"].contents(), len(reader.tensors),
+                              pre.contents() if pre else "", path.stat().st_size)
+        del reader               # it maps the file, which is renamed next
+        return result
+
+    return write
 
 
 def _llama_quantize(src: Path, dst: Path, outtype: str) -> None:
