@@ -17,6 +17,7 @@ tokenizer.model.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -67,8 +68,6 @@ else:
 
 
 def timed(kind: str, argv: list[str], env: dict | None = None) -> dict:
-    import os
-
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", CHILD, kind, *argv], capture_output=True, text=True,
                           env={**os.environ, **(env or {})})

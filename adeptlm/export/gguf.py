@@ -45,23 +45,20 @@ ROPE_TYPES = ("default", "linear", "llama3")
 class Family:
     name: str
     architecture: str       # the HF class in config.json
-    tokenizer: str          # what its tokenizer.json is
-    notes: str
 
 
-# What `adept export gguf --help` and README's matrix list; each row is tested on a tiny random model
-# in tests/unit/test_families.py (train, merge, export f16 and q8_0, llama.cpp tokens and logits).
+# What `adept export gguf --help` lists (README's matrix says what each needs). Each row but SmolLM2 is
+# tested on a tiny random model in tests/unit/test_families.py (train, merge, export f16 and q8_0,
+# llama.cpp tokens and logits); SmolLM2 is the embedded model, exported and checked in tests/e2e/.
 FAMILIES = (
-    Family("Llama-3", "LlamaForCausalLM", "byte-level BPE, pre-tokenizer llama-bpe", "default rope"),
-    Family("Llama-3.1 / 3.2", "LlamaForCausalLM", "byte-level BPE, pre-tokenizer llama-bpe",
-           "llama3 rope scaling (written as llama.cpp's rope_freqs tensor)"),
-    Family("Llama-2 / Chinese-LLaMA-2", "LlamaForCausalLM", "SentencePiece-style BPE, \u2581 prefix", "default rope"),
-    Family("Mistral", "MistralForCausalLM", "SentencePiece-style BPE, \u2581 prefix",
-           "a sliding window caps the file's context length at the window"),
-    Family("Qwen2 / Qwen2.5", "Qwen2ForCausalLM", "byte-level BPE, pre-tokenizer qwen2", "q/k/v biases"),
-    Family("Qwen3", "Qwen3ForCausalLM", "byte-level BPE, pre-tokenizer qwen2", "per-head q/k RMSNorm"),
-    Family("Gemma 3", "Gemma3ForCausalLM", "SentencePiece-style BPE, no prefix", "text part of multimodal too"),
-    Family("SmolLM2", "LlamaForCausalLM", "byte-level BPE, pre-tokenizer smollm", "the embedded model"),
+    Family("Llama-3", "LlamaForCausalLM"),
+    Family("Llama-3.1 / 3.2", "LlamaForCausalLM"),
+    Family("Llama-2 / Chinese-LLaMA-2", "LlamaForCausalLM"),
+    Family("Mistral", "MistralForCausalLM"),
+    Family("Qwen2 / Qwen2.5", "Qwen2ForCausalLM"),
+    Family("Qwen3", "Qwen3ForCausalLM"),
+    Family("Gemma 3", "Gemma3ForCausalLM"),
+    Family("SmolLM2", "LlamaForCausalLM"),
 )
 
 
@@ -188,6 +185,10 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def _head_dim(cfg) -> int:
+    return getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+
+
 def _rope(arch: str, cfg) -> dict:
     """The rope parameters llama.cpp's graph uses (Gemma 3: those of its global layers)."""
     rope = dict(getattr(cfg, "rope_parameters", None) or {"rope_theta": getattr(cfg, "rope_theta", 10000.0)})
@@ -207,7 +208,7 @@ def check_supported(config_path: Path, arch: str, cfg) -> None:
                          "(for others try --converter PATH/convert_hf_to_gguf.py)")
     if kind == "llama3" and arch != "llama":
         raise AdeptError(where + f"llama3 rope scaling on {arch} is not exported; it is on llama only")
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    head_dim = _head_dim(cfg)
     if arch == "gemma3":
         local = (getattr(cfg, "rope_parameters", None) or {}).get("sliding_attention", {})
         if local.get("rope_theta", 10000.0) != 10000.0 or local.get("rope_type", "default") != "default":
@@ -252,7 +253,7 @@ def llama3_rope_factors(rope: dict, head_dim: int) -> np.ndarray:
 def _hparams(writer, gguf, arch: str, cfg, n_vocab: int) -> None:
     rope = _rope(arch, cfg)
     n_head = cfg.num_attention_heads
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_head
+    head_dim = _head_dim(cfg)
     writer.add_context_length(context_length(arch, cfg))
     writer.add_embedding_length(cfg.hidden_size)
     writer.add_block_count(cfg.num_hidden_layers)
@@ -432,7 +433,7 @@ def _write(model: str, path: Path, outtype: str, pretokenizer: str | None, progr
         reader.close()
     rope = _rope(arch, cfg)
     if rope.get("rope_type") == "llama3":        # computed, not read: shard None
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        head_dim = _head_dim(cfg)
         plan.append((None, llama3_rope_factors(rope, head_dim), "rope_freqs.weight", (head_dim // 2,),
                      gguf.GGMLQuantizationType.F32))
     for _, _, new, shape, qtype in plan:
