@@ -8,6 +8,30 @@ from typing import Iterator, Sequence
 from .base import Backend, GenParams, ScoreRequest
 
 
+AMX_FIX = ("CMAKE_ARGS=\"-DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8' -DCMAKE_CXX_FLAGS='-mno-amx-tile "
+           "-mno-amx-int8'\" pip install --no-cache-dir --force-reinstall --no-deps llama-cpp-python")
+
+
+def refuse_amx_build() -> None:
+    """Stop with one line, instead of a segmentation fault, when llama.cpp was built with its AMX kernels.
+
+    llama-cpp-python 0.3.36 built with -march=native on a Xeon with AMX crashed in
+    ggml_backend_amx_mul_mat on the first decode of every quantised file tried (Q8_0, Q4_1);
+    the Makefile builds it without AMX. ADEPT_ALLOW_AMX=1 skips this check (a later llama.cpp may
+    have fixed the kernel).
+    """
+    import os
+
+    import llama_cpp
+
+    if os.environ.get("ADEPT_ALLOW_AMX") == "1":
+        return
+    if b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info():
+        from ..errors import AdeptError
+        raise AdeptError("this llama-cpp-python was built with llama.cpp's AMX kernels, which crashed here on "
+                         f"quantised files: rebuild it without them ({AMX_FIX}), or set ADEPT_ALLOW_AMX=1 to try")
+
+
 class LlamaCppBackend(Backend):
     """A GGUF file run by llama.cpp (llama-cpp-python), with the same interface as HFBackend.
 
@@ -31,6 +55,7 @@ class LlamaCppBackend(Backend):
             from ..errors import AdeptError
             raise AdeptError("running a .gguf file with llama.cpp needs llama-cpp-python: "
                              "pip install llama-cpp-python (or pass --backend transformers)") from None
+        refuse_amx_build()
         self.llm = Llama(str(path), n_ctx=n_ctx, n_batch=self.n_batch, logits_all=False, verbose=False,
                          n_threads=os.cpu_count() or 1)
         self.tokenizer, self.batch_size, self.n_ctx = tokenizer, 1, n_ctx

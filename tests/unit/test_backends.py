@@ -189,3 +189,23 @@ def test_gguf_parallel_sequences_give_each_row_its_own_answer(tmp_path, tiny_tok
         assert all(sampled[r] <= n for r, n in zip(range(3), (3, 5, 7))) and len(sampled) == 3
     finally:
         gg.close()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
+def test_a_llama_cpp_built_with_amx_is_refused_in_one_line(monkeypatch):
+    """An AMX build segfaulted on quantised files here (llama-cpp-python 0.3.36): refused before loading."""
+    import llama_cpp
+
+    from adeptlm.backends.llamacpp import LlamaCppBackend, refuse_amx_build
+    from adeptlm.errors import AdeptError
+
+    real = llama_cpp.llama_print_system_info()
+    assert b"AMX_INT8 = 1" not in real, "the installed llama-cpp-python has AMX kernels: rebuild it (make setup)"
+    refuse_amx_build()  # the installed build passes
+    monkeypatch.setattr(llama_cpp, "llama_print_system_info", lambda: real + b"AMX_INT8 = 1 | ")
+    monkeypatch.delenv("ADEPT_ALLOW_AMX", raising=False)
+    with pytest.raises(AdeptError, match="AMX") as err:
+        LlamaCppBackend("no-such.gguf", tokenizer=None)
+    assert "\n" not in str(err.value)
+    monkeypatch.setenv("ADEPT_ALLOW_AMX", "1")
+    refuse_amx_build()
