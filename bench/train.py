@@ -152,7 +152,7 @@ def matmul_peak_gflops() -> float:
     return 2 * 2048**3 / best / 1e9
 
 
-def matmul_params() -> int:
+def matmul_params(body_only: bool = False) -> int:
     """Weights that take part in a matmul per token: every Linear of the body plus the LM head."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -162,7 +162,7 @@ def matmul_params() -> int:
     with torch.device("meta"):
         m = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolve_model(None)))
     body = sum(mod.weight.numel() for mod in m.model.modules() if isinstance(mod, torch.nn.Linear))
-    return body + m.lm_head.weight.numel()
+    return body if body_only else body + m.lm_head.weight.numel()
 
 
 def main() -> None:

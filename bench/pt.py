@@ -1,0 +1,222 @@
+"""Continued pre-training speed: `adept pt` against the seed's way (HF Trainer + PEFT, as
+run_clm_pt_with_peft.py trains) and TRL's SFTTrainer on plain text, side by side.
+
+Setting (issue 22, item 1): the seed's PT settings scaled down to this machine: the embedded
+SmolLM2-135M-Instruct in fp32, LoRA r=64 alpha=128 dropout 0.05 on the 7 projections, with and
+without `modules_to_save embed_tokens,lm_head` (the seed trains both in full), block size 512,
+batch 2, 1 epoch, lr 1e-4 cosine with 5% warm-up, weight decay 0.01, seed 42. The corpus is real
+Chinese text: the outputs of shared/data/instructions/alpaca_zh_demo.json, one document each (the
+first --documents for training, the next 40 held out). Each run is a fresh child process (so peak
+RSS is its own); runs alternate between tools to share the machine's noise.
+
+  - adept:  `adept pt` with its defaults (documents packed with an end-of-text token between them)
+  - stock:  the seed's pipeline: every line tokenized alone, concatenated per map batch and cut into
+            blocks (group_texts), default_data_collator, transformers' Trainer over a PEFT model
+  - trl:    TRL's SFTTrainer on the documents as plain text, packing=True, its other defaults
+
+Reported: trained tokens per second (tokens in the trained blocks / train runtime), peak RSS, the
+final logged loss, the held-out loss of the final adapter (token-mean cross-entropy over the held-out
+documents packed the same way for every tool, 512-token blocks), and model FLOP utilisation against
+the machine's measured fp32 matmul peak: 4 FLOPs per frozen matmul weight per token (forward, and
+backward to the inputs) and 6 for each weight trained in full (lm_head with modules_to_save).
+
+    python bench/pt.py [--documents 120] [--repeats 3] [--tools adept,stock,trl] [--save none,embed]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from itertools import chain
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train import TARGETS, matmul_params, matmul_peak_gflops  # noqa: E402  (same model, same peak)
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "instructions" / "alpaca_zh_demo.json"
+COMMON = dict(lr=1e-4, rank=64, alpha=128, dropout=0.05, block=512, batch=2, seed=42, warmup=0.05, wd=0.01)
+HELDOUT = 40
+SAVE = {"none": "", "embed": "embed_tokens,lm_head"}
+
+
+def documents(n: int) -> tuple[list[str], list[str]]:
+    outs = [r["output"].strip() for r in json.loads(DATA.read_text(encoding="utf-8")) if r["output"].strip()]
+    return outs[:n], outs[n:n + HELDOUT]
+
+
+def heldout_loss(model, tok, docs: list[str]) -> float:
+    """Token-mean cross-entropy over the held-out documents, packed by adeptlm into 512-token blocks."""
+    import torch
+
+    from adeptlm.data.corpus import Document
+    from adeptlm.data.tokenize import pack_documents
+
+    ds, _ = pack_documents([Document(d, "heldout") for d in docs], tok, COMMON["block"], None)
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for row in ds:
+            ids = torch.tensor([row["input_ids"]])
+            logits = model(input_ids=ids).logits[0, :-1].float()
+            total += torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum").item()
+            count += ids.shape[1] - 1
+    return total / count
+
+
+def lora_config(save: str):
+    from peft import LoraConfig
+
+    return LoraConfig(r=COMMON["rank"], lora_alpha=COMMON["alpha"], lora_dropout=COMMON["dropout"],
+                      target_modules=TARGETS, modules_to_save=SAVE[save].split(",") if SAVE[save] else None,
+                      task_type="CAUSAL_LM")
+
+
+def stock_blocks(docs: list[str], tok) -> list[dict]:
+    """The seed's data pipeline: one sample per line, tokenized alone, concatenated per batch of 1000
+    lines and cut into blocks; a batch's remainder is dropped when the batch fills a block."""
+    lines = [line for d in docs for line in d.split("\n")]
+    out = []
+    for start in range(0, len(lines), 1000):
+        ids = list(chain.from_iterable(tok(x)["input_ids"] for x in lines[start:start + 1000]))
+        size = COMMON["block"]
+        total = (len(ids) // size) * size if len(ids) >= size else len(ids)
+        out += [{"input_ids": ids[i:i + size], "attention_mask": [1] * len(ids[i:i + size]),
+                 "labels": ids[i:i + size]} for i in range(0, total, size)]
+    return out
+
+
+def child(tool: str, save: str, n_docs: int, work: Path) -> dict:
+    """Runs inside a fresh process: one training run, returns its figures."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from adeptlm.models import resolve_model
+
+    path = resolve_model(None)
+    docs, held = documents(n_docs)
+    if tool == "adept":
+        from adeptlm.cli import main
+        from adeptlm.runrecord import read_run
+
+        data = work / "corpus.jsonl"
+        data.write_text("".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
+        out = work / "adept"
+        rc = main(["pt", "--dataset_dir", str(data), "--output_dir", str(out), "--block_size", str(COMMON["block"]),
+                   "--per_device_train_batch_size", str(COMMON["batch"]), "--num_train_epochs", "1",
+                   "--learning_rate", str(COMMON["lr"]), "--lr_scheduler_type", "cosine",
+                   "--warmup_ratio", str(COMMON["warmup"]), "--weight_decay", str(COMMON["wd"]),
+                   "--lora_rank", str(COMMON["rank"]), "--lora_alpha", str(COMMON["alpha"]),
+                   "--lora_dropout", str(COMMON["dropout"]), "--trainable", ",".join(TARGETS),
+                   "--modules_to_save", SAVE[save], "--seed", str(COMMON["seed"]), "--logging_steps", "1",
+                   "--save_strategy", "no", "--report_to", "none", "--validation_split_percentage", "0",
+                   "--overwrite_output_dir", "True"])
+        assert rc == 0
+        run = read_run(out)["metrics"]
+        tokens, runtime = run["trained_tokens_seen"], run["train_runtime_s"]
+        last = run["loss_history"][-1]["loss"]
+        from peft import PeftModel
+
+        trained = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), str(out))
+    else:
+        from datasets import Dataset
+
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        common = dict(output_dir=str(work / tool), per_device_train_batch_size=COMMON["batch"], num_train_epochs=1,
+                      learning_rate=COMMON["lr"], lr_scheduler_type="cosine", warmup_steps=COMMON["warmup"],  # a share below 1 (transformers 5)
+                      weight_decay=COMMON["wd"], seed=COMMON["seed"], bf16=False, fp16=False, use_cpu=True,
+                      logging_steps=1, save_strategy="no", report_to="none",
+                      include_num_input_tokens_seen="non_padding")
+        if tool == "stock":
+            from peft import get_peft_model
+            from transformers import Trainer, TrainingArguments, default_data_collator
+
+            model = get_peft_model(model, lora_config(save))
+            trainer = Trainer(model=model, args=TrainingArguments(**common),
+                              train_dataset=Dataset.from_list(stock_blocks(docs, tok)),
+                              data_collator=default_data_collator, processing_class=tok)
+        else:
+            from trl import SFTConfig, SFTTrainer
+
+            trainer = SFTTrainer(model=model, args=SFTConfig(**common, max_length=COMMON["block"], packing=True,
+                                                             dataset_text_field="text"),
+                                 train_dataset=Dataset.from_list([{"text": d} for d in docs]), processing_class=tok,
+                                 peft_config=lora_config(save))
+        t0 = time.time()
+        trainer.train()
+        runtime = time.time() - t0
+        tokens = int(trainer.state.num_input_tokens_seen)
+        last = [h["loss"] for h in trainer.state.log_history if "loss" in h][-1]
+        trained = trainer.model
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # of training, before the held-out pass
+    held = heldout_loss(trained, AutoTokenizer.from_pretrained(path), held)
+    return {"tool": tool, "save": save, "documents": n_docs, "tokens": tokens, "runtime_s": runtime,
+            "tokens_per_s": tokens / runtime, "last_loss": last, "heldout_loss": held, "peak_rss_mb": peak}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--documents", type=int, default=120)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tools", default="adept,stock,trl")
+    ap.add_argument("--save", default="none,embed", help="none: LoRA only; embed: also embed_tokens,lm_head in full")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "pt.json"))
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--child_save", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        with tempfile.TemporaryDirectory() as tmp:
+            print("RESULT " + json.dumps(child(args.child, args.child_save, args.documents, Path(tmp))), flush=True)
+        return
+    if not DATA.is_file():
+        sys.exit(f"{DATA} not found: this benchmark needs shared/data beside the checkout")
+    results = []
+    for rep in range(args.repeats):
+        for save in args.save.split(","):
+            for tool in args.tools.split(","):
+                print(f"== run {rep + 1}/{args.repeats}: {tool}, modules_to_save {save}", flush=True)
+                proc = subprocess.run([sys.executable, __file__, "--child", tool, "--child_save", save,
+                                       "--documents", str(args.documents)], capture_output=True, text=True,
+                                      cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+                if proc.returncode != 0 or line is None:
+                    sys.exit(f"{tool} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+                results.append(json.loads(line[7:]))
+                print("   " + json.dumps(results[-1]), flush=True)
+    peak = matmul_peak_gflops()
+    n = matmul_params()
+    head = n - matmul_params(body_only=True)
+    summary = {}
+    for save in args.save.split(","):
+        for tool in args.tools.split(","):
+            rs = [r for r in results if r["tool"] == tool and r["save"] == save]
+            tps = statistics.median(r["tokens_per_s"] for r in rs)
+            flops_per_token = 4 * n + (2 * head if save == "embed" else 0)  # lm_head's weight gradient too
+            summary[f"{tool}/{save}"] = {"tokens_per_s_median": tps, "runs": len(rs),
+                                         "tokens_per_s_range": [min(r["tokens_per_s"] for r in rs),
+                                                                max(r["tokens_per_s"] for r in rs)],
+                                         "peak_rss_mb_max": max(r["peak_rss_mb"] for r in rs),
+                                         "heldout_loss_median": statistics.median(r["heldout_loss"] for r in rs),
+                                         "mfu": tps * flops_per_token / (peak * 1e9)}
+        if "adept" in args.tools.split(","):
+            for tool in args.tools.split(","):
+                s = summary[f"{tool}/{save}"]
+                s["adept_speedup"] = summary[f"adept/{save}"]["tokens_per_s_median"] / s["tokens_per_s_median"]
+    report = {"setting": {**COMMON, "documents": args.documents, "heldout_documents": HELDOUT,
+                          "repeats": args.repeats, "targets": TARGETS},
+              "matmul_peak_gflops": peak, "matmul_params": n, "summary": summary, "runs": results}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(json.dumps({"matmul_peak_gflops": round(peak, 1), "summary": summary}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
