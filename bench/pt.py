@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +36,7 @@ from itertools import chain
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train import TARGETS, matmul_params, matmul_peak_gflops  # noqa: E402  (same model, same peak)
+from train import TARGETS, matmul_params, matmul_peak_gflops, run_child, write_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "instructions" / "alpaca_zh_demo.json"
@@ -183,14 +181,8 @@ def main() -> None:
         for save in args.save.split(","):
             for tool in args.tools.split(","):
                 print(f"== run {rep + 1}/{args.repeats}: {tool}, modules_to_save {save}", flush=True)
-                proc = subprocess.run([sys.executable, __file__, "--child", tool, "--child_save", save,
-                                       "--documents", str(args.documents)], capture_output=True, text=True,
-                                      cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-                line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-                if proc.returncode != 0 or line is None:
-                    sys.exit(f"{tool} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-                results.append(json.loads(line[7:]))
-                print("   " + json.dumps(results[-1]), flush=True)
+                results.append(run_child(__file__, ["--child", tool, "--child_save", save,
+                                                    "--documents", str(args.documents)]))
     peak = matmul_peak_gflops()
     n = matmul_params()
     head = n - matmul_params(body_only=True)
@@ -213,9 +205,7 @@ def main() -> None:
     report = {"setting": {**COMMON, "documents": args.documents, "heldout_documents": HELDOUT,
                           "repeats": args.repeats, "targets": TARGETS},
               "matmul_peak_gflops": peak, "matmul_params": n, "summary": summary, "runs": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(json.dumps({"matmul_peak_gflops": round(peak, 1), "summary": summary}, indent=2))
+    write_report(Path(args.out), report)
 
 
 if __name__ == "__main__":

@@ -165,6 +165,25 @@ def matmul_params(body_only: bool = False) -> int:
     return body if body_only else body + m.lm_head.weight.numel()
 
 
+def run_child(script: str, argv: list[str]) -> dict:
+    """One run in a fresh process (its own peak RSS); the child prints its figures as `RESULT {json}`."""
+    proc = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        sys.exit(f"{' '.join(argv)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    result = json.loads(line[7:])
+    print("   " + json.dumps(result), flush=True)
+    return result
+
+
+def write_report(out: Path, report: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(json.dumps({"matmul_peak_gflops": round(report["matmul_peak_gflops"], 1), "summary": report["summary"]},
+                     indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=256)
@@ -186,14 +205,7 @@ def main() -> None:
     for rep in range(args.repeats):
         for tool in args.tools.split(","):
             print(f"== run {rep + 1}/{args.repeats}: {tool} on {args.records} records", flush=True)
-            proc = subprocess.run([sys.executable, __file__, "--child", tool, "--records", str(args.records),
-                                   "--seed", str(args.seed)],
-                                  capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-            if proc.returncode != 0 or line is None:
-                sys.exit(f"{tool} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-            results.append(json.loads(line[7:]))
-            print("   " + json.dumps(results[-1]), flush=True)
+            results.append(run_child(__file__, ["--child", tool, "--records", str(args.records), "--seed", str(args.seed)]))
     peak = matmul_peak_gflops()
     n = matmul_params()
     summary = {}
@@ -211,9 +223,7 @@ def main() -> None:
             summary[tool]["adept_speedup"] = summary["adept"]["tokens_per_s_median"] / summary[tool]["tokens_per_s_median"]
     report = {"setting": {**COMMON, "records": args.records, "repeats": args.repeats, "targets": TARGETS},
               "matmul_peak_gflops": peak, "matmul_params": n, "summary": summary, "runs": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
-    print(json.dumps({"matmul_peak_gflops": round(peak, 1), "summary": summary}, indent=2))
+    write_report(Path(args.out), report)
 
 
 if __name__ == "__main__":
