@@ -14,8 +14,8 @@ STAMP  := $(VENV)/.adeptlm-installed
 # llama-cpp-python builds from source: its multimodal library (mtmd, LLAVA_BUILD) is never used
 # by adeptlm (llama_cpp imports it only for image chat handlers), so it is not built; GGML_NATIVE
 # stays on, so the machine's CPU features are used, except Intel AMX: on a Xeon with AMX
-# (Sapphire Rapids and later) ggml's AMX matrix kernel crashed (SIGSEGV in ggml_backend_amx_mul_mat)
-# on the first decode of every quantised file tried here, Q4_1 and Q8_0 (llama-cpp-python 0.3.36),
+# (Sapphire Rapids and later) llama-cpp-python 0.3.36 died on the first decode of both quantised
+# files tried here (Q8_0: SIGSEGV in ggml_backend_amx_mul_mat; Q4_1 likewise, no backtrace taken),
 # so the compiler is told not to use it; AVX-512 and VNNI stay. Add your own flags with CMAKE_ARGS=...
 NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 $(STAMP): pyproject.toml Makefile

@@ -36,9 +36,8 @@ from itertools import chain
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train import TARGETS, matmul_params, matmul_peak_gflops, run_child, write_report  # noqa: E402
+from train import ROOT, TARGETS, matmul_params, matmul_peak_gflops, run_child, write_report  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "instructions" / "alpaca_zh_demo.json"
 COMMON = dict(lr=1e-4, rank=64, alpha=128, dropout=0.05, block=512, batch=2, seed=42, warmup=0.05, wd=0.01)
 HELDOUT = 40
@@ -99,6 +98,7 @@ def child(tool: str, save: str, n_docs: int, work: Path) -> dict:
     from adeptlm.models import resolve_model
 
     path = resolve_model(None)
+    tok = AutoTokenizer.from_pretrained(path)
     docs, held = documents(n_docs)
     if tool == "adept":
         from adeptlm.cli import main
@@ -126,7 +126,6 @@ def child(tool: str, save: str, n_docs: int, work: Path) -> dict:
     else:
         from datasets import Dataset
 
-        tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
         common = dict(output_dir=str(work / tool), per_device_train_batch_size=COMMON["batch"], num_train_epochs=1,
                       learning_rate=COMMON["lr"], lr_scheduler_type="cosine", warmup_steps=COMMON["warmup"],  # a share below 1 (transformers 5)
@@ -155,7 +154,7 @@ def child(tool: str, save: str, n_docs: int, work: Path) -> dict:
         last = [h["loss"] for h in trainer.state.log_history if "loss" in h][-1]
         trained = trainer.model
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # of training, before the held-out pass
-    held = heldout_loss(trained, AutoTokenizer.from_pretrained(path), held)
+    held = heldout_loss(trained, tok, held)
     return {"tool": tool, "save": save, "documents": n_docs, "tokens": tokens, "runtime_s": runtime,
             "tokens_per_s": tokens / runtime, "last_loss": last, "heldout_loss": held, "peak_rss_mb": peak}
 
@@ -176,10 +175,11 @@ def main() -> None:
         return
     if not DATA.is_file():
         sys.exit(f"{DATA} not found: this benchmark needs shared/data beside the checkout")
+    tools, saves = args.tools.split(","), args.save.split(",")
     results = []
     for rep in range(args.repeats):
-        for save in args.save.split(","):
-            for tool in args.tools.split(","):
+        for save in saves:
+            for tool in tools:
                 print(f"== run {rep + 1}/{args.repeats}: {tool}, modules_to_save {save}", flush=True)
                 results.append(run_child(__file__, ["--child", tool, "--child_save", save,
                                                     "--documents", str(args.documents)]))
@@ -187,8 +187,8 @@ def main() -> None:
     n = matmul_params()
     head = n - matmul_params(body_only=True)
     summary = {}
-    for save in args.save.split(","):
-        for tool in args.tools.split(","):
+    for save in saves:
+        for tool in tools:
             rs = [r for r in results if r["tool"] == tool and r["save"] == save]
             tps = statistics.median(r["tokens_per_s"] for r in rs)
             flops_per_token = 4 * n + (2 * head if save == "embed" else 0)  # lm_head's weight gradient too
@@ -198,8 +198,8 @@ def main() -> None:
                                          "peak_rss_mb_max": max(r["peak_rss_mb"] for r in rs),
                                          "heldout_loss_median": statistics.median(r["heldout_loss"] for r in rs),
                                          "mfu": tps * flops_per_token / (peak * 1e9)}
-        if "adept" in args.tools.split(","):
-            for tool in args.tools.split(","):
+        if "adept" in tools:
+            for tool in tools:
                 s = summary[f"{tool}/{save}"]
                 s["adept_speedup"] = summary[f"adept/{save}"]["tokens_per_s_median"] / s["tokens_per_s_median"]
     report = {"setting": {**COMMON, "documents": args.documents, "heldout_documents": HELDOUT,

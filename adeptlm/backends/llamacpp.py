@@ -8,16 +8,17 @@ from typing import Iterator, Sequence
 from .base import Backend, GenParams, ScoreRequest
 
 
-AMX_FIX = ("CMAKE_ARGS=\"-DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8' -DCMAKE_CXX_FLAGS='-mno-amx-tile "
-           "-mno-amx-int8'\" pip install --no-cache-dir --force-reinstall --no-deps llama-cpp-python")
+NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"  # the Makefile's NO_AMX
+AMX_FIX = (f"CMAKE_ARGS=\"-DCMAKE_C_FLAGS='{NO_AMX}' -DCMAKE_CXX_FLAGS='{NO_AMX}'\" "
+           "pip install --no-cache-dir --force-reinstall --no-deps llama-cpp-python")
 
 
 def refuse_amx_build() -> None:
     """Stop with one line, instead of a segmentation fault, when llama.cpp was built with its AMX kernels.
 
-    llama-cpp-python 0.3.36 built with -march=native on a Xeon with AMX crashed in
-    ggml_backend_amx_mul_mat on the first decode of every quantised file tried (Q8_0, Q4_1);
-    the Makefile builds it without AMX. ADEPT_ALLOW_AMX=1 skips this check (a later llama.cpp may
+    llama-cpp-python 0.3.36 built with -march=native on a Xeon with AMX died on the first decode of
+    both quantised files tried: gemma3 Q8_0 (SIGSEGV in ggml_backend_amx_mul_mat, from gdb) and
+    SmolLM2 Q4_1 (no backtrace taken); the Makefile builds it without AMX. ADEPT_ALLOW_AMX=1 skips this check (a later llama.cpp may
     have fixed the kernel).
     """
     import os
