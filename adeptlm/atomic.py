@@ -8,6 +8,7 @@ whose PID is no longer alive (a live one belongs to a concurrent run and is left
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -53,9 +54,22 @@ def _remove(p: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def replace(tmp: Path, target: Path) -> None:
+def replace(tmp: Path, target: Path, keep_existing: bool = False) -> None:
     """Rename tmp onto target; an existing directory is moved aside first (a rename cannot replace a
-    non-empty directory) and removed once the new one is in place."""
+    non-empty directory) and removed once the new one is in place.
+
+    keep_existing=True is for content-addressed outputs that concurrent processes may build at once
+    (every rank of a multi-node run tokenizing into one shared cache): the first rename wins, and a
+    later writer drops its own copy instead of moving aside a directory another process may be
+    reading."""
+    if keep_existing:
+        try:
+            os.rename(tmp, target)  # fails on a non-empty directory: a rename never swaps it out
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.EISDIR) or not target.exists():
+                raise
+            _remove(tmp)
+        return
     if target.is_dir() and not target.is_symlink():
         trash = temp_sibling(target, "old")
         os.replace(target, trash)
@@ -66,10 +80,11 @@ def replace(tmp: Path, target: Path) -> None:
 
 
 @contextmanager
-def atomic_output(target: Path | str, kind: str = "tmp", directory: bool = False) -> Iterator[Path]:
+def atomic_output(target: Path | str, kind: str = "tmp", directory: bool = False,
+                  keep_existing: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of target to write (a file, or a directory made here when
     directory=True); it is renamed onto target when the block ends and removed if the block raises.
-    Temporaries of the same target left by killed runs are removed first."""
+    Temporaries of the same target left by killed runs are removed first. keep_existing: see replace."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(target)
@@ -79,7 +94,7 @@ def atomic_output(target: Path | str, kind: str = "tmp", directory: bool = False
         tmp.mkdir()
     try:
         yield tmp
-        replace(tmp, target)
+        replace(tmp, target, keep_existing)
     except BaseException:
         _remove(tmp)
         raise

@@ -51,7 +51,9 @@ def cached(cache_dir: Path, name: str, fp: str, build: Callable[[], tuple]) -> t
     if marker.is_file():
         return load_from_disk(str(target)), json.loads(marker.read_text())["stats"], True
     ds, stats = build()
-    with atomic_output(target) as tmp:
+    # Every rank builds (the cache may sit on each node's own disk); where they share one disk the
+    # first to finish publishes and the others keep it: the fingerprint makes the copies identical.
+    with atomic_output(target, keep_existing=True) as tmp:
         ds.save_to_disk(str(tmp))
         (tmp / "adeptlm-cache.json").write_text(json.dumps({"fingerprint": fp, "stats": stats}, default=str))
     return load_from_disk(str(target)), stats, False

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from adeptlm.atomic import atomic_output, remove_stale, write_text
+from adeptlm.atomic import atomic_output, remove_stale, replace, write_text
 
 
 def test_a_live_process_temporary_is_kept(tmp_path):
@@ -69,3 +69,30 @@ def test_an_existing_directory_is_replaced_and_a_dead_runs_temporary_removed(tmp
         (tmp / "new.txt").write_text("new")
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
     assert [p.name for p in target.iterdir()] == ["new.txt"]
+
+
+def test_keep_existing_lets_the_first_of_two_concurrent_writers_win(tmp_path):
+    """Two ranks building one content-addressed cache on a shared disk: the one that finishes second
+    neither fails (a rename onto a non-empty directory) nor swaps out the copy the first is reading.
+    CI failed here once, when two torchrun nodes tokenized into one data_cache."""
+    target = tmp_path / "sft-cache"
+    first, second = tmp_path / ".sft-cache.tmp-1", tmp_path / ".sft-cache.tmp-2"
+    for d in (first, second):
+        d.mkdir()
+        (d / "data").write_text(d.name)
+    replace(first, target, keep_existing=True)
+    inode = target.stat().st_ino
+    replace(second, target, keep_existing=True)
+    assert (target / "data").read_text() == first.name
+    assert target.stat().st_ino == inode
+    assert [p.name for p in tmp_path.iterdir()] == ["sft-cache"]
+    with pytest.raises(OSError):  # any other failure still raises
+        replace(tmp_path / "missing", tmp_path / "elsewhere", keep_existing=True)
+
+
+def test_without_keep_existing_a_second_writer_replaces(tmp_path):
+    target = tmp_path / "out"
+    for text in ("a", "b"):
+        with atomic_output(target, directory=True) as tmp:
+            (tmp / "data").write_text(text)
+    assert (target / "data").read_text() == "b"
