@@ -144,19 +144,32 @@ class HFBackend(Backend):
         return ids, mask
 
     def continuation_logprobs(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[float]:
-        """Sum of log-probabilities of each continuation given its context."""
+        """Sum of log-probabilities of each continuation given its context.
+
+        Pairs sharing a context (a question's options) run that context once; its cache is then seen
+        by a batch of the continuations, and the LM head and softmax cover only their positions.
+        Running every option whole with logits over all positions took 454 s for the C-Eval slice's
+        320 options in cloze mode (embedded model, 2 cores)."""
         import torch
 
         out = [0.0] * len(pairs)
+        groups: dict[tuple, list[int]] = {}
+        for i, (ctx, _) in enumerate(pairs):
+            groups.setdefault(tuple(ctx[:-1]), []).append(i)
         with torch.inference_mode():
-            for chunk in plan_batches([len(c) + len(x) for c, x in pairs], self.batch_size):
-                seqs = [pairs[i][0] + pairs[i][1] for i in chunk]
-                ids, mask, lengths = self._pad(seqs)
-                logprobs = torch.log_softmax(self._forward(ids, mask).float(), dim=-1)
-                for row, i in enumerate(chunk):
-                    ctx, cont = pairs[i]
-                    pos = torch.arange(len(ctx) - 1, len(ctx) + len(cont) - 1)
-                    out[i] = logprobs[row, pos, torch.tensor(cont)].sum().item()
+            for prefix, idx in groups.items():
+                past = self.model(input_ids=torch.tensor([prefix]), use_cache=True).cache if prefix else None
+                # each row: the context's last token, then the continuation but its last token; the
+                # logits at those positions predict the continuation's tokens
+                suffixes = [[pairs[i][0][-1], *pairs[i][1][:-1]] for i in idx]
+                for batch in plan_batches([len(x) for x in suffixes], self.batch_size):
+                    chunk = [idx[k] for k in batch]
+                    ids, mask, _ = self._pad([suffixes[k] for k in batch])
+                    cache = None if past is None else _broadcast_cache(past, len(chunk))
+                    logprobs = torch.log_softmax(self._forward(ids, mask, cache, len(prefix)).float(), dim=-1)
+                    for row, i in enumerate(chunk):
+                        cont = pairs[i][1]
+                        out[i] = logprobs[row, torch.arange(len(cont)), torch.tensor(cont)].sum().item()
         return out
 
     def generate(self, prompts: Sequence[list[int]], max_new_tokens: int, stop_ids: Sequence[int]) -> list[list[int]]:

@@ -66,14 +66,10 @@ class LlamaCppBackend(Backend):
 
     @classmethod
     def load(cls, path, tokenizer_spec=None, n_ctx: int = 4096) -> "LlamaCppBackend":
-        from transformers import AutoTokenizer
+        from ..models import gguf_tokenizer, load_tokenizer
 
         path = Path(path)
-        if tokenizer_spec:
-            from ..models import load_tokenizer
-            tok = load_tokenizer(tokenizer_spec)
-        else:
-            tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        tok = load_tokenizer(tokenizer_spec) if tokenizer_spec else gguf_tokenizer(path)
         return cls(path, tok, n_ctx)
 
     def close(self) -> None:
@@ -94,21 +90,41 @@ class LlamaCppBackend(Backend):
                                    pooling_type=LLAMA_POOLING_TYPE_MEAN, n_threads=os.cpu_count() or 1)
         return [self._embedder.embed(t, normalize=True) for t in texts]
 
-    def next_logits(self, ids: Sequence[int]):
-        """float32 numpy logits of the token after ids, evaluating only what the cache lacks."""
+    def _logits_from(self, ids: Sequence[int], first: int):
+        """float32 numpy logits [len(ids) - first, vocab] of the token after each of positions
+        first..len(ids)-1, evaluating only what the key/value cache lacks from position `first` on.
+
+        Llama.eval asks llama.cpp for the last position's logits only; a continuation needs one row
+        per token, and asking for them in the same decode replaces one decode per token (written
+        against llama-cpp-python 0.3.36's Llama: input_ids, n_tokens, _ctx, _batch)."""
         import numpy as np
 
         llm = self.llm
-        cached = llm.input_ids[: llm.n_tokens]
         keep = 0
-        for a, b in zip(cached, ids):
+        for a, b in zip(llm.input_ids[: llm.n_tokens], ids):
             if a != b:
                 break
             keep += 1
-        keep = min(keep, len(ids) - 1)      # at least one token is evaluated, to refresh the logits
-        llm.n_tokens = keep                 # eval() drops the cache beyond n_tokens first
-        llm.eval(list(ids[keep:]))
-        return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).copy()
+        keep = min(keep, first)            # logits exist only for positions decoded in this call
+        llm.n_tokens = keep
+        llm._ctx.kv_cache_seq_rm(-1, keep, -1)
+        n_vocab, b, rows = llm.n_vocab(), llm._batch.batch, []
+        for start in range(keep, len(ids), self.n_batch):
+            chunk = list(ids[start: start + self.n_batch])
+            for j, t in enumerate(chunk):
+                b.token[j], b.pos[j], b.n_seq_id[j], b.seq_id[j][0] = t, start + j, 1, 0
+                b.logits[j] = start + j >= first
+            b.n_tokens = len(chunk)
+            llm._ctx.decode(llm._batch)
+            llm.input_ids[start: start + len(chunk)] = chunk
+            llm.n_tokens = start + len(chunk)
+            rows += [np.ctypeslib.as_array(llm._ctx.get_logits_ith(j), shape=(n_vocab,)).copy()
+                     for j in range(len(chunk)) if start + j >= first]
+        return np.stack(rows)
+
+    def next_logits(self, ids: Sequence[int]):
+        """float32 numpy logits of the token after ids, evaluating only what the cache lacks."""
+        return self._logits_from(ids, len(ids) - 1)[0]
 
     def last_logits(self, requests: Sequence[ScoreRequest]):
         import torch
@@ -116,15 +132,14 @@ class LlamaCppBackend(Backend):
         return torch.stack([torch.from_numpy(self.next_logits(r.ids)) for r in requests])
 
     def continuation_logprobs(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[float]:
+        """Each continuation scored in one decode of its tokens after the cached context."""
         import torch
 
         out = []
         for ctx, cont in pairs:
-            total = 0.0
-            for k, t in enumerate(cont):
-                logits = torch.from_numpy(self.next_logits(ctx + cont[:k]))
-                total += torch.log_softmax(logits, dim=-1)[t].item()
-            out.append(total)
+            logits = torch.from_numpy(self._logits_from(list(ctx) + list(cont[:-1]), len(ctx) - 1))
+            logprobs = torch.log_softmax(logits, dim=-1)
+            out.append(logprobs[torch.arange(len(cont)), torch.tensor(cont)].sum().item())
         return out
 
     def generate(self, prompts: Sequence[list[int]], max_new_tokens: int, stop_ids: Sequence[int]) -> list[list[int]]:

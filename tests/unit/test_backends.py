@@ -209,3 +209,78 @@ def test_a_llama_cpp_built_with_amx_is_refused_in_one_line(monkeypatch):
     assert "\n" not in str(err.value)
     monkeypatch.setenv("ADEPT_ALLOW_AMX", "1")
     refuse_amx_build()
+
+
+@needs_llama_cpp
+def test_a_gguf_tokenizer_is_converted_once_and_reloads_identically(tmp_path, tiny_tokenizer, monkeypatch):
+    """The cached conversion gives the same ids, special tokens and chat template as converting the
+    GGUF again; a changed file gets a new entry and the stale one is removed."""
+    import os
+
+    from transformers import AutoTokenizer
+
+    from adeptlm.models import gguf_tokenizer
+
+    monkeypatch.setenv("ADEPTLM_HOME", str(tmp_path / "home"))
+    gg, _ = tiny_gguf(tmp_path, tiny_tokenizer)
+    gg.close()
+    fresh = AutoTokenizer.from_pretrained(tmp_path, gguf_file="tiny.gguf")
+    first = gguf_tokenizer(tmp_path / "tiny.gguf")
+    entries = list((tmp_path / "home" / "tokenizers").iterdir())
+    assert len(entries) == 1 and (entries[0] / "adeptlm-tokenizer.json").is_file()
+    cached = gguf_tokenizer(tmp_path / "tiny.gguf")
+    texts = ["Hello, world!", "以下是中国关于医学考试的单项选择题", "def add(a, b):\n    return a + b", " A\n答案：B"]
+    for tok in (first, cached):
+        assert [tok(t)["input_ids"] for t in texts] == [fresh(t)["input_ids"] for t in texts]
+        assert tok.chat_template == fresh.chat_template
+        assert (tok.bos_token, tok.eos_token, tok.pad_token) == (fresh.bos_token, fresh.eos_token, fresh.pad_token)
+        assert tok.apply_chat_template(MESSAGES, tokenize=False) == fresh.apply_chat_template(MESSAGES, tokenize=False)
+    st = (tmp_path / "tiny.gguf").stat()
+    os.utime(tmp_path / "tiny.gguf", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    gguf_tokenizer(tmp_path / "tiny.gguf")
+    after = list((tmp_path / "home" / "tokenizers").iterdir())
+    assert len(after) == 1 and after != entries
+
+
+@needs_llama_cpp
+def test_gguf_continuations_scored_in_one_decode_match_token_by_token(tmp_path, tiny_tokenizer):
+    """continuation_logprobs asks llama.cpp for every continuation position's logits in one decode;
+    the sums equal scoring each token after its own prefix through next_logits (the path it replaced)."""
+    import torch
+
+    gg, model = tiny_gguf(tmp_path, tiny_tokenizer)
+    try:
+        enc = lambda t: tiny_tokenizer(t)["input_ids"]  # noqa: E731
+        ctx = enc("Question: what colour is the sea?\nAnswer:")
+        pairs = [(ctx, enc(" blue and deep")), (ctx, enc(" red")), (ctx[:5], enc(" the sea is green")),
+                 (ctx, enc(" blue and deep"))]
+        got = gg.continuation_logprobs(pairs)
+        want = []
+        for c, x in pairs:
+            gg.llm.reset()
+            want.append(sum(torch.log_softmax(torch.from_numpy(gg.next_logits(c + x[:k])), -1)[t].item()
+                            for k, t in enumerate(x)))
+        assert got == pytest.approx(want, abs=1e-3)
+        assert got[0] == pytest.approx(got[3], abs=1e-5) and len(set(round(g, 3) for g in got[:3])) == 3
+        # and both are the HF model's own log-likelihoods (f32 weights; llama.cpp keeps keys and values in f16)
+        hf = HFBackend(model.eval(), tiny_tokenizer)
+        assert got == pytest.approx(hf.continuation_logprobs(pairs), rel=2e-4)
+    finally:
+        gg.close()
+
+
+def test_hf_continuations_reuse_their_context_and_match_whole_sequences(hf, tiny_tokenizer):
+    """Options sharing a context run it once and score only their own positions; each sum equals the
+    log-likelihood read off one unpadded forward of context + continuation (the old way)."""
+    import torch
+
+    enc = lambda t: tiny_tokenizer(t)["input_ids"]  # noqa: E731
+    ctx = enc("Question: what colour is the sea?\nA. blue\nB. red\nAnswer:")
+    pairs = [(ctx, enc(" blue")), (ctx, enc(" red, like a rose")), (ctx[:3], enc(" the sea")), (ctx[:1], enc(" x y")),
+             (ctx, enc(" green")), (ctx, enc(" a very long answer about the colour of the deep sea water"))]
+    want = []
+    with torch.inference_mode():
+        for c, x in pairs:
+            logprobs = torch.log_softmax(hf.model(input_ids=torch.tensor([c + x])).logits[0].float(), -1)
+            want.append(sum(logprobs[len(c) - 1 + k, t].item() for k, t in enumerate(x)))
+    assert hf.continuation_logprobs(pairs) == pytest.approx(want, abs=1e-4)
