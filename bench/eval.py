@@ -14,8 +14,14 @@ with the process set-up of `adept eval` (adeptlm.allocator.keep_freed_memory); t
 Reported per setting: questions per second of each (median of --repeats timed runs), the speed
 ratio, each one's accuracy, and the share of questions where both pick the same letter.
 
+The tool `gguf` scores the same questions through llama.cpp (adept's LlamaCppBackend) on a q8_0
+export of the embedded model, written once to bench/out/; with `--modes letter,cloze,generate` it
+runs each of adept's scoring modes (the harness runs letter mode only), so the llama.cpp path can be
+set beside the transformers backend on the merged model in every mode (issue 22, item 3).
+
     pip install lm-eval            # bench only; not a dependency of adeptlm
     python bench/eval.py [--repeats 3] [--batch_size 8] [--shots 0,5] [--tools adept,harness,harness-malloc]
+    python bench/eval.py --tools adept,gguf --modes letter,cloze,generate
 """
 
 from __future__ import annotations
@@ -87,7 +93,7 @@ def run_harness(model, tok, subjects, shots, batch_size):
     return preds, seconds, prompt_example
 
 
-def run_adept(backend, subjects, shots):
+def run_adept(backend, subjects, shots, mode="letter"):
     from adeptlm.data.exams import read_exam
     from adeptlm.evaluate.exam import score_subject
     from adeptlm.evaluate.prompts import subject_prompts
@@ -101,26 +107,34 @@ def run_adept(backend, subjects, shots):
         prompts = subject_prompts("ceval", subject_info("ceval", s), exam.subjects[s]["dev"][:shots], qs,
                                   backend.tokenizer, with_prompt=False)
         first_prompt = first_prompt or prompts[0].text
-        preds[s], _ = score_subject(backend, "ceval", prompts, qs, "letter")
+        preds[s], _ = score_subject(backend, "ceval", prompts, qs, mode)
     return preds, time.perf_counter() - t0, first_prompt
 
 
-def child(tool: str, shots: int, batch_size: int) -> dict:
-    """One timed run of one tool in this (fresh) process."""
-    from adeptlm.backends import HFBackend
+GGUF = ROOT / "bench" / "out" / "smollm2-q8_0.gguf"
+
+
+def child(tool: str, shots: int, batch_size: int, mode: str) -> dict:
+    """One timed run of one tool in this (fresh) process; the clock starts after loading."""
+    from adeptlm.backends import HFBackend, LlamaCppBackend
     from adeptlm.data.exams import read_exam
 
-    if tool in ("adept", "harness-malloc"):
+    if tool in ("adept", "harness-malloc", "gguf"):
         from adeptlm.allocator import keep_freed_memory
 
         keep_freed_memory()
     subjects = list(read_exam(CEVAL).subjects)
-    backend = HFBackend.load(None, batch_size=batch_size)
-    if tool == "adept":
-        preds, seconds, prompt = run_adept(backend, subjects, shots)
+    t0 = time.perf_counter()
+    backend = LlamaCppBackend.load(GGUF) if tool == "gguf" else HFBackend.load(None, batch_size=batch_size)
+    load = time.perf_counter() - t0
+    if tool in ("adept", "gguf"):
+        preds, seconds, prompt = run_adept(backend, subjects, shots, mode)
     else:
         preds, seconds, prompt = run_harness(backend.model, backend.tokenizer, subjects, shots, batch_size)
-    return {"tool": tool, "shots": shots, "seconds": seconds, "preds": preds, "prompt": prompt}
+    if tool == "gguf":
+        backend.close()
+    return {"tool": tool, "shots": shots, "mode": mode, "seconds": seconds, "load_seconds": load,
+            "preds": preds, "prompt": prompt}
 
 
 def main() -> None:
@@ -129,11 +143,13 @@ def main() -> None:
     ap.add_argument("--batch_size", type=int, default=8)
     ap.add_argument("--shots", default="0,5")
     ap.add_argument("--tools", default="adept,harness")
+    ap.add_argument("--modes", default="letter", help="adept's scoring modes to run (letter,cloze,generate)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "eval.json"))
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(child(args.child, int(args.shots), args.batch_size), ensure_ascii=False), flush=True)
+        print("RESULT " + json.dumps(child(args.child, int(args.shots), args.batch_size, args.modes),
+                                     ensure_ascii=False), flush=True)
         return
 
     from adeptlm.data.exams import read_exam
@@ -143,26 +159,32 @@ def main() -> None:
     gold = {s: [q.answer for q in exam.subjects[s]["val"]] for s in subjects}
     n = sum(len(v) for v in gold.values())
     tools = args.tools.split(",")
+    if "gguf" in tools and not GGUF.is_file():
+        subprocess.run([sys.executable, "-m", "adeptlm", "export", "gguf", "--outtype", "q8_0", "--output", str(GGUF)],
+                       check=True, cwd=ROOT)
     report = {"questions": n, "subjects": subjects, "batch_size": args.batch_size, "settings": {}}
-    for shots in (int(x) for x in args.shots.split(",")):
-        runs = {t: [] for t in tools}
+    for shots, mode in ((int(x), m) for m in args.modes.split(",") for x in args.shots.split(",")):
+        runs = {t: [] for t in tools if mode == "letter" or not t.startswith("harness")}
         for rep in range(args.repeats):  # alternate so all share the machine's noise
-            for tool in tools:
+            for tool in runs:
                 proc = subprocess.run([sys.executable, __file__, "--child", tool, "--shots", str(shots),
-                                       "--batch_size", str(args.batch_size)], capture_output=True, text=True,
+                                       "--batch_size", str(args.batch_size), "--modes", mode],
+                                      capture_output=True, text=True,
                                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
                 line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
                 if proc.returncode != 0 or line is None:
                     sys.exit(f"{tool} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
                 runs[tool].append(json.loads(line[7:]))
-                print(f"   {shots}-shot run {rep + 1}: {tool} {runs[tool][-1]['seconds']:.1f} s", flush=True)
+                print(f"   {mode} {shots}-shot run {rep + 1}: {tool} {runs[tool][-1]['seconds']:.1f} s "
+                      f"(load {runs[tool][-1]['load_seconds']:.1f} s)", flush=True)
         acc = lambda p: 100 * sum(x == g for s in subjects for x, g in zip(p[s], gold[s])) / n  # noqa: E731
         setting = {}
-        for tool in tools:
+        for tool in runs:
             setting[tool] = {"qps": n / statistics.median(r["seconds"] for r in runs[tool]),
                              "seconds": [round(r["seconds"], 2) for r in runs[tool]],
-                             "accuracy": acc(runs[tool][-1]["preds"])}
-        for tool in tools:
+                             "load_seconds": [round(r["load_seconds"], 2) for r in runs[tool]],
+                             "accuracy": acc(runs[tool][-1]["preds"]), "preds": runs[tool][-1]["preds"]}
+        for tool in runs:
             preds = runs[tool][-1]["preds"]
             if tool != "adept" and "adept" in runs:
                 a_preds = runs["adept"][-1]["preds"]
@@ -170,8 +192,10 @@ def main() -> None:
                     a == h for s in subjects for a, h in zip(a_preds[s], preds[s])) / n
                 setting[tool]["adept_speedup"] = setting["adept"]["qps"] / setting[tool]["qps"]
                 setting[tool]["identical_prompt_text"] = runs["adept"][-1]["prompt"] == runs[tool][-1]["prompt"]
-        report["settings"][f"{shots}-shot"] = setting
-        print(json.dumps({f"{shots}-shot": setting}, indent=2), flush=True)
+        key = f"{shots}-shot" if mode == "letter" else f"{mode} {shots}-shot"
+        report["settings"][key] = setting
+        print(json.dumps({key: {t: {k: v for k, v in x.items() if k != "preds"} for t, x in setting.items()}},
+                         indent=2), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2, ensure_ascii=False))
 

@@ -270,17 +270,22 @@ def test_gguf_continuations_scored_in_one_decode_match_token_by_token(tmp_path, 
 
 
 def test_hf_continuations_reuse_their_context_and_match_whole_sequences(hf, tiny_tokenizer):
-    """Options sharing a context run it once and score only their own positions; each sum equals the
-    log-likelihood read off one unpadded forward of context + continuation (the old way)."""
+    """Options sharing a context run it once, contexts sharing a header run that once, and only the
+    options' own positions are scored; each sum equals the log-likelihood read off one unpadded
+    forward of context + continuation (the old way)."""
     import torch
 
     enc = lambda t: tiny_tokenizer(t)["input_ids"]  # noqa: E731
     ctx = enc("Question: what colour is the sea?\nA. blue\nB. red\nAnswer:")
-    pairs = [(ctx, enc(" blue")), (ctx, enc(" red, like a rose")), (ctx[:3], enc(" the sea")), (ctx[:1], enc(" x y")),
+    header = enc("The following are questions about the sea.\n\nQ: is it wet?\nAnswer: yes\n\n")
+    mixed = [(ctx, enc(" blue")), (ctx, enc(" red, like a rose")), (ctx[:3], enc(" the sea")), (ctx[:1], enc(" x y")),
              (ctx, enc(" green")), (ctx, enc(" a very long answer about the colour of the deep sea water"))]
-    want = []
-    with torch.inference_mode():
-        for c, x in pairs:
-            logprobs = torch.log_softmax(hf.model(input_ids=torch.tensor([c + x])).logits[0].float(), -1)
-            want.append(sum(logprobs[len(c) - 1 + k, t].item() for k, t in enumerate(x)))
-    assert hf.continuation_logprobs(pairs) == pytest.approx(want, abs=1e-4)
+    exam = [(header + enc(q), enc(o)) for q in ("Q: deep?\nAnswer:", "Q: salty or sweet?\nAnswer:", "Q: blue?")
+            for o in (" yes", " no", " it is salty and deep")] + [(header, enc(" plain"))]
+    for pairs in (mixed, exam):
+        want = []
+        with torch.inference_mode():
+            for c, x in pairs:
+                logprobs = torch.log_softmax(hf.model(input_ids=torch.tensor([c + x])).logits[0].float(), -1)
+                want.append(sum(logprobs[len(c) - 1 + k, t].item() for k, t in enumerate(x)))
+        assert hf.continuation_logprobs(pairs) == pytest.approx(want, abs=1e-4)
