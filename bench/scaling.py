@@ -14,16 +14,18 @@ transformers backend (the embedded model, fp32, batch 8) and on llama.cpp (a q8_
 each loaded once: scoring time for 20/40/80 questions (--limit 5/10/all per subject) at 0 shots, and
 for 80 questions at 0, 1, 2 and 5 shots.
 
-Writes bench/out/scaling.json and the plot bench/scaling.svg.
+Each call adds its runs to bench/out/scaling.json (--fresh starts it over); the table printed and
+the plot bench/scaling.svg show the median of the stored runs of each point.
 
     python bench/scaling.py [--lengths 128,256,512,1024,2048] [--models smollm2-135m-instruct,gemma3-270m]
-                            [--steps 4] [--skip_sft] [--skip_exam]
+                            [--steps 4] [--skip_sft] [--skip_exam] [--fresh]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -103,7 +105,22 @@ def exam_child(backend_name: str) -> dict:
     return {"backend": backend_name, "rows": rows}
 
 
-def plot(report: dict, path: Path) -> None:
+def medians(report: dict) -> dict:
+    """Each SFT point (model, length) and exam point (backend, questions, shots) as the median of its runs."""
+    sft: dict = {}
+    for r in report["sft"]:
+        sft.setdefault((r["model"], r["length"]), []).append(r["tokens_per_s"])
+    exam: dict = {}
+    for ex in report["exam"]:
+        for r in ex["rows"]:
+            exam.setdefault((ex["backend"], r["questions"], r["shots"]), []).append(r["seconds"])
+    return {"sft": [{"model": m, "length": n, "tokens_per_s": statistics.median(v), "runs": v}
+                    for (m, n), v in sft.items()],
+            "exam": [{"backend": b, "questions": q, "shots": k, "seconds": statistics.median(v), "runs": v}
+                     for (b, q, k), v in exam.items()]}
+
+
+def plot(summary: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,8 +128,8 @@ def plot(report: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     ax = axes[0]
-    for model in dict.fromkeys(r["model"] for r in report["sft"]):
-        rows = [r for r in report["sft"] if r["model"] == model]
+    for model in dict.fromkeys(r["model"] for r in summary["sft"]):
+        rows = sorted((r for r in summary["sft"] if r["model"] == model), key=lambda r: r["length"])
         ax.plot([r["length"] for r in rows], [r["tokens_per_s"] for r in rows], marker="o", label=model)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("sequence length (tokens; batch x length = 2048)")
@@ -120,10 +137,11 @@ def plot(report: dict, path: Path) -> None:
     ax.set_title("adept sft, LoRA r64, fp32, 2 cores")
     ax.legend()
     for ax, key, label in ((axes[1], "questions", "questions (0-shot)"), (axes[2], "shots", "demonstrations (80 questions)")):
-        for ex in report["exam"]:
-            rows = [r for r in ex["rows"] if (r["shots"] == 0 if key == "questions" else r["questions"] == 80)]
+        for backend in dict.fromkeys(r["backend"] for r in summary["exam"]):
+            rows = [r for r in summary["exam"] if r["backend"] == backend
+                    and (r["shots"] == 0 if key == "questions" else r["questions"] == 80)]
             rows.sort(key=lambda r: r[key])
-            ax.plot([r[key] for r in rows], [r["seconds"] for r in rows], marker="o", label=ex["backend"])
+            ax.plot([r[key] for r in rows], [r["seconds"] for r in rows], marker="o", label=backend)
         ax.set_xlabel(label)
         ax.set_ylabel("scoring time (s)")
         ax.set_title("C-Eval slice, letter mode, embedded model")
@@ -139,6 +157,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--skip_sft", action="store_true")
     ap.add_argument("--skip_exam", action="store_true")
+    ap.add_argument("--fresh", action="store_true", help="forget the runs stored in --out")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "scaling.json"))
     ap.add_argument("--plot", default=str(ROOT / "bench" / "scaling.svg"))
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -149,9 +168,9 @@ def main() -> None:
         print("RESULT " + json.dumps(result), flush=True)
         return
     out = Path(args.out)
-    report = json.loads(out.read_text()) if out.is_file() else {"sft": [], "exam": []}
+    report = json.loads(out.read_text()) if out.is_file() and not args.fresh else {"sft": [], "exam": []}
     if not args.skip_sft:
-        report["sft"] = [run_child(__file__, ["--steps", str(args.steps), "--child", "sft", model, length])
+        report["sft"] += [run_child(__file__, ["--steps", str(args.steps), "--child", "sft", model, length])
                          for model in args.models.split(",") for length in args.lengths.split(",")]
     if not args.skip_exam:
         if not GGUF.is_file():
@@ -159,10 +178,17 @@ def main() -> None:
 
             subprocess.run([sys.executable, "-m", "adeptlm", "export", "gguf", "--outtype", "q8_0", "--output",
                             str(GGUF)], check=True, cwd=ROOT)
-        report["exam"] = [run_child(__file__, ["--child", "exam", b]) for b in ("transformers", "llama.cpp")]
+        report["exam"] += [run_child(__file__, ["--child", "exam", b]) for b in ("transformers", "llama.cpp")]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    plot(report, Path(args.plot))
+    summary = medians(report)
+    for r in summary["sft"]:
+        print(f"sft  {r['model']:24s} length {r['length']:5d}: {r['tokens_per_s']:6.1f} tokens/s (runs: "
+              + ", ".join(f"{x:.1f}" for x in r["runs"]) + ")")
+    for r in summary["exam"]:
+        print(f"exam {r['backend']:12s} {r['questions']:3d} questions {r['shots']} shots: {r['seconds']:5.1f} s (runs: "
+              + ", ".join(f"{x:.1f}" for x in r["runs"]) + ")")
+    plot(summary, Path(args.plot))
     print(f"wrote {out} and {args.plot}")
 
 
