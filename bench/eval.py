@@ -93,7 +93,7 @@ def run_harness(model, tok, subjects, shots, batch_size):
     return preds, seconds, prompt_example
 
 
-def run_adept(backend, subjects, shots, mode="letter"):
+def run_adept(backend, subjects, shots, mode="letter", limit=None):
     from adeptlm.data.exams import read_exam
     from adeptlm.evaluate.exam import score_subject
     from adeptlm.evaluate.prompts import subject_prompts
@@ -103,7 +103,7 @@ def run_adept(backend, subjects, shots, mode="letter"):
     t0 = time.perf_counter()
     preds, first_prompt = {}, None
     for s in subjects:
-        qs = exam.subjects[s]["val"]
+        qs = exam.subjects[s]["val"][:limit]
         prompts = subject_prompts("ceval", subject_info("ceval", s), exam.subjects[s]["dev"][:shots], qs,
                                   backend.tokenizer, with_prompt=False)
         first_prompt = first_prompt or prompts[0].text
@@ -112,6 +112,14 @@ def run_adept(backend, subjects, shots, mode="letter"):
 
 
 GGUF = ROOT / "bench" / "out" / "smollm2-q8_0.gguf"
+
+
+def ensure_gguf() -> Path:
+    """The q8_0 export of the embedded model that the llama.cpp runs load, written on first use."""
+    if not GGUF.is_file():
+        subprocess.run([sys.executable, "-m", "adeptlm", "export", "gguf", "--outtype", "q8_0", "--output", str(GGUF)],
+                       check=True, cwd=ROOT)
+    return GGUF
 
 
 def child(tool: str, shots: int, batch_size: int, mode: str) -> dict:
@@ -159,9 +167,8 @@ def main() -> None:
     gold = {s: [q.answer for q in exam.subjects[s]["val"]] for s in subjects}
     n = sum(len(v) for v in gold.values())
     tools = args.tools.split(",")
-    if "gguf" in tools and not GGUF.is_file():
-        subprocess.run([sys.executable, "-m", "adeptlm", "export", "gguf", "--outtype", "q8_0", "--output", str(GGUF)],
-                       check=True, cwd=ROOT)
+    if "gguf" in tools:
+        ensure_gguf()
     report = {"questions": n, "subjects": subjects, "batch_size": args.batch_size, "settings": {}}
     for shots, mode in ((int(x), m) for m in args.modes.split(",") for x in args.shots.split(",")):
         runs = {t: [] for t in tools if mode == "letter" or not t.startswith("harness")}

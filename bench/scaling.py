@@ -28,15 +28,13 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval import CEVAL, ensure_gguf, run_adept  # noqa: E402  (bench/eval.py)
 from train import ROOT, TARGETS, run_child  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "instructions" / "alpaca_zh_demo.json"
-CEVAL = ROOT.parent / "shared" / "data" / "ceval"
-GGUF = ROOT / "bench" / "out" / "smollm2-q8_0.gguf"
 TOKENS_PER_STEP = 2048
 
 
@@ -80,23 +78,14 @@ def exam_child(backend_name: str) -> dict:
     from adeptlm.allocator import keep_freed_memory
     from adeptlm.backends import HFBackend, LlamaCppBackend
     from adeptlm.data.exams import read_exam
-    from adeptlm.evaluate.exam import score_subject
-    from adeptlm.evaluate.prompts import subject_prompts
-    from adeptlm.evaluate.subjects import subject_info
 
     keep_freed_memory()
-    backend = LlamaCppBackend.load(GGUF) if backend_name == "llama.cpp" else HFBackend.load(None, batch_size=8)
-    exam = read_exam(CEVAL)
+    backend = LlamaCppBackend.load(ensure_gguf()) if backend_name == "llama.cpp" else HFBackend.load(None, batch_size=8)
+    subjects = list(read_exam(CEVAL).subjects)
 
     def timed(limit: int | None, shots: int) -> dict:
-        t0, n = time.perf_counter(), 0
-        for s in exam.subjects:
-            qs = exam.subjects[s]["val"][:limit]
-            prompts = subject_prompts("ceval", subject_info("ceval", s), exam.subjects[s]["dev"][:shots], qs,
-                                      backend.tokenizer, with_prompt=False)
-            score_subject(backend, "ceval", prompts, qs, "letter")
-            n += len(qs)
-        return {"questions": n, "shots": shots, "seconds": time.perf_counter() - t0}
+        preds, seconds, _ = run_adept(backend, subjects, shots, "letter", limit)
+        return {"questions": sum(map(len, preds.values())), "shots": shots, "seconds": seconds}
 
     timed(2, 0)  # warm-up: first-call allocations and thread start-up are not the exam's cost
     rows = [timed(limit, 0) for limit in (5, 10, None)] + [timed(None, shots) for shots in (1, 2, 5)]
@@ -173,11 +162,7 @@ def main() -> None:
         report["sft"] += [run_child(__file__, ["--steps", str(args.steps), "--child", "sft", model, length])
                          for model in args.models.split(",") for length in args.lengths.split(",")]
     if not args.skip_exam:
-        if not GGUF.is_file():
-            import subprocess
-
-            subprocess.run([sys.executable, "-m", "adeptlm", "export", "gguf", "--outtype", "q8_0", "--output",
-                            str(GGUF)], check=True, cwd=ROOT)
+        ensure_gguf()
         report["exam"] += [run_child(__file__, ["--child", "exam", b]) for b in ("transformers", "llama.cpp")]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

@@ -159,9 +159,9 @@ class HFBackend(Backend):
         groups: dict[tuple, list[int]] = {}
         for i, (ctx, _) in enumerate(pairs):
             groups.setdefault(tuple(ctx[:-1]), []).append(i)
-        shared = list(os.path.commonprefix(list(groups))) if len(groups) > 1 else []
+        shared = list(os.path.commonprefix(list(groups)))
         with torch.inference_mode():
-            base = self.model(input_ids=torch.tensor([shared]), use_cache=True).cache if shared else None
+            base = self._extend(None, 0, shared)
             for prefix, idx in groups.items():
                 past = self._extend(base, len(shared), list(prefix[len(shared):]))
                 # each row: the context's last token, then the continuation but its last token; the
@@ -183,11 +183,9 @@ class HFBackend(Backend):
 
         if not ids:
             return base
-        if base is None:
-            return self.model(input_ids=torch.tensor([ids]), use_cache=True).cache
-        positions = torch.arange(offset, offset + len(ids)).unsqueeze(0)
         return self.model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, offset + len(ids), dtype=torch.long),
-                          position_ids=positions, cache=_broadcast_cache(base, 1), use_cache=True,
+                          position_ids=torch.arange(offset, offset + len(ids)).unsqueeze(0),
+                          cache=None if base is None else _broadcast_cache(base, 1), use_cache=True,
                           logits_to_keep=1).cache
 
     def generate(self, prompts: Sequence[list[int]], max_new_tokens: int, stop_ids: Sequence[int]) -> list[list[int]]:

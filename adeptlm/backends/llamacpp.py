@@ -43,8 +43,8 @@ class LlamaCppBackend(Backend):
     and a question's context under its options cost only their new tokens, and a continuation's
     tokens go in one decode with logits asked at each of them. Putting several questions in one
     decode as parallel sequences gains nothing here: llama.cpp's prompt throughput on this 2-core
-    machine is flat from 64 to 512 tokens a decode (600-700 tokens/s for q8_0, f16 and f32 alike,
-    93% of the time in its matmul kernels). Several answers are generated together
+    machine is flat from 64 to 1024 tokens a decode (610-830 tokens/s for q8_0, f16, bf16, f32 and
+    q4_0; perf finds 73% of a q8_0 decode in its matmul loop). Several answers are generated together
     (`_steps`, serving's batches) in a second context with one sequence per answer, since
     llama-cpp-python's Llama class runs one sequence per context.
     """
