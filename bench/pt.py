@@ -2,7 +2,7 @@
 run_clm_pt_with_peft.py trains) and TRL's SFTTrainer on plain text, side by side.
 
 Setting (issue 22, item 1): the seed's PT settings scaled down to this machine: the embedded
-SmolLM2-135M-Instruct in fp32, LoRA r=64 alpha=128 dropout 0.05 on the 7 projections, with and
+SmolLM2-135M-Instruct (or `--model gemma3-270m`, item 2) in fp32, LoRA r=64 alpha=128 dropout 0.05 on the 7 projections, with and
 without `modules_to_save embed_tokens,lm_head` (the seed trains both in full), block size 512,
 batch 2, 1 epoch, lr 1e-4 cosine with 5% warm-up, weight decay 0.01, seed 42. The corpus is real
 Chinese text: the outputs of shared/data/instructions/alpaca_zh_demo.json, one document each (the
@@ -15,12 +15,14 @@ RSS is its own); runs alternate between tools to share the machine's noise.
   - trl:    TRL's SFTTrainer on the documents as plain text, packing=True, its other defaults
 
 Reported: trained tokens per second (tokens in the trained blocks / train runtime), peak RSS, the
-final logged loss, the held-out loss of the final adapter (token-mean cross-entropy over the held-out
-documents packed the same way for every tool, 512-token blocks), and model FLOP utilisation against
+final logged loss, two held-out losses of the final adapter (token-mean cross-entropy over the held-out
+documents: packed the same way for every tool as adeptlm packs them, 512-token blocks; and each
+document alone as the tokenizer encodes it, as `adept eval ppl` scores it), and model FLOP utilisation against
 the machine's measured fp32 matmul peak: 4 FLOPs per frozen matmul weight per token (forward, and
 backward to the inputs) and 6 for each weight trained in full (lm_head with modules_to_save).
 
     python bench/pt.py [--documents 120] [--repeats 3] [--tools adept,stock,trl] [--save none,embed]
+                       [--model gemma3-270m]
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from itertools import chain
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train import ROOT, TARGETS, matmul_params, matmul_peak_gflops, run_child, write_report  # noqa: E402
+from train import MODEL, ROOT, TARGETS, matmul_params, matmul_peak_gflops, run_child, write_report  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "instructions" / "alpaca_zh_demo.json"
 COMMON = dict(lr=1e-4, rank=64, alpha=128, dropout=0.05, block=512, batch=2, seed=42, warmup=0.05, wd=0.01)
@@ -49,14 +51,20 @@ def documents(n: int) -> tuple[list[str], list[str]]:
     return outs[:n], outs[n:n + HELDOUT]
 
 
-def heldout_loss(model, tok, docs: list[str]) -> float:
-    """Token-mean cross-entropy over the held-out documents, packed by adeptlm into 512-token blocks."""
+def heldout_loss(model, tok, docs: list[str], bos: bool = True) -> float:
+    """Token-mean cross-entropy over the held-out documents, packed by adeptlm into 512-token blocks
+    (bos=False: without the BOS that adeptlm puts before each document where the tokenizer adds one,
+    as adeptlm packed them before 2026-12-03)."""
+    from contextlib import nullcontext
+    from unittest import mock
+
     import torch
 
+    from adeptlm.data import tokenize
     from adeptlm.data.corpus import Document
-    from adeptlm.data.tokenize import pack_documents
 
-    ds, _ = pack_documents([Document(d, "heldout") for d in docs], tok, COMMON["block"], None)
+    with nullcontext() if bos else mock.patch.object(tokenize, "start_of_text_ids", lambda t: []):
+        ds, _ = tokenize.pack_documents([Document(d, "heldout") for d in docs], tok, COMMON["block"], None)
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
@@ -66,6 +74,17 @@ def heldout_loss(model, tok, docs: list[str]) -> float:
             total += torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum").item()
             count += ids.shape[1] - 1
     return total / count
+
+
+def heldout_doc_loss(model, tok, docs: list[str]) -> float:
+    """Token-mean cross-entropy with each held-out document scored alone, as the tokenizer encodes it
+    (BOS first where it adds one) and as `adept eval ppl` scores it: the format inference sees, which
+    none of the three tools' training layouts (packed, or the seed's line per sample) favours."""
+    from adeptlm.evaluate.perplexity import perplexity
+
+    model.eval()
+    r = perplexity(model, tok, docs, max_length=COMMON["block"], stride=COMMON["block"])
+    return r["nll"] / r["tokens"]
 
 
 def lora_config(save: str):
@@ -97,9 +116,14 @@ def child(tool: str, save: str, n_docs: int, work: Path) -> dict:
 
     from adeptlm.models import resolve_model
 
-    path = resolve_model(None)
+    path = resolve_model(MODEL["name"])
     tok = AutoTokenizer.from_pretrained(path)
     docs, held = documents(n_docs)
+    if tool == "base":  # the untrained model, for scale
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        return {"tool": "base", "heldout_loss": heldout_loss(model, tok, held),
+                "heldout_loss_without_bos": heldout_loss(model, tok, held, bos=False),
+                "heldout_doc_loss": heldout_doc_loss(model, tok, held)}
     if tool == "adept":
         from adeptlm.cli import main
         from adeptlm.runrecord import read_run
@@ -115,7 +139,7 @@ def child(tool: str, save: str, n_docs: int, work: Path) -> dict:
                    "--lora_dropout", str(COMMON["dropout"]), "--trainable", ",".join(TARGETS),
                    "--modules_to_save", SAVE[save], "--seed", str(COMMON["seed"]), "--logging_steps", "1",
                    "--save_strategy", "no", "--report_to", "none", "--validation_split_percentage", "0",
-                   "--overwrite_output_dir", "True"])
+                   "--overwrite_output_dir", "True", *(["--model_name_or_path", MODEL["name"]] if MODEL["name"] else [])])
         assert rc == 0
         run = read_run(out)["metrics"]
         tokens, runtime = run["trained_tokens_seen"], run["train_runtime_s"]
@@ -154,9 +178,10 @@ def child(tool: str, save: str, n_docs: int, work: Path) -> dict:
         last = [h["loss"] for h in trainer.state.log_history if "loss" in h][-1]
         trained = trainer.model
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # of training, before the held-out pass
-    held = heldout_loss(trained, tok, held)
+    packed, alone = heldout_loss(trained, tok, held), heldout_doc_loss(trained, tok, held)
     return {"tool": tool, "save": save, "documents": n_docs, "tokens": tokens, "runtime_s": runtime,
-            "tokens_per_s": tokens / runtime, "last_loss": last, "heldout_loss": held, "peak_rss_mb": peak}
+            "tokens_per_s": tokens / runtime, "last_loss": last, "heldout_loss": packed,
+            "heldout_doc_loss": alone, "peak_rss_mb": peak}
 
 
 def main() -> None:
@@ -165,10 +190,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tools", default="adept,stock,trl")
     ap.add_argument("--save", default="none,embed", help="none: LoRA only; embed: also embed_tokens,lm_head in full")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "pt.json"))
+    ap.add_argument("--model", help="a known model name (default: the embedded SmolLM2-135M-Instruct)")
+    ap.add_argument("--out", help="where the figures go (default bench/out/pt.json, or pt-MODEL.json)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--child_save", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    MODEL["name"] = args.model
+    args.out = args.out or str(ROOT / "bench" / "out" / (f"pt-{args.model}.json" if args.model else "pt.json"))
     if args.child:
         with tempfile.TemporaryDirectory() as tmp:
             print("RESULT " + json.dumps(child(args.child, args.child_save, args.documents, Path(tmp))), flush=True)
@@ -176,16 +204,20 @@ def main() -> None:
     if not DATA.is_file():
         sys.exit(f"{DATA} not found: this benchmark needs shared/data beside the checkout")
     tools, saves = args.tools.split(","), args.save.split(",")
+    print("== the base model's held-out losses", flush=True)
+    base = run_child(__file__, ["--child", "base", "--child_save", "none", "--documents", str(args.documents),
+                                *(["--model", args.model] if args.model else [])])
     results = []
     for rep in range(args.repeats):
         for save in saves:
             for tool in tools:
                 print(f"== run {rep + 1}/{args.repeats}: {tool}, modules_to_save {save}", flush=True)
                 results.append(run_child(__file__, ["--child", tool, "--child_save", save,
-                                                    "--documents", str(args.documents)]))
+                                                    "--documents", str(args.documents),
+                                                    *(["--model", args.model] if args.model else [])]))
     peak = matmul_peak_gflops()
-    n = matmul_params()
-    head = n - matmul_params(body_only=True)
+    n = matmul_params(args.model)
+    head = n - matmul_params(args.model, body_only=True)
     summary = {}
     for save in saves:
         for tool in tools:
@@ -197,14 +229,16 @@ def main() -> None:
                                                                 max(r["tokens_per_s"] for r in rs)],
                                          "peak_rss_mb_max": max(r["peak_rss_mb"] for r in rs),
                                          "heldout_loss_median": statistics.median(r["heldout_loss"] for r in rs),
+                                         "heldout_doc_loss_median": statistics.median(r["heldout_doc_loss"]
+                                                                                      for r in rs),
                                          "mfu": tps * flops_per_token / (peak * 1e9)}
         if "adept" in tools:
             for tool in tools:
                 s = summary[f"{tool}/{save}"]
                 s["adept_speedup"] = summary[f"adept/{save}"]["tokens_per_s_median"] / s["tokens_per_s_median"]
-    report = {"setting": {**COMMON, "documents": args.documents, "heldout_documents": HELDOUT,
+    report = {"setting": {**COMMON, "model": args.model or "embedded", "documents": args.documents, "heldout_documents": HELDOUT,
                           "repeats": args.repeats, "targets": TARGETS},
-              "matmul_peak_gflops": peak, "matmul_params": n, "summary": summary, "runs": results}
+              "matmul_peak_gflops": peak, "matmul_params": n, "base": base, "summary": summary, "runs": results}
     write_report(Path(args.out), report)
 
 

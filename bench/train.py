@@ -1,6 +1,7 @@
 """SFT speed: `adept sft` against TRL's SFTTrainer on the same model, data and LoRA, side by side.
 
-Setting (issue 3): the embedded SmolLM2-135M-Instruct, the first N records (default 256) of
+Setting (issue 3): the embedded SmolLM2-135M-Instruct (or `--model gemma3-270m`, issue 22 item 2,
+in the gemma turn format adeptlm gives it, which TRL reads from the same tokenizer), the first N records (default 256) of
 shared/data/instructions/alpaca_zh_demo.json, LoRA r=64 alpha=128 dropout 0.05 on the 7
 projections, max length 512, batch 4, 1 epoch, fp32, lr 1e-4 cosine, seed 42. Each run is a fresh
 child process (so peak RSS is its own); runs alternate between tools to share the machine's noise.
@@ -19,6 +20,7 @@ FLOP utilisation against the machine's measured fp32 matmul peak (LoRA with a fr
 about 4 FLOPs per matmul weight per token: forward, and backward to the inputs only).
 
     python bench/train.py [--records 256] [--repeats 1] [--tools adept,trl,trl-packing] [--seed 42]
+                          [--model gemma3-270m]
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "instructions" / "alpaca_zh_demo.json"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 COMMON = dict(lr=1e-4, rank=64, alpha=128, dropout=0.05, max_len=512, batch=4, seed=42)
+MODEL = {"name": None}  # a known model name (--model); None is the embedded default
 
 
 HELDOUT = 64
@@ -52,7 +55,7 @@ def heldout_loss(model, records: list[dict], work: Path) -> float:
     from adeptlm.models import load_tokenizer, resolve_model
     from adeptlm.templates import get_template
 
-    tok = load_tokenizer(resolve_model(None))
+    tok = load_tokenizer(resolve_model(MODEL["name"]))
     path = work / "heldout.json"
     path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
     ds, _ = encode_records(read_instructions(path)[1], tok, get_template(tok, None), COMMON["max_len"], "truncate", 1)
@@ -88,7 +91,7 @@ def child(tool: str, records: int, work: Path) -> dict:
                    "--lora_rank", str(COMMON["rank"]), "--lora_alpha", str(COMMON["alpha"]), "--lora_dropout",
                    str(COMMON["dropout"]), "--trainable", ",".join(TARGETS), "--seed", str(COMMON["seed"]),
                    "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none",
-                   "--overwrite_output_dir", "True"])
+                   "--overwrite_output_dir", "True", *(["--model_name_or_path", MODEL["name"]] if MODEL["name"] else [])])
         assert rc == 0
         run = read_run(out)["metrics"]
         tokens, runtime, loss = run["trained_tokens_seen"], run["train_runtime_s"], run["train_loss"]
@@ -98,7 +101,7 @@ def child(tool: str, records: int, work: Path) -> dict:
 
         from adeptlm.models import resolve_model
 
-        base = AutoModelForCausalLM.from_pretrained(resolve_model(None), dtype=torch.float32)
+        base = AutoModelForCausalLM.from_pretrained(resolve_model(MODEL["name"]), dtype=torch.float32)
         trained = PeftModel.from_pretrained(base, str(out))
     else:
         from datasets import Dataset
@@ -108,7 +111,7 @@ def child(tool: str, records: int, work: Path) -> dict:
 
         from adeptlm.models import resolve_model
 
-        path = resolve_model(None)
+        path = resolve_model(MODEL["name"])
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
         rows = [{"prompt": [{"role": "user", "content": r["instruction"] + ("\n" + r["input"] if r["input"].strip()
@@ -152,7 +155,7 @@ def matmul_peak_gflops() -> float:
     return 2 * 2048**3 / best / 1e9
 
 
-def matmul_params(body_only: bool = False) -> int:
+def matmul_params(model: str | None = None, body_only: bool = False) -> int:
     """Weights that take part in a matmul per token: every Linear of the body plus the LM head."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -160,7 +163,7 @@ def matmul_params(body_only: bool = False) -> int:
     from adeptlm.models import resolve_model
 
     with torch.device("meta"):
-        m = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolve_model(None)))
+        m = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolve_model(model)))
     body = sum(mod.weight.numel() for mod in m.model.modules() if isinstance(mod, torch.nn.Linear))
     return body if body_only else body + m.lm_head.weight.numel()
 
@@ -191,10 +194,13 @@ def main() -> None:
     ap.add_argument("--tools", default="adept,trl,trl-packing")
     ap.add_argument("--seed", type=int, default=COMMON["seed"],
                     help="seed of every run (LoRA init, dropout, batch order); vary it to see the loss spread")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "train.json"))
+    ap.add_argument("--model", help="a known model name (default: the embedded SmolLM2-135M-Instruct)")
+    ap.add_argument("--out", help="where the figures go (default bench/out/train.json, or train-MODEL.json)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     COMMON["seed"] = args.seed
+    MODEL["name"] = args.model
+    args.out = args.out or str(ROOT / "bench" / "out" / (f"train-{args.model}.json" if args.model else "train.json"))
     if args.child:
         with tempfile.TemporaryDirectory() as tmp:
             print("RESULT " + json.dumps(child(args.child, args.records, Path(tmp))), flush=True)
@@ -205,9 +211,10 @@ def main() -> None:
     for rep in range(args.repeats):
         for tool in args.tools.split(","):
             print(f"== run {rep + 1}/{args.repeats}: {tool} on {args.records} records", flush=True)
-            results.append(run_child(__file__, ["--child", tool, "--records", str(args.records), "--seed", str(args.seed)]))
+            results.append(run_child(__file__, ["--child", tool, "--records", str(args.records), "--seed", str(args.seed),
+                                                *(["--model", args.model] if args.model else [])]))
     peak = matmul_peak_gflops()
-    n = matmul_params()
+    n = matmul_params(args.model)
     summary = {}
     for tool in args.tools.split(","):
         rs = [r for r in results if r["tool"] == tool]
@@ -221,7 +228,7 @@ def main() -> None:
     if "adept" in summary:
         for tool in summary:
             summary[tool]["adept_speedup"] = summary["adept"]["tokens_per_s_median"] / summary[tool]["tokens_per_s_median"]
-    report = {"setting": {**COMMON, "records": args.records, "repeats": args.repeats, "targets": TARGETS},
+    report = {"setting": {**COMMON, "model": args.model or "embedded", "records": args.records, "repeats": args.repeats, "targets": TARGETS},
               "matmul_peak_gflops": peak, "matmul_params": n, "summary": summary, "runs": results}
     write_report(Path(args.out), report)
 

@@ -79,21 +79,34 @@ class PackStats:
     tail_tokens: int = 0  # tokens in the final, shorter block (kept, padded at batch time)
 
 
+def start_of_text_ids(tokenizer) -> list[int]:
+    """The BOS token when the tokenizer puts one before every text it encodes (Gemma, Llama), else []."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return []
+    return [bos] if tokenizer("a")["input_ids"][:1] == [bos] else []
+
+
 def pack_documents(docs: Sequence[Document], tokenizer, block_size: int, num_proc: int | None = None):
-    """Tokenize documents, join them with one end-of-text token after each, cut into blocks.
+    """Tokenize documents, each one opened by the tokenizer's BOS (where it adds one) and closed by one
+    end-of-text token, join them and cut the stream into blocks.
 
     Every token is kept: the last block may be shorter than block_size (the collator pads it and
-    masks the padding). Blocks may span document boundaries, marked by the end-of-text token.
+    masks the padding). Blocks may span document boundaries, marked by the end-of-text token. The
+    BOS matters for models trained always to see it first (Gemma 3: see bench/RESULTS.md, continued
+    pre-training on gemma3-270m): training on BOS-less blocks adapts the model to a format that
+    inference, exams and `adept eval ppl` never present.
     """
     from datasets import Dataset
 
     import numpy as np
 
     eot = end_of_text_id(tokenizer)
+    bos = start_of_text_ids(tokenizer)
     texts = Dataset.from_dict({"text": [d.text for d in docs]})
     tokenized = texts.map(lambda b: {"ids": tokenizer(b["text"], add_special_tokens=False)["input_ids"]},
                           batched=True, remove_columns=["text"], num_proc=num_proc, desc="tokenizing documents")
-    stream = np.fromiter((t for ids in tokenized["ids"] for t in (*ids, eot)), dtype=np.int64)
+    stream = np.fromiter((t for ids in tokenized["ids"] for t in (*bos, *ids, eot)), dtype=np.int64)
     blocks = [stream[i: i + block_size].tolist() for i in range(0, len(stream), block_size)]
     stats = PackStats(len(docs), int(len(stream)), len(blocks), len(blocks[-1]) if len(blocks[-1]) < block_size else 0)
     return Dataset.from_dict({"input_ids": blocks, "labels": blocks}), stats

@@ -29,7 +29,7 @@ def run_pt(cfg: TrainConfig) -> dict:
     block_size = min(cfg.data.block_size or 1024, limit)
     if cfg.data.block_size and block_size < cfg.data.block_size:
         log(f"block_size {cfg.data.block_size} exceeds the model's limit; using {block_size}")
-    settings = {"stage": "pt", "block_size": block_size, "eot": end_of_text_id(tokenizer), "format": 1}
+    settings = {"stage": "pt", "block_size": block_size, "eot": end_of_text_id(tokenizer), "format": 2}  # 2: BOS per document
     fp = fingerprint(files, tokenizer, settings)
     cache_dir = Path(cfg.data.data_cache_dir or Path(cfg.training.output_dir) / "data_cache")
 

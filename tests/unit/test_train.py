@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from adeptlm.cli import main
 from adeptlm.data.corpus import Document
-from adeptlm.data.tokenize import end_of_text_id, pack_documents
+from adeptlm.data.tokenize import end_of_text_id, pack_documents, start_of_text_ids
 from adeptlm.runrecord import read_run
 
 RECORDS = [
@@ -105,6 +105,26 @@ def test_pt_packs_with_end_of_text_and_keeps_the_tail(tiny_tokenizer):
     assert all(len(b) == 5 for b in ds["input_ids"][:-1])
     assert stats.tail_tokens == len(ds["input_ids"][-1]) or len(ds["input_ids"][-1]) == 5
     assert ds["labels"] == ds["input_ids"]
+    assert start_of_text_ids(tiny_tokenizer) == []  # a byte-level BPE without BOS, as SmolLM2's
+
+
+def test_pt_opens_each_document_with_bos_where_the_tokenizer_adds_one():
+    """Gemma and Llama tokenizers put BOS before every text; the packed stream keeps it per document,
+    so training sees text as the tokenizer (and so inference, exams, perplexity) presents it."""
+    from tokenizers import processors
+
+    from conftest import build_spm_tokenizer
+
+    tok = build_spm_tokenizer(dummy_prefix=False)
+    tok._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", special_tokens=[("<bos>", tok.bos_token_id)])
+    assert start_of_text_ids(tok) == [tok.bos_token_id]
+    docs = [Document("Hello world", "a:1"), Document("the quick fox", "a:2")]
+    ds, stats = pack_documents(docs, tok, block_size=1000)
+    eot = end_of_text_id(tok)
+    want = [t for d in docs for t in (*tok(d.text)["input_ids"], eot)]
+    assert ds["input_ids"] == [want] and stats.tokens == len(want)
+    assert want.count(tok.bos_token_id) == 2 and want[0] == tok.bos_token_id
 
 
 def test_pt_cache_rebuilt_when_the_data_changes(tmp_path, tiny_model_dir, capsys):
