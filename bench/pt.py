@@ -2,9 +2,9 @@
 run_clm_pt_with_peft.py trains) and TRL's SFTTrainer on plain text, side by side.
 
 Setting (issue 22, item 1): the seed's PT settings scaled down to this machine: the embedded
-SmolLM2-135M-Instruct (or `--model gemma3-270m`, item 2) in fp32, LoRA r=64 alpha=128 dropout 0.05 on the 7 projections, with and
-without `modules_to_save embed_tokens,lm_head` (the seed trains both in full), block size 512,
-batch 2, 1 epoch, lr 1e-4 cosine with 5% warm-up, weight decay 0.01, seed 42. The corpus is real
+SmolLM2-135M-Instruct (or `--model gemma3-270m`, item 2) in fp32, LoRA r=64 alpha=128 dropout 0.05
+on the 7 projections, with and without `modules_to_save embed_tokens,lm_head` (the seed trains both
+in full), block size 512, batch 2, 1 epoch, lr 1e-4 cosine with 5% warm-up, weight decay 0.01, seed 42. The corpus is real
 Chinese text: the outputs of shared/data/instructions/alpaca_zh_demo.json, one document each (the
 first --documents for training, the next 40 held out). Each run is a fresh child process (so peak
 RSS is its own); runs alternate between tools to share the machine's noise.

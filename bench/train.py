@@ -1,9 +1,9 @@
 """SFT speed: `adept sft` against TRL's SFTTrainer on the same model, data and LoRA, side by side.
 
 Setting (issue 3): the embedded SmolLM2-135M-Instruct (or `--model gemma3-270m`, issue 22 item 2,
-in the gemma turn format adeptlm gives it, which TRL reads from the same tokenizer), the first N records (default 256) of
-shared/data/instructions/alpaca_zh_demo.json, LoRA r=64 alpha=128 dropout 0.05 on the 7
-projections, max length 512, batch 4, 1 epoch, fp32, lr 1e-4 cosine, seed 42. Each run is a fresh
+in the gemma turn format adeptlm gives it, which TRL reads from the same tokenizer), the first N
+records (default 256) of shared/data/instructions/alpaca_zh_demo.json, LoRA r=64 alpha=128
+dropout 0.05 on the 7 projections, max length 512, batch 4, 1 epoch, fp32, lr 1e-4 cosine, seed 42. Each run is a fresh
 child process (so peak RSS is its own); runs alternate between tools to share the machine's noise.
 
   - adept:       `adept sft` with its defaults (length-grouped batches, no gradient checkpointing)

@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..atomic import atomic_output
+from ..data.tokenize import start_of_text_ids
 from ..errors import AdeptError
 from ..shards import ShardReader, base_shards
 from ..models import resolve_model
@@ -404,9 +405,8 @@ def _write(model: str, path: Path, outtype: str, pretokenizer: str | None, progr
         tid = getattr(tok, f"{role}_token_id")
         if tid is not None:
             getattr(writer, f"add_{role}_token_id")(tid)
-    probe = tok("a")["input_ids"]
-    writer.add_add_bos_token(bool(tok.bos_token_id is not None and probe[:1] == [tok.bos_token_id]))
-    writer.add_add_eos_token(bool(tok.eos_token_id is not None and probe[-1:] == [tok.eos_token_id]))
+    writer.add_add_bos_token(bool(start_of_text_ids(tok)))
+    writer.add_add_eos_token(bool(tok.eos_token_id is not None and tok("a")["input_ids"][-1:] == [tok.eos_token_id]))
     if tok.chat_template:
         writer.add_chat_template(tok.chat_template)
         eot = get_template(tok, "auto").eot
