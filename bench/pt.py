@@ -9,7 +9,9 @@ Chinese text: the outputs of shared/data/instructions/alpaca_zh_demo.json, one d
 first --documents for training, the next 40 held out). Each run is a fresh child process (so peak
 RSS is its own); runs alternate between tools to share the machine's noise.
 
-  - adept:  `adept pt` with its defaults (documents packed with an end-of-text token between them)
+  - adept:  `adept pt` with its defaults (documents packed with an end-of-text token between them,
+            each attending only to itself: --packing documents)
+  - adept-stream: `adept pt --packing stream` (blocks attend across documents, as the seed's do)
   - stock:  the seed's pipeline: every line tokenized alone, concatenated per map batch and cut into
             blocks (group_texts), default_data_collator, transformers' Trainer over a PEFT model
   - trl:    TRL's SFTTrainer on the documents as plain text, packing=True, its other defaults
@@ -21,7 +23,7 @@ document alone as the tokenizer encodes it, as `adept eval ppl` scores it), and 
 the machine's measured fp32 matmul peak: 4 FLOPs per frozen matmul weight per token (forward, and
 backward to the inputs) and 6 for each weight trained in full (lm_head with modules_to_save).
 
-    python bench/pt.py [--documents 120] [--repeats 3] [--tools adept,stock,trl] [--save none,embed]
+    python bench/pt.py [--documents 120] [--repeats 3] [--tools adept,adept-stream,stock,trl] [--save none,embed]
                        [--model gemma3-270m]
 """
 
@@ -124,7 +126,7 @@ def child(tool: str, save: str, n_docs: int, work: Path) -> dict:
         return {"tool": "base", "heldout_loss": heldout_loss(model, tok, held),
                 "heldout_loss_without_bos": heldout_loss(model, tok, held, bos=False),
                 "heldout_doc_loss": heldout_doc_loss(model, tok, held)}
-    if tool == "adept":
+    if tool in ("adept", "adept-stream"):
         from adeptlm.cli import main
         from adeptlm.runrecord import read_run
 
@@ -139,7 +141,8 @@ def child(tool: str, save: str, n_docs: int, work: Path) -> dict:
                    "--lora_dropout", str(COMMON["dropout"]), "--trainable", ",".join(TARGETS),
                    "--modules_to_save", SAVE[save], "--seed", str(COMMON["seed"]), "--logging_steps", "1",
                    "--save_strategy", "no", "--report_to", "none", "--validation_split_percentage", "0",
-                   "--overwrite_output_dir", "True", *(["--model_name_or_path", MODEL["name"]] if MODEL["name"] else [])])
+                   "--overwrite_output_dir", "True", "--packing", "stream" if tool == "adept-stream" else "documents",
+                   *(["--model_name_or_path", MODEL["name"]] if MODEL["name"] else [])])
         assert rc == 0
         run = read_run(out)["metrics"]
         tokens, runtime = run["trained_tokens_seen"], run["train_runtime_s"]
@@ -188,7 +191,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--documents", type=int, default=120)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--tools", default="adept,stock,trl")
+    ap.add_argument("--tools", default="adept,adept-stream,stock,trl")
     ap.add_argument("--save", default="none,embed", help="none: LoRA only; embed: also embed_tokens,lm_head in full")
     ap.add_argument("--model", help="a known model name (default: the embedded SmolLM2-135M-Instruct)")
     ap.add_argument("--out", help="where the figures go (default bench/out/pt.json, or pt-MODEL.json)")

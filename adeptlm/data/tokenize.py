@@ -60,11 +60,17 @@ def cached(cache_dir: Path, name: str, fp: str, build: Callable[[], tuple]) -> t
 
 
 def end_of_text_id(tokenizer) -> int:
-    """The token placed between documents: <|endoftext|> / <|end_of_text|> when the vocabulary has one,
-    else EOS."""
+    """The token placed between documents: <|endoftext|> / <|end_of_text|> / </s> / <eos> when the
+    vocabulary has it as a special token, else EOS.
+
+    Only special tokens count: Gemma 3's vocabulary also holds "</s>" as ordinary text (id 212, an
+    added token with special=False), and closing documents with it taught the model a separator it
+    never saw in pre-training instead of its <eos>.
+    """
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
     vocab = tokenizer.get_vocab()
     for tok in ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>"):
-        if tok in vocab:
+        if vocab.get(tok) in special:
             return vocab[tok]
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has neither an end-of-text nor an EOS token to separate documents")
@@ -87,15 +93,22 @@ def start_of_text_ids(tokenizer) -> list[int]:
     return [bos] if tokenizer("a")["input_ids"][:1] == [bos] else []
 
 
-def pack_documents(docs: Sequence[Document], tokenizer, block_size: int, num_proc: int | None = None):
+def pack_documents(docs: Sequence[Document], tokenizer, block_size: int, num_proc: int | None = None,
+                   isolate: bool = True):
     """Tokenize documents, each one opened by the tokenizer's BOS (where it adds one) and closed by one
     end-of-text token, join them and cut the stream into blocks.
 
     Every token is kept: the last block may be shorter than block_size (the collator pads it and
-    masks the padding). Blocks may span document boundaries, marked by the end-of-text token. The
-    BOS matters for models trained always to see it first (Gemma 3: see bench/RESULTS.md, continued
-    pre-training on gemma3-270m): training on BOS-less blocks adapts the model to a format that
-    inference, exams and `adept eval ppl` never present.
+    masks the padding). The BOS matters for models trained always to see it first (Gemma 3: see
+    bench/RESULTS.md, continued pre-training on gemma3-270m): training on BOS-less blocks adapts the
+    model to a format that inference, exams and `adept eval ppl` never present.
+
+    isolate (--packing documents): each block also gets position_ids that restart at 0 where a
+    document (or the block) starts. Given position_ids and no attention mask, transformers (5.x,
+    masking_utils.find_packed_sequence_indices) makes the attention block-diagonal, so each document
+    is trained as if it were alone, which is how inference presents text; the first token of each
+    document is not trained, since nothing of its own precedes it. isolate=False (--packing stream):
+    blocks attend across documents, as the seed's group_texts blocks do; every token is trained.
     """
     from datasets import Dataset
 
@@ -106,10 +119,21 @@ def pack_documents(docs: Sequence[Document], tokenizer, block_size: int, num_pro
     texts = Dataset.from_dict({"text": [d.text for d in docs]})
     tokenized = texts.map(lambda b: {"ids": tokenizer(b["text"], add_special_tokens=False)["input_ids"]},
                           batched=True, remove_columns=["text"], num_proc=num_proc, desc="tokenizing documents")
+    lengths = np.array([len(bos) + len(ids) + 1 for ids in tokenized["ids"]], dtype=np.int64)
     stream = np.fromiter((t for ids in tokenized["ids"] for t in (*bos, *ids, eot)), dtype=np.int64)
-    blocks = [stream[i: i + block_size].tolist() for i in range(0, len(stream), block_size)]
+    cuts = range(0, len(stream), block_size)
+    blocks = [stream[i: i + block_size].tolist() for i in cuts]
     stats = PackStats(len(docs), int(len(stream)), len(blocks), len(blocks[-1]) if len(blocks[-1]) < block_size else 0)
-    return Dataset.from_dict({"input_ids": blocks, "labels": blocks}), stats
+    if not isolate:
+        return Dataset.from_dict({"input_ids": blocks, "labels": blocks}), stats
+    index = np.arange(len(stream))
+    starts = np.zeros(len(stream), dtype=bool)
+    starts[np.concatenate(([0], np.cumsum(lengths)[:-1]))] = True
+    starts[::block_size] = True
+    positions = index - np.maximum.accumulate(np.where(starts, index, 0))
+    labels = np.where(starts, -100, stream)
+    return Dataset.from_dict({"input_ids": blocks, "labels": [labels[i: i + block_size].tolist() for i in cuts],
+                              "position_ids": [positions[i: i + block_size].tolist() for i in cuts]}), stats
 
 
 @dataclass

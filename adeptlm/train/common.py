@@ -151,6 +151,29 @@ class PadCollator:
         return self.inner([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features])
 
 
+class PackedCollator:
+    """Batches packed blocks that carry position_ids (pack_documents with isolate=True): input_ids
+    padded with the pad token, labels with -100, position_ids with 0, and no attention mask, so that
+    transformers derives the block-diagonal attention from the position_ids. Padding sits at the end
+    of the last block, where causal attention keeps it out of sight of every real token."""
+
+    def __init__(self, tokenizer):
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def __call__(self, features):
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+
+        def column(key, fill):
+            return torch.tensor([list(f[key]) + [fill] * (width - len(f[key])) for f in features], dtype=torch.long)
+
+        # use_cache=False: with a cache (the default, even in training) transformers 5.x skips the
+        # packed-sequence detection and attends across documents
+        return {"input_ids": column("input_ids", self.pad), "labels": column("labels", -100),
+                "position_ids": column("position_ids", 0), "use_cache": False}
+
+
 def _trainer_class():
     import torch
     from transformers import Trainer
@@ -197,7 +220,8 @@ def _trainer_class():
             decoder, head = parts
             target = inputs["labels"][:, 1:]
             keep = target != -100
-            hidden = decoder(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).last_hidden_state
+            hidden = decoder(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
+                             position_ids=inputs.get("position_ids"), use_cache=False).last_hidden_state
             logits = head(hidden[:, :-1][keep]).float()
             loss = sum_cross_entropy(logits, target[keep])
             if num_items_in_batch is not None and self.model_accepts_loss_kwargs:

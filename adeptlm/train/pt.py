@@ -1,9 +1,12 @@
 """`adept pt`: continued pre-training on subject text.
 
-Documents (see data/corpus.py) are tokenized with one end-of-text token after each and packed into
-block_size blocks; the final shorter block is kept (padded and masked at batch time), so no text
-is dropped. The packed blocks are cached under a fingerprint of the files, the tokenizer and the
-settings. Loss is on every token, as in the seed.
+Documents (see data/corpus.py) are tokenized, each opened by the tokenizer's BOS where it adds one
+and closed by one end-of-text token, and packed into block_size blocks; the final shorter block is
+kept (padded and masked at batch time), so no text is dropped. With --packing documents (the
+default) each document attends only to itself inside its block and every token but a document's
+first is trained; with --packing stream, blocks attend across documents and every token is trained,
+as in the seed. The packed blocks are cached under a fingerprint of the files, the tokenizer and the
+settings.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from ..data.corpus import corpus_files, read_corpus_file
 from ..errors import AdeptError
 from ..data.tokenize import cached, end_of_text_id, fingerprint, pack_documents
 from .args import TrainConfig
-from .common import load_model_for_training, log, train_and_save
+from .common import PackedCollator, load_model_for_training, log, train_and_save
 
 
 def run_pt(cfg: TrainConfig) -> dict:
@@ -29,12 +32,15 @@ def run_pt(cfg: TrainConfig) -> dict:
     block_size = min(cfg.data.block_size or 1024, limit)
     if cfg.data.block_size and block_size < cfg.data.block_size:
         log(f"block_size {cfg.data.block_size} exceeds the model's limit; using {block_size}")
-    settings = {"stage": "pt", "block_size": block_size, "eot": end_of_text_id(tokenizer), "format": 2}  # 2: BOS per document
+    isolate = cfg.data.packing == "documents"
+    # format 2: BOS per document; 3: Gemma's documents closed by <eos>, position_ids when isolated
+    settings = {"stage": "pt", "block_size": block_size, "eot": end_of_text_id(tokenizer), "format": 3,
+                "packing": cfg.data.packing}
     fp = fingerprint(files, tokenizer, settings)
     cache_dir = Path(cfg.data.data_cache_dir or Path(cfg.training.output_dir) / "data_cache")
 
     def build():
-        ds, stats = pack_documents(docs, tokenizer, block_size, cfg.data.preprocessing_num_workers)
+        ds, stats = pack_documents(docs, tokenizer, block_size, cfg.data.preprocessing_num_workers, isolate)
         return ds, asdict(stats)
 
     ds, stats, hit = cached(cache_dir, "pt", fp, build)
@@ -53,4 +59,6 @@ def run_pt(cfg: TrainConfig) -> dict:
         ds = ds.select(range(min(cfg.data.max_train_samples, len(ds))))
     info = {"files": [str(f) for f in files], "fingerprint": fp, "block_size": block_size, **stats,
             "train_blocks": len(ds), "eval_blocks": len(eval_ds) if eval_ds is not None else 0}
-    return train_and_save(cfg, "pt", model, tokenizer, ds, eval_ds, info)
+    info["packing"] = cfg.data.packing
+    return train_and_save(cfg, "pt", model, tokenizer, ds, eval_ds, info,
+                          collator=PackedCollator(tokenizer) if isolate else None)

@@ -96,7 +96,7 @@ def test_full_finetuning_changes_all_weights(tmp_path, tiny_model_dir):
 
 def test_pt_packs_with_end_of_text_and_keeps_the_tail(tiny_tokenizer):
     docs = [Document("Hello world", "a:1"), Document("The quick brown fox", "a:3"), Document("Two plus two", "b:1")]
-    ds, stats = pack_documents(docs, tiny_tokenizer, block_size=5)
+    ds, stats = pack_documents(docs, tiny_tokenizer, block_size=5, isolate=False)
     eot = end_of_text_id(tiny_tokenizer)
     lengths = [len(tiny_tokenizer(d.text, add_special_tokens=False)["input_ids"]) for d in docs]
     flat = [t for b in ds["input_ids"] for t in b]
@@ -125,6 +125,70 @@ def test_pt_opens_each_document_with_bos_where_the_tokenizer_adds_one():
     want = [t for d in docs for t in (*tok(d.text)["input_ids"], eot)]
     assert ds["input_ids"] == [want] and stats.tokens == len(want)
     assert want.count(tok.bos_token_id) == 2 and want[0] == tok.bos_token_id
+
+
+def test_pt_isolated_packing_restarts_positions_and_skips_each_documents_first_token(tiny_tokenizer):
+    docs = [Document("Hello world", "a:1"), Document("The quick brown fox", "a:3"), Document("Two plus two", "b:1")]
+    stream, _ = pack_documents(docs, tiny_tokenizer, block_size=6, isolate=False)
+    ds, _ = pack_documents(docs, tiny_tokenizer, block_size=6)
+    assert ds["input_ids"] == stream["input_ids"]  # the same tokens, the same blocks
+    flat = lambda col: [t for b in ds[col] for t in b]  # noqa: E731
+    ids, pos, labels = flat("input_ids"), flat("position_ids"), flat("labels")
+    starts, at = set(), 0
+    for d in docs:
+        starts.add(at)
+        at += len(tiny_tokenizer(d.text, add_special_tokens=False)["input_ids"]) + 1
+    starts |= set(range(0, len(ids), 6))  # a document cut by a block boundary restarts there
+    want_pos, p = [], 0
+    for i in range(len(ids)):
+        p = 0 if i in starts else p + 1
+        want_pos.append(p)
+    assert pos == want_pos
+    assert labels == [-100 if i in starts else t for i, t in enumerate(ids)]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_pt_isolated_documents_see_only_themselves(tiny_tokenizer, arch):
+    """Through the collator and transformers' own masking: each document's logits inside a packed
+    batch equal its logits alone, and stream packing (the seed's layout) lets them differ."""
+    import torch
+
+    from conftest import build_tiny_model
+
+    from adeptlm.train.common import PackedCollator
+
+    tok = tiny_tokenizer
+    model = build_tiny_model(arch, len(tok))  # in train mode, as the Trainer runs it
+    docs = [Document("Hello world and more", "a:1"), Document("The quick brown fox jumps", "a:2"),
+            Document("Two plus two", "a:3")]
+    ds, _ = pack_documents(docs, tok, block_size=1000)
+    batch = PackedCollator(tok)([ds[0]])
+    assert "attention_mask" not in batch
+    eot = end_of_text_id(tok)
+    with torch.no_grad():
+        packed = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[0]
+        stream = model(input_ids=batch["input_ids"]).logits[0]
+        at = 0
+        for d in docs:
+            alone = torch.tensor([tok(d.text, add_special_tokens=False)["input_ids"] + [eot]])
+            n = alone.shape[1]
+            torch.testing.assert_close(packed[at:at + n], model(input_ids=alone).logits[0], atol=1e-5, rtol=1e-4)
+            if at:
+                assert not torch.allclose(stream[at:at + n], packed[at:at + n], atol=1e-3)
+            at += n
+
+
+def test_pt_end_of_text_is_a_special_token():
+    """Gemma 3's vocabulary holds "</s>" as plain text (not special): documents close with <eos>."""
+    from tokenizers import AddedToken
+
+    from conftest import build_spm_tokenizer
+
+    tok = build_spm_tokenizer(dummy_prefix=False)
+    tok.add_tokens([AddedToken("</s>", special=False)])
+    assert end_of_text_id(tok) == tok.eos_token_id != tok.convert_tokens_to_ids("</s>")
+    tok.add_special_tokens({"additional_special_tokens": ["<|endoftext|>"]})
+    assert end_of_text_id(tok) == tok.convert_tokens_to_ids("<|endoftext|>")
 
 
 def test_pt_cache_rebuilt_when_the_data_changes(tmp_path, tiny_model_dir, capsys):
