@@ -71,6 +71,14 @@ def cmd_train(stage: str, argv: list[str]) -> int:
     else:
         from .train.sft import run_sft as run
     run(cfg)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        # every process leaves together and closes its gloo/NCCL group itself: left to interpreter
+        # exit, a CPU FSDP rank was seen to abort in teardown ("terminate called without an active
+        # exception") after a finished run
+        dist.barrier()
+        dist.destroy_process_group()
     return 0
 
 
