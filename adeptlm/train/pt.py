@@ -58,7 +58,7 @@ def run_pt(cfg: TrainConfig) -> dict:
     if cfg.data.max_train_samples:
         ds = ds.select(range(min(cfg.data.max_train_samples, len(ds))))
     info = {"files": [str(f) for f in files], "fingerprint": fp, "block_size": block_size, **stats,
-            "train_blocks": len(ds), "eval_blocks": len(eval_ds) if eval_ds is not None else 0}
-    info["packing"] = cfg.data.packing
+            "train_blocks": len(ds), "eval_blocks": len(eval_ds) if eval_ds is not None else 0,
+            "packing": cfg.data.packing}
     return train_and_save(cfg, "pt", model, tokenizer, ds, eval_ds, info,
                           collator=PackedCollator(tokenizer) if isolate else None)
