@@ -54,9 +54,10 @@ def documents(n: int) -> tuple[list[str], list[str]]:
 
 
 def heldout_loss(model, tok, docs: list[str], bos: bool = True) -> float:
-    """Token-mean cross-entropy over the held-out documents, packed by adeptlm into 512-token blocks
-    (bos=False: without the BOS that adeptlm puts before each document where the tokenizer adds one,
-    as adeptlm packed them before 2026-12-03)."""
+    """Token-mean cross-entropy over the held-out documents, joined in order and cut into 512-token
+    blocks that attend across documents (adeptlm's --packing stream layout). bos=False: without the
+    BOS that adeptlm puts before each document where the tokenizer adds one, as adeptlm packed them
+    before 2026-12-03."""
     from contextlib import nullcontext
     from unittest import mock
 
@@ -66,7 +67,9 @@ def heldout_loss(model, tok, docs: list[str], bos: bool = True) -> float:
     from adeptlm.data.corpus import Document
 
     with nullcontext() if bos else mock.patch.object(tokenize, "start_of_text_ids", lambda t: []):
-        ds, _ = tokenize.pack_documents([Document(d, "heldout") for d in docs], tok, COMMON["block"], None)
+        # stream layout: the same blocks whatever adept pt's default packing is
+        ds, _ = tokenize.pack_documents([Document(d, "heldout") for d in docs], tok, COMMON["block"], None,
+                                        isolate=False)
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():

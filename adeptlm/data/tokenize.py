@@ -82,7 +82,7 @@ class PackStats:
     documents: int = 0
     tokens: int = 0
     blocks: int = 0
-    tail_tokens: int = 0  # tokens in the final, shorter block (kept, padded at batch time)
+    padding: int = 0  # block_size x blocks - tokens: room left in shorter blocks (padded at batch time)
 
 
 def start_of_text_ids(tokenizer) -> list[int]:
@@ -96,19 +96,23 @@ def start_of_text_ids(tokenizer) -> list[int]:
 def pack_documents(docs: Sequence[Document], tokenizer, block_size: int, num_proc: int | None = None,
                    isolate: bool = True):
     """Tokenize documents, each one opened by the tokenizer's BOS (where it adds one) and closed by one
-    end-of-text token, join them and cut the stream into blocks.
+    end-of-text token, and pack them into blocks of at most block_size tokens.
 
-    Every token is kept: the last block may be shorter than block_size (the collator pads it and
-    masks the padding). The BOS matters for models trained always to see it first (Gemma 3: see
+    Every token is kept; a block shorter than block_size is padded at batch time (the padding
+    masked). The BOS matters for models trained always to see it first (Gemma 3: see
     bench/RESULTS.md, continued pre-training on gemma3-270m): training on BOS-less blocks adapts the
     model to a format that inference, exams and `adept eval ppl` never present.
 
-    isolate (--packing documents): each block also gets position_ids that restart at 0 where a
-    document (or the block) starts. Given position_ids and no attention mask, transformers (5.x,
+    isolate (--packing documents): whole documents are placed into blocks by best-fit decreasing
+    (the longest first, each into the fullest block it still fits), so a document is cut only where it
+    is longer than a block; each block gets position_ids that restart at 0 where a document (or a
+    piece of one) starts. Given position_ids and no attention mask, transformers (5.x,
     masking_utils.find_packed_sequence_indices) makes the attention block-diagonal, so each document
     is trained as if it were alone, which is how inference presents text; the first token of each
-    document is not trained, since nothing of its own precedes it. isolate=False (--packing stream):
-    blocks attend across documents, as the seed's group_texts blocks do; every token is trained.
+    document is not trained, since nothing of its own precedes it. Blocks may be shorter than
+    block_size (the collator pads a batch to its longest). isolate=False (--packing stream): the
+    documents are joined in order and the stream is cut every block_size tokens, so blocks attend
+    across documents, as the seed's group_texts blocks do; every token is trained.
     """
     from datasets import Dataset
 
@@ -119,21 +123,48 @@ def pack_documents(docs: Sequence[Document], tokenizer, block_size: int, num_pro
     texts = Dataset.from_dict({"text": [d.text for d in docs]})
     tokenized = texts.map(lambda b: {"ids": tokenizer(b["text"], add_special_tokens=False)["input_ids"]},
                           batched=True, remove_columns=["text"], num_proc=num_proc, desc="tokenizing documents")
-    lengths = np.array([len(bos) + len(ids) + 1 for ids in tokenized["ids"]], dtype=np.int64)
+    if isolate:
+        pieces = [[*bos, *ids, eot] for ids in tokenized["ids"]]
+        blocks = best_fit_blocks(pieces, block_size)
+        flat = [t for b in blocks for piece in b for t in piece]
+        stats = PackStats(len(docs), len(flat), len(blocks), sum(block_size - sum(map(len, b)) for b in blocks))
+        return Dataset.from_dict({
+            "input_ids": [[t for piece in b for t in piece] for b in blocks],
+            "labels": [[t if k else -100 for piece in b for k, t in enumerate(piece)] for b in blocks],
+            "position_ids": [[k for piece in b for k in range(len(piece))] for b in blocks]}), stats
     stream = np.fromiter((t for ids in tokenized["ids"] for t in (*bos, *ids, eot)), dtype=np.int64)
-    cuts = range(0, len(stream), block_size)
-    blocks = [stream[i: i + block_size].tolist() for i in cuts]
-    stats = PackStats(len(docs), int(len(stream)), len(blocks), len(blocks[-1]) if len(blocks[-1]) < block_size else 0)
-    if not isolate:
-        return Dataset.from_dict({"input_ids": blocks, "labels": blocks}), stats
-    index = np.arange(len(stream))
-    starts = np.zeros(len(stream), dtype=bool)
-    starts[np.concatenate(([0], np.cumsum(lengths)[:-1]))] = True
-    starts[::block_size] = True
-    positions = index - np.maximum.accumulate(np.where(starts, index, 0))
-    labels = np.where(starts, -100, stream)
-    return Dataset.from_dict({"input_ids": blocks, "labels": [labels[i: i + block_size].tolist() for i in cuts],
-                              "position_ids": [positions[i: i + block_size].tolist() for i in cuts]}), stats
+    blocks = [stream[i: i + block_size].tolist() for i in range(0, len(stream), block_size)]
+    stats = PackStats(len(docs), int(len(stream)), len(blocks), block_size - len(blocks[-1]))
+    return Dataset.from_dict({"input_ids": blocks, "labels": blocks}), stats
+
+
+def best_fit_blocks(pieces: list[list[int]], block_size: int) -> list[list[list[int]]]:
+    """Best-fit decreasing bin packing: each block a list of whole pieces of at most block_size tokens
+    in all. A piece longer than a block is first cut into full blocks and a remainder, which is
+    packed like any other piece. Deterministic: ties keep the documents' order."""
+    import bisect
+
+    blocks: list[list[list[int]]] = []
+    rest = []
+    for piece in pieces:
+        whole = len(piece) - len(piece) % block_size
+        blocks.extend([[piece[i: i + block_size]] for i in range(0, whole, block_size)])
+        if len(piece) > whole:
+            rest.append(piece[whole:])
+    first_cut = len(blocks)
+    free: list[tuple[int, int]] = []  # (tokens still free, block index), sorted
+    for piece in sorted(rest, key=len, reverse=True):
+        at = bisect.bisect_left(free, (len(piece), -1))
+        if at < len(free):
+            room, k = free.pop(at)
+            blocks[k].append(piece)
+        else:
+            room, k = block_size, len(blocks)
+            blocks.append([piece])
+        if room - len(piece) > 0:
+            bisect.insort(free, (room - len(piece), k))
+    assert all(sum(map(len, b)) <= block_size for b in blocks[first_cut:])
+    return blocks
 
 
 @dataclass

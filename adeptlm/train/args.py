@@ -46,9 +46,10 @@ class DataArguments:
     block_size: Optional[int] = field(default=None, metadata={
         "help": "PT: tokens per training block (default min(1024, model max length))"})
     packing: str = field(default="documents", metadata={
-        "help": "PT: documents (each document attends only to itself inside a block, as inference sees "
-                "text; its first token is not trained) or stream (blocks attend across documents, as the "
-                "seed's group_texts)", "choices": ["documents", "stream"]})
+        "help": "PT: documents (whole documents packed into blocks by best fit, cut only when longer than a "
+                "block; each attends only to itself, as inference sees text; its first token is not trained) "
+                "or stream (documents joined and cut every block_size tokens, blocks attending across "
+                "documents, as the seed's group_texts)", "choices": ["documents", "stream"]})
     max_seq_length: int = field(default=1024, metadata={"help": "SFT: longest record in tokens"})
     max_prompt_length: Optional[int] = field(default=None, metadata={
         "help": "DPO: drop (and count) pairs whose rendered prompt is longer than this many tokens"})
@@ -222,8 +223,9 @@ def parse_train_args(stage: str, argv: list[str]) -> TrainConfig:
 
 STAGE_HELP = {
     "pt": "Continued pre-training on subject text with LoRA, QLoRA or full weights. Documents are tokenized "
-          "with an end-of-text token between them and packed into --block_size blocks, each document attending only "
-          "to itself (--packing stream: across documents, as the seed); the tokenized data is "
+          "with an end-of-text token between them and packed whole into --block_size blocks (best fit), each document "
+          "attending only to itself (--packing stream: joined, cut and attending across documents, as the seed); "
+          "the tokenized data is "
           "cached by a fingerprint of the files, tokenizer and settings. Takes a YAML config as first argument "
           "and/or flags (flags win); the seed's flag names work as written.",
     "dpo": "Preference tuning (DPO) on TRL's DPOTrainer, with LoRA (default; the reference model is the same "

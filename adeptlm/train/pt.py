@@ -33,8 +33,9 @@ def run_pt(cfg: TrainConfig) -> dict:
     if cfg.data.block_size and block_size < cfg.data.block_size:
         log(f"block_size {cfg.data.block_size} exceeds the model's limit; using {block_size}")
     isolate = cfg.data.packing == "documents"
-    # format 2: BOS per document; 3: Gemma's documents closed by <eos>, position_ids when isolated
-    settings = {"stage": "pt", "block_size": block_size, "eot": end_of_text_id(tokenizer), "format": 3,
+    # format 2: BOS per document; 3: Gemma's documents closed by <eos>, position_ids when isolated;
+    # 4: isolated documents packed whole (best fit)
+    settings = {"stage": "pt", "block_size": block_size, "eot": end_of_text_id(tokenizer), "format": 4,
                 "packing": cfg.data.packing}
     fp = fingerprint(files, tokenizer, settings)
     cache_dir = Path(cfg.data.data_cache_dir or Path(cfg.training.output_dir) / "data_cache")
@@ -45,8 +46,8 @@ def run_pt(cfg: TrainConfig) -> dict:
 
     ds, stats, hit = cached(cache_dir, "pt", fp, build)
     log(f"{'loaded cached' if hit else 'tokenized'} corpus: {stats['documents']} documents, {stats['tokens']} "
-        f"tokens, {stats['blocks']} blocks of {block_size}"
-        + (f" (the last holds {stats['tail_tokens']} tokens)" if stats["tail_tokens"] else ""))
+        f"tokens, {stats['blocks']} blocks of up to {block_size}"
+        + (f" ({stats['padding']} padding tokens)" if stats["padding"] else ""))
     eval_ds = None
     frac = cfg.data.validation_split_percentage
     if frac and frac > 0 and len(ds) >= 2:

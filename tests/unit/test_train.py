@@ -103,7 +103,7 @@ def test_pt_packs_with_end_of_text_and_keeps_the_tail(tiny_tokenizer):
     assert len(flat) == sum(lengths) + len(docs) == stats.tokens
     assert flat.count(eot) == len(docs) and flat[-1] == eot
     assert all(len(b) == 5 for b in ds["input_ids"][:-1])
-    assert stats.tail_tokens == len(ds["input_ids"][-1]) or len(ds["input_ids"][-1]) == 5
+    assert stats.padding == 5 - len(ds["input_ids"][-1])
     assert ds["labels"] == ds["input_ids"]
     assert start_of_text_ids(tiny_tokenizer) == []  # a byte-level BPE without BOS, as SmolLM2's
 
@@ -120,31 +120,42 @@ def test_pt_opens_each_document_with_bos_where_the_tokenizer_adds_one():
         single="<bos> $A", special_tokens=[("<bos>", tok.bos_token_id)])
     assert start_of_text_ids(tok) == [tok.bos_token_id]
     docs = [Document("Hello world", "a:1"), Document("the quick fox", "a:2")]
-    ds, stats = pack_documents(docs, tok, block_size=1000)
+    ds, stats = pack_documents(docs, tok, block_size=1000, isolate=False)
     eot = end_of_text_id(tok)
     want = [t for d in docs for t in (*tok(d.text)["input_ids"], eot)]
     assert ds["input_ids"] == [want] and stats.tokens == len(want)
+    whole, _ = pack_documents(docs, tok, block_size=1000)  # best fit puts the longest first
+    pieces = sorted(([*tok(d.text)["input_ids"], eot] for d in docs), key=len, reverse=True)
+    assert whole["input_ids"] == [[t for piece in pieces for t in piece]]
     assert want.count(tok.bos_token_id) == 2 and want[0] == tok.bos_token_id
 
 
-def test_pt_isolated_packing_restarts_positions_and_skips_each_documents_first_token(tiny_tokenizer):
-    docs = [Document("Hello world", "a:1"), Document("The quick brown fox", "a:3"), Document("Two plus two", "b:1")]
-    stream, _ = pack_documents(docs, tiny_tokenizer, block_size=6, isolate=False)
-    ds, _ = pack_documents(docs, tiny_tokenizer, block_size=6)
-    assert ds["input_ids"] == stream["input_ids"]  # the same tokens, the same blocks
-    flat = lambda col: [t for b in ds[col] for t in b]  # noqa: E731
-    ids, pos, labels = flat("input_ids"), flat("position_ids"), flat("labels")
-    starts, at = set(), 0
-    for d in docs:
-        starts.add(at)
-        at += len(tiny_tokenizer(d.text, add_special_tokens=False)["input_ids"]) + 1
-    starts |= set(range(0, len(ids), 6))  # a document cut by a block boundary restarts there
-    want_pos, p = [], 0
-    for i in range(len(ids)):
-        p = 0 if i in starts else p + 1
-        want_pos.append(p)
-    assert pos == want_pos
-    assert labels == [-100 if i in starts else t for i, t in enumerate(ids)]
+def test_pt_isolated_packing_keeps_documents_whole_and_restarts_positions(tiny_tokenizer):
+    """Best-fit packing: every document that fits a block lies whole in one block, a longer one is cut
+    into full blocks and a remainder; positions restart and the first token is untrained at each
+    document (or piece) start; every token is kept once."""
+    docs = [Document("Hello world", "a:1"), Document("The quick brown fox jumps over the lazy dog again and again", "a:3"),
+            Document("Two plus two", "b:1"), Document("one more", "b:2"), Document("and the last of them", "b:3")]
+    size = 12
+    eot = end_of_text_id(tiny_tokenizer)
+    pieces = [tiny_tokenizer(d.text, add_special_tokens=False)["input_ids"] + [eot] for d in docs]
+    assert len(pieces[1]) > size and any(len(p) <= size // 2 for p in pieces)  # the test needs both kinds
+    ds, stats = pack_documents(docs, tiny_tokenizer, block_size=size)
+    blocks = []
+    for ids, pos, labels in zip(ds["input_ids"], ds["position_ids"], ds["labels"]):
+        assert len(ids) <= size and len(pos) == len(labels) == len(ids)
+        starts = [k for k, p in enumerate(pos) if p == 0]
+        assert starts[0] == 0 and all(pos[k] == pos[k - 1] + 1 for k in range(1, len(pos)) if k not in starts)
+        assert labels == [-100 if k in starts else t for k, t in enumerate(ids)]
+        blocks.append([ids[a:b] for a, b in zip(starts, starts[1:] + [len(ids)])])
+    got = sorted(p for b in blocks for p in b)
+    want = sorted(p[i: i + size] for p in pieces for i in range(0, len(p), size))
+    assert got == want
+    assert stats.tokens == sum(map(len, pieces)) and stats.blocks == len(blocks)
+    assert stats.padding == size * len(blocks) - stats.tokens
+    # best fit opens a block only when the piece fits no open one, so no two blocks could be merged
+    fill = [sum(map(len, b)) for b in blocks]
+    assert all(fill[i] + fill[j] > size for i in range(len(fill)) for j in range(i + 1, len(fill)))
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])
