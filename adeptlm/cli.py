@@ -59,7 +59,7 @@ def cmd_train(stage: str, argv: list[str]) -> int:
     """pt / sft: parsed by transformers' HfArgumentParser so every TrainingArguments flag works."""
     from .train.args import parse_train_args
 
-    from .train.speed import kernels_on
+    from .train.speed import kernels_on, matmul_precision
 
     cfg = parse_train_args(stage, argv)
     if kernels_on(cfg):
@@ -70,7 +70,8 @@ def cmd_train(stage: str, argv: list[str]) -> int:
         from .train.dpo import run_dpo as run
     else:
         from .train.sft import run_sft as run
-    run(cfg)
+    with matmul_precision(cfg.compat.cpu_matmul_precision):
+        run(cfg)
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

@@ -7,6 +7,8 @@ dropout 0.05 on the 7 projections, max length 512, batch 4, 1 epoch, fp32, lr 1e
 child process (so peak RSS is its own); runs alternate between tools to share the machine's noise.
 
   - adept:       `adept sft` with its defaults (length-grouped batches, no gradient checkpointing)
+  - adept-bf16mm: the same with --cpu_matmul_precision bf16 (bfloat16 inputs, fp32 accumulation in
+                 oneDNN's matrix products; needs AVX512_BF16 or AMX)
   - trl:         TRL SFTTrainer with its defaults (completion-only loss on prompt/completion data,
                  gradient checkpointing on, no packing)
   - trl-packing: the same with packing=True
@@ -78,7 +80,7 @@ def child(tool: str, records: int, work: Path) -> dict:
 
     every = json.loads(DATA.read_text(encoding="utf-8"))
     recs, heldout = every[:records], every[records:records + HELDOUT]
-    if tool == "adept":
+    if tool in ("adept", "adept-bf16mm"):
         from adeptlm.cli import main
         from adeptlm.runrecord import read_run
 
@@ -91,7 +93,8 @@ def child(tool: str, records: int, work: Path) -> dict:
                    "--lora_rank", str(COMMON["rank"]), "--lora_alpha", str(COMMON["alpha"]), "--lora_dropout",
                    str(COMMON["dropout"]), "--trainable", ",".join(TARGETS), "--seed", str(COMMON["seed"]),
                    "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none",
-                   "--overwrite_output_dir", "True", *(["--model_name_or_path", MODEL["name"]] if MODEL["name"] else [])])
+                   "--overwrite_output_dir", "True", *(["--model_name_or_path", MODEL["name"]] if MODEL["name"] else []),
+                   *(["--cpu_matmul_precision", "bf16"] if tool == "adept-bf16mm" else [])])
         assert rc == 0
         run = read_run(out)["metrics"]
         tokens, runtime, loss = run["trained_tokens_seen"], run["train_runtime_s"], run["train_loss"]

@@ -99,6 +99,12 @@ class CompatArguments:
                 "allocator, epoch-constant loss divisor, epoch-seeded length sampler): auto = on for fp32 CPU "
                 "training without FSDP/DeepSpeed/k-bit, off = the stock Trainer and PEFT path (see "
                 "adeptlm/train/speed.py)"})
+    cpu_matmul_precision: str = field(default="ieee", metadata={
+        "choices": ["ieee", "bf16"],
+        "help": "how CPU matrix products in fp32 training are computed: ieee = full fp32; bf16 = oneDNN rounds "
+                "their inputs to bfloat16 and accumulates in fp32 (the CPU counterpart of TF32 on GPUs: weights, "
+                "optimizer and everything else stay fp32); several times faster on CPUs with AMX or AVX512_BF16, "
+                "refused on others (see adeptlm/train/speed.py)"})
     cpu_fsdp: str = field(default="auto", metadata={
         "choices": ["auto", "off"],
         "help": "FSDP asked for on CPU processes (gloo): auto = shard with torch's FSDP2 (accelerate alone runs "

@@ -16,6 +16,8 @@ throughout (tests/unit/test_speed_switch.py trains both ways and compares them);
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 CHOICES = ("auto", "on", "off")
 
 
@@ -37,3 +39,33 @@ def kernels_on(cfg) -> bool:
     distributed_sharding = asked_for(t) or bool(getattr(t, "deepspeed", None)) or \
         os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true")
     return on_cpu and not (t.bf16 or t.fp16) and not distributed_sharding and cfg.lora.load_in_kbits == 16
+
+
+def bf16_matmul_supported() -> bool:
+    """Whether this CPU has bfloat16 matrix instructions oneDNN uses (AVX512_BF16 or AMX-BF16)."""
+    import torch
+
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+@contextmanager
+def matmul_precision(mode: str):
+    """--cpu_matmul_precision for the duration of a stage, restored after (torch 2.13's
+    torch.backends.mkldnn.matmul.fp32_precision: "ieee" exact, "bf16" bfloat16 inputs with fp32
+    accumulation, like TF32 on GPUs). Measured in bench/RESULTS.md (SFT, issue 22 item 6)."""
+    import torch
+
+    from ..errors import AdeptError
+
+    if mode == "ieee":
+        yield
+        return
+    if not bf16_matmul_supported():
+        raise AdeptError("--cpu_matmul_precision bf16 needs a CPU with bfloat16 matrix instructions "
+                         "(AVX512_BF16 or AMX); this one has none: use ieee")
+    old = torch.backends.mkldnn.matmul.fp32_precision
+    torch.backends.mkldnn.matmul.fp32_precision = mode
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = old

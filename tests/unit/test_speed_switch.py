@@ -86,3 +86,24 @@ def test_auto_steps_aside_off_the_measured_setting(tiny_model_dir, tmp_path):
     assert on("--bf16", "true", "--use_cpu", "true") is False
     assert on("--bf16", "true", "--cpu_kernels", "on") is True
     assert on("--load_in_kbits", "4") is False
+
+
+def test_cpu_matmul_precision_holds_for_the_stage_only(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """--cpu_matmul_precision bf16 sets oneDNN's fp32 matmul precision while the stage runs and puts
+    the previous value back after; a CPU without bfloat16 matrix instructions is refused in one line."""
+    import adeptlm.train.sft as sft
+    from adeptlm.train import speed
+
+    seen = []
+    monkeypatch.setattr(sft, "run_sft", lambda cfg: seen.append(torch.backends.mkldnn.matmul.fp32_precision))
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    flags = ["sft", "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path / "o")]
+    monkeypatch.setattr(speed, "bf16_matmul_supported", lambda: True)
+    assert main(flags + ["--cpu_matmul_precision", "bf16"]) == 0
+    assert main(flags) == 0
+    assert seen == ["bf16", before] and torch.backends.mkldnn.matmul.fp32_precision == before
+    monkeypatch.setattr(speed, "bf16_matmul_supported", lambda: False)
+    assert main(flags + ["--cpu_matmul_precision", "bf16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "AVX512_BF16 or AMX" in err[0]
+    assert len(seen) == 2 and torch.backends.mkldnn.matmul.fp32_precision == before
