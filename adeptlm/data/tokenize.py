@@ -109,8 +109,7 @@ def pack_documents(docs: Sequence[Document], tokenizer, block_size: int, num_pro
     piece of one) starts. Given position_ids and no attention mask, transformers (5.x,
     masking_utils.find_packed_sequence_indices) makes the attention block-diagonal, so each document
     is trained as if it were alone, which is how inference presents text; the first token of each
-    document is not trained, since nothing of its own precedes it. Blocks may be shorter than
-    block_size (the collator pads a batch to its longest). isolate=False (--packing stream): the
+    document is not trained, since nothing of its own precedes it. isolate=False (--packing stream): the
     documents are joined in order and the stream is cut every block_size tokens, so blocks attend
     across documents, as the seed's group_texts blocks do; every token is trained.
     """
@@ -126,8 +125,8 @@ def pack_documents(docs: Sequence[Document], tokenizer, block_size: int, num_pro
     if isolate:
         pieces = [[*bos, *ids, eot] for ids in tokenized["ids"]]
         blocks = best_fit_blocks(pieces, block_size)
-        flat = [t for b in blocks for piece in b for t in piece]
-        stats = PackStats(len(docs), len(flat), len(blocks), sum(block_size - sum(map(len, b)) for b in blocks))
+        tokens = sum(map(len, pieces))
+        stats = PackStats(len(docs), tokens, len(blocks), block_size * len(blocks) - tokens)
         return Dataset.from_dict({
             "input_ids": [[t for piece in b for t in piece] for b in blocks],
             "labels": [[t if k else -100 for piece in b for k, t in enumerate(piece)] for b in blocks],
@@ -151,7 +150,6 @@ def best_fit_blocks(pieces: list[list[int]], block_size: int) -> list[list[list[
         blocks.extend([[piece[i: i + block_size]] for i in range(0, whole, block_size)])
         if len(piece) > whole:
             rest.append(piece[whole:])
-    first_cut = len(blocks)
     free: list[tuple[int, int]] = []  # (tokens still free, block index), sorted
     for piece in sorted(rest, key=len, reverse=True):
         at = bisect.bisect_left(free, (len(piece), -1))
@@ -163,7 +161,6 @@ def best_fit_blocks(pieces: list[list[int]], block_size: int) -> list[list[list[
             blocks.append([piece])
         if room - len(piece) > 0:
             bisect.insort(free, (room - len(piece), k))
-    assert all(sum(map(len, b)) <= block_size for b in blocks[first_cut:])
     return blocks
 
 

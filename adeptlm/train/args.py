@@ -103,8 +103,8 @@ class CompatArguments:
         "choices": ["ieee", "bf16"],
         "help": "how CPU matrix products in fp32 training are computed: ieee = full fp32; bf16 = oneDNN rounds "
                 "their inputs to bfloat16 and accumulates in fp32 (the CPU counterpart of TF32 on GPUs: weights, "
-                "optimizer and everything else stay fp32); several times faster on CPUs with AMX or AVX512_BF16, "
-                "refused on others (see adeptlm/train/speed.py)"})
+                "optimizer and everything else stay fp32); needs AMX or AVX512_BF16, refused elsewhere (SFT 1.35x "
+                "faster on an AMX Xeon: bench/RESULTS.md)"})
     cpu_fsdp: str = field(default="auto", metadata={
         "choices": ["auto", "off"],
         "help": "FSDP asked for on CPU processes (gloo): auto = shard with torch's FSDP2 (accelerate alone runs "
