@@ -51,15 +51,18 @@ class FastDropout(torch.nn.Module):
         dtype = np.uint16 if self.bits == 16 else np.uint32
         self.threshold = dtype(min(round(p * 2**self.bits), 2**self.bits - 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or x.device.type != "cpu":
-            return torch.nn.functional.dropout(x, self.p, self.training)
+    def draw_keep(self, x: torch.Tensor) -> torch.Tensor:
+        """A fresh mask for `x`: a uint8 tensor of x's shape, 1 where the element is kept."""
         seed = int(torch.randint(0, 2**63 - 1, (1,), dtype=torch.int64).item())
         n = x.numel()
         per_word = 64 // self.bits
         raw = np.random.SFC64(seed).random_raw(-(-n // per_word)).view(self.threshold.dtype)[:n]
-        keep = torch.from_numpy(np.greater_equal(raw, self.threshold).view(np.uint8)).view(x.shape)
-        return _MaskedScale.apply(x, keep, 1.0 / (1.0 - self.p))
+        return torch.from_numpy(np.greater_equal(raw, self.threshold).view(np.uint8)).view(x.shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or x.device.type != "cpu":
+            return torch.nn.functional.dropout(x, self.p, self.training)
+        return _MaskedScale.apply(x, self.draw_keep(x), 1.0 / (1.0 - self.p))
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

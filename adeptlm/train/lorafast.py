@@ -1,4 +1,5 @@
-"""A leaner forward for PEFT's LoRA Linear layers.
+"""A leaner forward for PEFT's LoRA Linear layers (written against PEFT 0.21.2; on with --cpu_kernels,
+see speed.py; tests/unit/test_lorafast.py compares it with PEFT's own forward).
 
 PEFT computes `result + lora_B(lora_A(dropout(x))) * scaling`: after the B matmul, one pass over the
 layer's whole output to scale it and another to add it, each writing a new tensor as large as the
@@ -6,6 +7,13 @@ output. torch.addmm(result, h, B^T, alpha=scaling) does both inside the matrix m
 arithmetic is the same (the backward pass scales only the r-wide gradients). Only the plain case
 takes this path: one active adapter, not merged, no DoRA or other variant, plain nn.Linear modules
 without hooks, no autocast, one dtype; anything else runs PEFT's own forward.
+
+With LoRA dropout (FastDropout, in training) the autograd graph would also keep each layer's dropped
+input, x * mask / (1 - p), to form the gradient of A: one float per input element for each of the
+7 adapted projections, about 1.2 GB at 4 x 512 tokens of the embedded model, while the projections
+of one input (q, k, v; gate, up) share x itself. _LoraDropout keeps x (shared), the one-byte mask
+and the r-wide h instead, and forms the dropped input again in the backward pass (one more pass over
+x per projection). Measured in bench/RESULTS.md (SFT, issue 22 item 6).
 """
 
 from __future__ import annotations
@@ -14,9 +22,45 @@ import types
 
 import torch
 
+from .dropout import FastDropout
+
 
 def _plain(module) -> bool:
     return type(module) is torch.nn.Linear and not (module._forward_hooks or module._forward_pre_hooks)
+
+
+class _LoraDropout(torch.autograd.Function):
+    """W x + b + scale * B A (keep * x) for a frozen base (W, b) and trainable A, B.
+
+    `scale` is LoRA's scaling times dropout's 1 / (1 - p), so the mask multiplies by 0 or 1 only.
+    Saved for backward: x (which the other projections of the same input share), the uint8 mask and
+    h = A (keep * x), r wide; keep * x is formed again for A's gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, lora_a, lora_b, keep, scale):
+        mult = keep.to(x.dtype)
+        h = torch.nn.functional.linear(x * mult, lora_a)
+        out = torch.addmm(torch.nn.functional.linear(x, weight, bias), h, lora_b.t(), alpha=scale)
+        ctx.save_for_backward(x, weight, lora_a, lora_b, keep, h)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, weight, lora_a, lora_b, keep, h = ctx.saved_tensors
+        need_x, need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[3], ctx.needs_input_grad[4]
+        grad_x = grad_a = grad_b = None
+        grad_h = grad.mm(lora_b).mul_(ctx.scale)
+        mult = keep.to(x.dtype) if (need_x or need_a) else None
+        if need_b:
+            grad_b = grad.t().mm(h).mul_(ctx.scale)
+        if need_a:
+            grad_a = grad_h.t().mm(x * mult)
+        if need_x:
+            grad_x = grad.mm(weight).addcmul_(grad_h.mm(lora_a), mult)
+        return grad_x, None, None, grad_a, grad_b, None, None
 
 
 def _lean_forward(self, x, *args, **kwargs):
@@ -32,6 +76,12 @@ def _lean_forward(self, x, *args, **kwargs):
             or lora_b.bias is not None or not x.dtype == base.weight.dtype == lora_a.weight.dtype:
         return peft_forward(self, x, *args, **kwargs)
     flat = x.reshape(-1, x.shape[-1])
+    drop = self.lora_dropout[name]
+    if isinstance(drop, FastDropout) and drop.training and flat.device.type == "cpu" \
+            and not base.weight.requires_grad and (base.bias is None or not base.bias.requires_grad):
+        out = _LoraDropout.apply(flat, base.weight, base.bias, lora_a.weight, lora_b.weight, drop.draw_keep(flat),
+                                 self.scaling[name] / (1.0 - drop.p))
+        return out.view(*x.shape[:-1], out.shape[-1])
     result = torch.nn.functional.linear(flat, base.weight, base.bias)
     h = torch.nn.functional.linear(self.lora_dropout[name](flat), lora_a.weight)
     out = torch.addmm(result, h, lora_b.weight.t(), alpha=self.scaling[name])
