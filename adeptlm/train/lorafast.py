@@ -10,7 +10,7 @@ without hooks, no autocast, one dtype; anything else runs PEFT's own forward.
 
 With LoRA dropout (FastDropout, in training) the autograd graph would also keep each layer's dropped
 input, x * mask / (1 - p), to form the gradient of A: one float per input element for each of the
-7 adapted projections, about 1.2 GB at 4 x 512 tokens of the embedded model, while the projections
+7 adapted projections, 1.2 GB at 4 x 512 tokens of the embedded model (by count), while the projections
 of one input (q, k, v; gate, up) share x itself. _LoraDropout keeps x (shared), the one-byte mask
 and the r-wide h instead, and forms the dropped input again in the backward pass (one more pass over
 x per projection). Measured in bench/RESULTS.md (SFT, issue 22 item 6).
@@ -83,7 +83,7 @@ def _lean_forward(self, x, *args, **kwargs):
                                  self.scaling[name] / (1.0 - drop.p))
         return out.view(*x.shape[:-1], out.shape[-1])
     result = torch.nn.functional.linear(flat, base.weight, base.bias)
-    h = torch.nn.functional.linear(self.lora_dropout[name](flat), lora_a.weight)
+    h = torch.nn.functional.linear(drop(flat), lora_a.weight)
     out = torch.addmm(result, h, lora_b.weight.t(), alpha=self.scaling[name])
     return out.view(*x.shape[:-1], out.shape[-1])
 
