@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from . import __version__
-from .allocator import keep_freed_memory
+from .allocator import ask_for_huge_pages, keep_freed_memory
 from .errors import AdeptError
 from .evaluate.protocol import str2bool
 
@@ -514,6 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     import logging
+
+    ask_for_huge_pages()  # first: torch reads it at its first allocation
 
     # bitsandbytes (0.50, imported by PEFT when installed) asks at import, on CPUs with AVX512-BF16,
     # for an optional kernel from the Hugging Face hub and warns when it cannot have it; its own CPU

@@ -90,3 +90,38 @@ def test_keep_freed_memory_on_glibc():
         pytest.skip("mallopt is glibc's")
     assert keep_freed_memory() is True
     assert torch.ones(4096, 4096).sum().item() == 4096 * 4096  # large allocations still work
+
+
+HUGE_PAGE_PROBE = """
+import contextlib, io, sys
+from adeptlm.cli import main
+with contextlib.redirect_stdout(io.StringIO()):
+    main(["models"])
+import torch
+x = torch.ones(64 << 20)  # 256 MB, touched
+print(sum(int(line.split()[1]) for line in open("/proc/self/smaps") if line.startswith("AnonHugePages:")))
+"""
+
+
+@pytest.mark.parametrize("setting", [None, "0"])
+def test_adept_asks_torch_for_huge_pages_unless_told_not_to(setting):
+    """`adept` sets THP_MEM_ALLOC_ENABLE before torch's first allocation, so a large tensor lands on
+    2 MB pages; a user's THP_MEM_ALLOC_ENABLE=0 is kept. Only provable where the kernel gives huge
+    pages on madvise alone (mode "madvise"): with "always" every buffer gets them, with "never" none."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    mode = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if not mode.is_file() or "[madvise]" not in mode.read_text():
+        pytest.skip("transparent huge pages are not in madvise mode here")
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if setting is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = setting
+    out = subprocess.run([sys.executable, "-c", HUGE_PAGE_PROBE], env=env, capture_output=True, text=True, check=True)
+    huge_kb = int(out.stdout.split()[-1])
+    if setting is None:
+        assert huge_kb >= 2048, out.stdout
+    else:
+        assert huge_kb == 0, out.stdout
