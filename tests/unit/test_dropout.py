@@ -92,6 +92,42 @@ def test_keep_freed_memory_on_glibc():
     assert torch.ones(4096, 4096).sum().item() == 4096 * 4096  # large allocations still work
 
 
+REUSE_PROBE = """
+import ctypes, resource
+from adeptlm.allocator import keep_freed_memory
+assert keep_freed_memory()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+libc.memset.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+size = 1200 << 20  # over the old 1 GB trim threshold, freed at the heap's top
+faults = []
+for _ in range(2):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = libc.malloc(size)
+    libc.memset(block, 1, size)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    libc.free(block)
+print(*faults)
+"""
+
+
+def test_freed_gigabytes_are_reused_not_faulted_in_again():
+    """A block over 1 GB freed at the heap's top (gemma3-270m's logits) is kept: allocating it again
+    touches no new pages. With trimming at 1 GB, the second allocation faulted all 307k 4 KB pages
+    in again, as the first did."""
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    out = subprocess.run([sys.executable, "-c", REUSE_PROBE], capture_output=True, text=True, check=True)
+    first, again = map(int, out.stdout.split())
+    assert first > 200_000 and again < 1_000, out.stdout
+
+
 HUGE_PAGE_PROBE = """
 import contextlib, io, sys
 from adeptlm.cli import main
