@@ -22,7 +22,8 @@ def keep_freed_memory() -> bool:
     Trimming is off altogether (-1, as mallopt(3) documents), not merely raised: with a 1 GB
     threshold, gemma3-270m's logits (a [tokens, 262144] fp32 block is about 1 GB at 1,000
     tokens) freed at the heap's top were handed back and faulted in again every step: 21-25 s of
-    system CPU in 6 PT steps, against 8-12 s without trimming, and the steps 20% faster. The
+    system CPU in 6 PT steps, against 8-12 s without trimming, and the 6 steps 30-34 s instead
+    of 37-41 s. The
     process keeps its peak heap until it exits, which is what a training or scoring run wants.
     """
     import ctypes
@@ -41,10 +42,10 @@ def keep_freed_memory() -> bool:
 def ask_for_huge_pages() -> None:
     """Have torch madvise(MADV_HUGEPAGE) its CPU buffers of 2 MB and more.
 
-    Even with freed memory kept, the first step of a run touches every page of its peak memory
-    once: 2.4 million 4 KB page faults and about 20 s of system CPU in the SFT bench's 64-record
-    run here. With 2 MB pages the faults fall to 0.8 million, the system CPU to about 15 s, and the
-    run is 2-3% faster (bench/RESULTS.md). torch reads THP_MEM_ALLOC_ENABLE once, at its first CPU
+    Even with freed memory kept, a run touches every page of its peak memory once, mostly in its
+    first step: the SFT bench's 64-record run here took 2.3-2.4 million 4 KB page faults and 19-21 s
+    of system CPU. With 2 MB pages the faults fall to 0.8 million, the system CPU to 14.5-15.5 s,
+    and the run is 2-3% faster (bench/RESULTS.md). torch reads THP_MEM_ALLOC_ENABLE once, at its first CPU
     allocation (c10/core/alloc_cpu.cpp, torch 2.13), so this must run before any tensor is made
     (importing transformers' training stack already makes some); afterwards it changes nothing.
     A value the user has set (THP_MEM_ALLOC_ENABLE=0) is kept. Where the kernel's transparent huge

@@ -18,8 +18,9 @@ the exact shapes of one step, only the work that no LoRA implementation can skip
 
 Everything else a real step does is left out, so the sum is a floor for implementations built on
 these kernels and the matching tokens/s a ceiling: norms, activations, residual adds, rotary
-embeddings, dropout, the embedding's gradient, the optimizer, and the copies between kernels. Each product writes into a preallocated
-output (no allocation), after warm-up; the median of --repeats timings is taken per shape.
+embeddings, dropout, the embedding's gradient, the optimizer, and the copies between kernels. Each
+matrix product writes into a preallocated output (no allocation); every part is timed after two
+warm-up calls, as the median of --repeats.
 
     python bench/floor.py [--model gemma3-270m] [--batch 2] [--block 512] [--rank 64] [--save none|embed]
                           [--stock_tps 182.2] [--repeats 7]
@@ -36,7 +37,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train import MODEL, ROOT, TARGETS  # noqa: E402
+from train import ROOT, TARGETS, meta_model  # noqa: E402
 
 
 def timed(fn, repeats: int) -> float:
@@ -54,13 +55,9 @@ def timed(fn, repeats: int) -> float:
 def linear_shapes(model: str | None) -> tuple[Counter, tuple[int, int], object]:
     """(count of (name, in, out) over the body's Linears, the LM head's (in, out), the config)."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
 
-    from adeptlm.models import resolve_model
-
-    config = AutoConfig.from_pretrained(resolve_model(model))
-    with torch.device("meta"):
-        m = AutoModelForCausalLM.from_config(config)
+    m = meta_model(model)
+    config = m.config
     shapes = Counter((name.rsplit(".", 1)[-1], mod.in_features, mod.out_features)
                      for name, mod in m.model.named_modules() if isinstance(mod, torch.nn.Linear))
     head = (m.lm_head.in_features, m.lm_head.out_features)
@@ -156,7 +153,6 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--out", help="where the figures go (default bench/out/floor.json)")
     args = ap.parse_args()
-    MODEL["name"] = args.model
     result = floor(args.model, args.batch, args.block, args.rank, args.save, args.repeats)
     if args.stock_tps:
         result["stock_tokens_per_s"] = args.stock_tps

@@ -158,15 +158,22 @@ def matmul_peak_gflops() -> float:
     return 2 * 2048**3 / best / 1e9
 
 
-def matmul_params(model: str | None = None, body_only: bool = False) -> int:
-    """Weights that take part in a matmul per token: every Linear of the body plus the LM head."""
+def meta_model(model: str | None = None):
+    """The model's architecture without weights (meta device): for counting shapes."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from adeptlm.models import resolve_model
 
     with torch.device("meta"):
-        m = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolve_model(model)))
+        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolve_model(model)))
+
+
+def matmul_params(model: str | None = None, body_only: bool = False) -> int:
+    """Weights that take part in a matmul per token: every Linear of the body plus the LM head."""
+    import torch
+
+    m = meta_model(model)
     body = sum(mod.weight.numel() for mod in m.model.modules() if isinstance(mod, torch.nn.Linear))
     return body if body_only else body + m.lm_head.weight.numel()
 

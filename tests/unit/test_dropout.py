@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+
 import pytest
 import torch
 
@@ -83,11 +85,12 @@ def test_swaps_every_lora_dropout_of_a_peft_model(tiny_model_dir):
     assert use_fast_dropout(plain) == 0
 
 
-def test_keep_freed_memory_on_glibc():
-    import platform
+glibc_only = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+                                reason="mallopt is glibc's")
 
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        pytest.skip("mallopt is glibc's")
+
+@glibc_only
+def test_keep_freed_memory_on_glibc():
     assert keep_freed_memory() is True
     assert torch.ones(4096, 4096).sum().item() == 4096 * 4096  # large allocations still work
 
@@ -112,17 +115,14 @@ print(*faults)
 """
 
 
+@glibc_only
 def test_freed_gigabytes_are_reused_not_faulted_in_again():
     """A block over 1 GB freed at the heap's top (gemma3-270m's logits) is kept: allocating it again
     touches no new pages. With trimming at 1 GB, the second allocation faulted all 307k 4 KB pages
     in again, as the first did."""
-    import os
-    import platform
     import subprocess
     import sys
 
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        pytest.skip("mallopt is glibc's")
     out = subprocess.run([sys.executable, "-c", REUSE_PROBE], capture_output=True, text=True, check=True)
     first, again = map(int, out.stdout.split())
     assert first > 200_000 and again < 1_000, out.stdout
