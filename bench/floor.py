@@ -11,8 +11,9 @@ the exact shapes of one step, only the work that no LoRA implementation can skip
   - attention: torch's scaled_dot_product_attention, causal, forward and backward (the CPU flash
                kernel both adept and the seed's way use);
   - loss:      the cross-entropy over the vocabulary at every position (in PT every position is
-               trained), forward and backward, in adeptlm's cheapest form (train/loss.py: the
-               gradient formed in place in the log-probabilities);
+               trained), forward and backward, in adeptlm's cheapest form (train/loss.py's
+               head_cross_entropy: log_softmax in place in the logits' own buffer, the gradient
+               formed in place after it);
   - head_full: with --save embed (modules_to_save embed_tokens,lm_head), the LM head's weight
                gradient as well.
 
@@ -96,17 +97,22 @@ def attention_time(batch: int, block: int, cfg, repeats: int) -> float:
 
 
 def loss_time(rows: int, vocab: int, repeats: int) -> float:
-    """adeptlm's summed cross-entropy over [rows, vocab] logits, forward and backward."""
+    """adeptlm's cross-entropy around the head's products (loss.py's _HeadCrossEntropy without its
+    two matrix products, which the frozen products count): log_softmax in place in the logits'
+    buffer, the picked log-probabilities, and softmax - onehot formed in the same buffer."""
     import torch
 
-    from adeptlm.train.loss import sum_cross_entropy
+    from adeptlm.train.loss import _log_softmax_in_place
 
-    logits = torch.randn(rows, vocab, requires_grad=True)
+    buf = torch.randn(rows, vocab)
     target = torch.randint(0, vocab, (rows,))
+    picks = torch.arange(rows)
 
     def step():
-        sum_cross_entropy(logits, target).backward()
-        logits.grad = None
+        # the buffer holds the last step's softmax - onehot: as costly to normalise as fresh logits
+        logp = _log_softmax_in_place(buf)
+        logp.gather(1, target.unsqueeze(1)).sum()
+        logp.exp_()[picks, target] -= 1.0
 
     return timed(step, repeats)
 

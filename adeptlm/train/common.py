@@ -179,7 +179,7 @@ def _trainer_class():
     from transformers import Trainer
     from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
-    from .loss import sum_cross_entropy
+    from .loss import head_cross_entropy
 
     class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
         """Length-grouped shuffling that depends only on (seed, epoch).
@@ -222,8 +222,7 @@ def _trainer_class():
             keep = target != -100
             hidden = decoder(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
                              position_ids=inputs.get("position_ids"), use_cache=False).last_hidden_state
-            logits = head(hidden[:, :-1][keep]).float()
-            loss = sum_cross_entropy(logits, target[keep])
+            loss = head_cross_entropy(hidden[:, :-1][keep], head, target[keep])
             if num_items_in_batch is not None and self.model_accepts_loss_kwargs:
                 loss = loss / torch.as_tensor(num_items_in_batch, device=loss.device)
                 if self.args.average_tokens_across_devices:

@@ -1,8 +1,8 @@
 """One switch for the training loop's CPU speed paths: --cpu_kernels auto | on | off.
 
 The speed paths were each measured on this project's 2-core CPU, in fp32, one process or CPU DDP:
-- the LM head and cross-entropy only at trained positions, with an in-place backward (common.py's
-  AdeptTrainer.compute_loss, loss.py);
+- the LM head and cross-entropy only at trained positions, in one buffer as large as the logits:
+  log_softmax and the backward pass both in place (common.py's AdeptTrainer.compute_loss, loss.py);
 - a fused LoRA forward (lorafast.py) and a cheaper dropout mask (dropout.py);
 - glibc keeping freed memory for reuse (allocator.py);
 - and two changes to the Trainer's private methods that go with them: an epoch-constant loss divisor
