@@ -102,17 +102,16 @@ def loss_time(rows: int, vocab: int, repeats: int) -> float:
     buffer, the picked log-probabilities, and softmax - onehot formed in the same buffer."""
     import torch
 
-    from adeptlm.train.loss import _log_softmax_in_place
+    from adeptlm.train.loss import _log_softmax_in_place, softmax_minus_onehot_
 
     buf = torch.randn(rows, vocab)
     target = torch.randint(0, vocab, (rows,))
-    picks = torch.arange(rows)
 
     def step():
         # the buffer holds the last step's softmax - onehot: as costly to normalise as fresh logits
         logp = _log_softmax_in_place(buf)
         logp.gather(1, target.unsqueeze(1)).sum()
-        logp.exp_()[picks, target] -= 1.0
+        softmax_minus_onehot_(logp, target)
 
     return timed(step, repeats)
 
