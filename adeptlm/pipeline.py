@@ -275,10 +275,19 @@ class Run:
             summary = run_exam(exam_config(self.recipe, model=model, data_dir=folder, output_dir=self.dir(stage) / key,
                                            exclude=self.exclusions(key)))
             metrics[key] = summary["All"]["score"]
+            if "formulations" in summary:  # both: read before and after in the base model's better one
+                form = self.reading(key) or summary["best_formulation"]
+                metrics[key] = summary["formulations"][form]["score"]
+                metrics[f"{key}_formulations"] = {**summary["formulations"], "read": form}
         if paths.get("heldout"):
             r = run_ppl(model, paths["heldout"], max_length=int(ev.get("ppl_max_length", 512)), stride=256)
             metrics["heldout_perplexity"] = r["perplexity"]
         write_run(self.dir(stage), stage, {"model": model, "eval": ev}, metrics)
+
+    def reading(self, key: str) -> str | None:
+        """The formulation an exam scored in both is read in: the base model's better (OLMES's rule)."""
+        f = self.dir("baseline") / key / "summary.json"
+        return json.loads(f.read_text(encoding="utf-8")).get("best_formulation") if f.is_file() else None
 
     # ---------------------------------------------------------------- retention
     def retention_inputs(self) -> tuple[Path | None, list[str]]:
@@ -430,6 +439,8 @@ class Run:
 
         cfg = exam_config(self.recipe, model=gguf, data_dir=self.data_paths()["exam"], output_dir=self.dir("check") / "exam",
                           backend="llama.cpp", tokenizer=str(self.dir("merge")))
+        if cfg.mode == "both":  # the formulation the HF model's score is read in
+            cfg.mode = self.reading("exam") or "letter"
         return {"gguf_accuracy": run_exam(cfg)["All"]["score"],
                 "hf_accuracy": read_run(self.dir("after"))["metrics"].get("exam")}
 

@@ -1,9 +1,11 @@
 """A Chinese general-knowledge exam for the Chinese demo, to measure forgetting (written for adeptlm).
 
 Plain facts a school pupil knows, in five categories, mostly table-driven: each table row asks one
-fact and the other rows' values are its distractors, so about 120 questions come from a few
-tables. Large enough that one question is under a point of the score; the before/after difference
-is reported with its uncertainty in the run's report. Pure function of the seed.
+fact, in both directions where the table allows (the capital of a province, and the province of a
+capital), and the other rows' values are its distractors, so about 250 questions come from a few
+tables: one question is 0.4 points, so a change of 3 points is seven or more questions. The
+before/after difference is reported with its uncertainty in the run's report. Pure function of the
+seed.
 """
 
 from __future__ import annotations
@@ -75,11 +77,14 @@ def _table_rows(rng: random.Random, pairs: list[tuple[str, str]], wording) -> li
     return rows
 
 
-def _arithmetic_rows(rng: random.Random, n: int = 22) -> list[list[str]]:
+def _arithmetic_rows(rng: random.Random, n: int = 66) -> list[list[str]]:
     rows = []
     for k in range(n):
         a, b = rng.randint(2, 60), rng.randint(2, 39)
-        if k % 2:
+        if k % 3 == 2:
+            a, b = rng.randint(2, 9), rng.randint(2, 9)
+            text, value = f"{a}乘以{b}等于多少？", a * b
+        elif k % 3 == 1:
             a, b = max(a, b), min(a, b)
             text, value = f"{a}减{b}等于多少？", a - b
         else:
@@ -94,10 +99,15 @@ def _arithmetic_rows(rng: random.Random, n: int = 22) -> list[list[str]]:
 def general_rows(seed: int = 11) -> dict[str, dict[str, list[list[str]]]]:
     """{category: {"dev": [1 row], "val": rows}} with C-Eval's columns (id first)."""
     rng = random.Random(seed + 5)
+    swap = lambda pairs: [(v, k) for k, v in pairs]  # noqa: E731
+    kind = {v: ("首府" if k.endswith("自治区") else "省会") for k, v in PROVINCE_CAPITALS}
     tables = {"provinces": _table_rows(rng, PROVINCE_CAPITALS,
-                                       lambda k: f"{k}的{'首府' if k.endswith('自治区') else '省会'}是哪座城市？"),
-              "world": _table_rows(rng, COUNTRY_CAPITALS, lambda k: f"{k}的首都是哪座城市？"),
-              "antonyms": _table_rows(rng, ANTONYMS, lambda k: f"“{k}”的反义词是哪个字？"),
+                                       lambda k: f"{k}的{'首府' if k.endswith('自治区') else '省会'}是哪座城市？")
+              + _table_rows(rng, swap(PROVINCE_CAPITALS), lambda v: f"{v}是哪个省级行政区的{kind[v]}？"),
+              "world": _table_rows(rng, COUNTRY_CAPITALS, lambda k: f"{k}的首都是哪座城市？")
+              + _table_rows(rng, swap(COUNTRY_CAPITALS), lambda v: f"{v}是哪个国家的首都？"),
+              "antonyms": _table_rows(rng, ANTONYMS, lambda k: f"“{k}”的反义词是哪个字？")
+              + _table_rows(rng, swap(ANTONYMS), lambda v: f"哪个字是“{v}”的反义词？"),
               "arithmetic": _arithmetic_rows(rng),
               "common": [[q, *opts, ans] for q, opts, ans in COMMON]}
     out = {}

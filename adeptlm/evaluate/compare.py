@@ -26,7 +26,7 @@ def compare(before: dict, after: dict) -> list[dict]:
     for cat in cats:
         b, a = before.get("grouped", {}).get(cat), after.get("grouped", {}).get(cat)
         rows.append(_row("category", cat, b, a))
-    skip = {"grouped", "All", "n_times"}
+    skip = {"grouped", "All", "n_times", "formulations", "best_formulation"}
     for subject in sorted((set(before) | set(after)) - skip):
         rows.append(_row("subject", subject, before.get(subject), after.get(subject)))
     rows.append(_row("all", "All", before["All"], after["All"]))

@@ -1,11 +1,13 @@
 """`adept eval ceval|cmmlu|mmlu|exam`: multiple-choice exams, scored one way for every artifact.
 
-Modes (recorded with every score):
-- letter:   the next-token logits of the answer letters after the prompt; the letter's token is the
-            one a demonstration uses (`答案：A` -> "A", `Answer: A` -> " A"), with the other spelling
-            as a fallback where a tokenizer has no single token for it (max over the variants)
-- cloze:    log-likelihood of each option's text after the prompt; `score` picks the largest sum,
-            `score_norm` the largest per-byte average (as lm-evaluation-harness's acc_norm)
+Modes (recorded with every score), the first two being OLMES's two formulations:
+- letter:   the options listed, then the next-token logits of the answer letters (MCF); the letter's
+            token is the one a demonstration uses (`答案：A` -> "A", `Answer: A` -> " A"), with the
+            other spelling as a fallback where a tokenizer has no single token for it
+- cloze:    the question without its options, then each option's text scored as its continuation
+            (CF): `score` is acc_norm (largest log-likelihood per character), `acc` the largest sum
+- both:     letter and cloze on one loaded model, in output_dir/letter and output_dir/cloze, and the
+            better one named by OLMES's rule (best_formulation in summary.json)
 - generate: greedy answer, then the seed's extraction patterns, then option-text match; an answer
             that cannot be read counts as wrong (the seed guessed at random)
 
@@ -35,7 +37,7 @@ from ..errors import AdeptError, InputError
 from ..data.exams import LETTERS, Exam, Question, exam_files, read_exam
 from ..runrecord import write_run
 from .prompts import Prompt, answer_delimiter, subject_prompts
-from .protocol import MODES, SAME_EVALUATION_KEYS, ExamConfig
+from .protocol import FORMULATIONS, MODES, SAME_EVALUATION_KEYS, ExamConfig
 from .subjects import load_mapping, subject_info
 
 
@@ -53,7 +55,7 @@ class SubjectResult:
     num: int
     correct: int | None  # None when the split has no answers
     preds: list[str | None]
-    extra: dict = field(default_factory=dict)  # score_norm (cloze), unparsed (generate)
+    extra: dict = field(default_factory=dict)  # correct_acc (cloze), unparsed (generate)
 
 
 def pick_split(exam: Exam, cfg: ExamConfig) -> str:
@@ -123,27 +125,52 @@ def score_subject(backend, layout: str, prompts: Sequence[Prompt], questions: Se
         logits = backend.last_logits([ScoreRequest(p.ids, p.prefix_len) for p in prompts])
         scores = [[max(float(row[i]) for i in ids) for ids in cands] for row in logits]
         return [LETTERS[max(range(4), key=lambda k: s[k])] for s in scores], {}
-    if mode in ("cloze", "continuation"):
-        # continuation: the question alone, then " " + option text (lm-evaluation-harness's MMLU
-        # continuation form); cloze: the lettered options are listed in the prompt as well
-        delim = " " if mode == "continuation" else answer_delimiter(layout)
-        pairs, sizes = [], []
-        for p, q in zip(prompts, questions):
-            for c in q.choices:
-                pairs.append((p.ids, tok(delim + c, add_special_tokens=False)["input_ids"]))
-                sizes.append(max(1, len((delim + c).encode("utf-8"))))
-        lp = backend.continuation_logprobs(pairs)
-        preds, norm = [], []
-        for i in range(len(prompts)):
-            s = lp[4 * i: 4 * i + 4]
-            n = [x / sizes[4 * i + k] for k, x in enumerate(s)]
-            preds.append(LETTERS[max(range(4), key=lambda k: s[k])])
-            norm.append(LETTERS[max(range(4), key=lambda k: n[k])])
-        return preds, {"preds_norm": norm}
+    if mode == "cloze":
+        lls, pairs = cloze_logprobs(backend, layout, prompts, questions)
+        return cloze_picks(lls, [q.choices for q in questions])
     outs = backend.generate([p.ids for p in prompts], max_new_tokens, stop_ids)
     texts = [tok.decode(o, skip_special_tokens=True) for o in outs]
     preds = [extract_answer(t, q.choices, layout) for t, q in zip(texts, questions)]
     return preds, {"responses": texts, "unparsed": sum(p is None for p in preds)}
+
+
+def continuation_ids(tokenizer, prompt: Prompt, continuation: str) -> list[int]:
+    """The continuation's tokens after the prompt, split as lm-evaluation-harness splits a request:
+    the prompt's last text and the continuation encoded as one string, and the continuation is what
+    follows the tokens of that text alone (a tokenizer may merge across the boundary)."""
+    head = tokenizer(prompt.tail, add_special_tokens=prompt.tail_special)["input_ids"]
+    whole = tokenizer(prompt.tail + continuation, add_special_tokens=prompt.tail_special)["input_ids"]
+    return whole[len(head):]
+
+
+def cloze_logprobs(backend, layout: str, prompts: Sequence[Prompt], questions: Sequence[Question]):
+    """Sum of log-probabilities of each option's text (after the cloze delimiter) following its
+    question's prompt: one list per question. Every option of a question shares that question's
+    prompt, which the backend runs once (continuation_logprobs groups the requests by context)."""
+    from .prompts import cloze_delimiter
+
+    pairs, owner = [], []
+    for i, (p, q) in enumerate(zip(prompts, questions)):
+        for c in q.choices:
+            pairs.append((p.ids, continuation_ids(backend.tokenizer, p, cloze_delimiter(layout) + c)))
+            owner.append(i)
+    flat = backend.continuation_logprobs(pairs)
+    out: list[list[float]] = [[] for _ in prompts]
+    for i, x in zip(owner, flat):
+        out[i].append(x)
+    return out, pairs
+
+
+def cloze_picks(lls: Sequence[Sequence[float]], choices: Sequence[Sequence[str]]) -> tuple[list[str], dict]:
+    """The cloze formulation's answers: acc_norm's pick (largest log-likelihood per character of the
+    option's text, lm-evaluation-harness's acc_norm and OLMES's "character" normalisation) is the
+    headline; acc's pick (largest sum) is kept beside it. Ties go to the earlier option, as argmax."""
+    norm, acc = [], []
+    for ll, cs in zip(lls, choices):
+        per_char = [x / max(1, len(c)) for x, c in zip(ll, cs)]
+        norm.append(LETTERS[max(range(len(ll)), key=lambda k: (per_char[k], -k))])
+        acc.append(LETTERS[max(range(len(ll)), key=lambda k: (ll[k], -k))])
+    return norm, {"preds_acc": acc, "loglikelihoods": [[round(x, 6) for x in ll] for ll in lls]}
 
 
 def choose_demos(exam: Exam, subject: str, cfg: ExamConfig, take: int) -> list[Question]:
@@ -188,14 +215,19 @@ def load_backend(cfg: ExamConfig):
     return HFBackend.load(cfg.model, dtype=cfg.dtype, batch_size=cfg.batch_size)
 
 
-def run_exam(cfg: ExamConfig) -> dict:
-    """Evaluate, write the outputs, return the summary over all takes."""
+def run_exam(cfg: ExamConfig, backend=None) -> dict:
+    """Evaluate, write the outputs, return the summary over all takes. A backend passed in is used
+    and left open; one loaded here is closed at the end."""
     exam = read_exam(cfg.data_dir)
     if cfg.expect_layout and exam.layout != cfg.expect_layout:
         raise AdeptError(f"{cfg.data_dir}: this exam is in the {exam.layout} layout, not {cfg.expect_layout}: "
                          f"use `adept eval {exam.layout}` or `adept eval exam`")
     if cfg.mode not in MODES:
         raise AdeptError(f"unknown --mode {cfg.mode}: expected one of {', '.join(MODES)}")
+    if cfg.mode == "both":
+        return run_both(cfg, backend)
+    if cfg.circular and cfg.mode == "cloze":
+        raise AdeptError("--circular rotates the listed options: use it with --mode letter or generate (cloze lists none)")
     split = pick_split(exam, cfg)
     mapping = load_mapping(cfg.data_dir)
     subjects = [s for s in exam.subjects if split in exam.subjects[s]]
@@ -215,7 +247,8 @@ def run_exam(cfg: ExamConfig) -> dict:
         left = sum(1 for s in subjects for q in exam.subjects[s][split] if (s, split, q.id) in excluded)
         print(f"adept: {left} item(s) of {cfg.exclude} left out of the score", flush=True)
         subjects = [s for s in subjects if scored_questions(exam, s, split, cfg, excluded)]  # none left: not scored
-    backend = load_backend(cfg)
+    own_backend = backend is None
+    backend = backend or load_backend(cfg)
     tok = backend.tokenizer
     template = get_template(tok, cfg.template) if cfg.with_prompt else None
     stop_ids = stops_of(tok, template)
@@ -237,7 +270,8 @@ def run_exam(cfg: ExamConfig) -> dict:
             demos = choose_demos(exam, subject, cfg, take)
             has_gold = all(q.answer for q in questions)
             asked = [rotate(q, r) for r in range(4) for q in questions] if cfg.circular else questions
-            prompts = subject_prompts(style, info, demos, asked, tok, cfg.with_prompt, template)
+            prompts = subject_prompts(style, info, demos, asked, tok, cfg.with_prompt, template,
+                                      options=cfg.mode != "cloze")
             preds, extra = score_subject(backend, style, prompts, asked, cfg.mode, cfg.max_new_tokens, stop_ids)
             marks = [p == q.answer for p, q in zip(preds, asked)]
             if cfg.circular:
@@ -247,8 +281,8 @@ def run_exam(cfg: ExamConfig) -> dict:
                 extra["correct_unrotated"] = sum(marks[:n]) if has_gold else None
                 marks = [all(marks[i + r * n] for r in range(4)) for i in range(n)]
             correct = sum(marks) if has_gold else None
-            if has_gold and "preds_norm" in extra:
-                extra["correct_norm"] = sum(p == q.answer for p, q in zip(extra["preds_norm"], questions))
+            if has_gold and "preds_acc" in extra:
+                extra["correct_acc"] = sum(p == q.answer for p, q in zip(extra["preds_acc"], questions))
             result = SubjectResult(subject, info.category, split, len(questions), correct, preds,
                                    {k: v for k, v in extra.items() if k != "responses"})
             n_questions += len(questions)
@@ -267,9 +301,64 @@ def run_exam(cfg: ExamConfig) -> dict:
         if rank != 0:
             return {}
     result = _finish(cfg, exam, split, subjects, template, backend, time.time() - t0, n_questions, excluded)
-    if hasattr(backend, "close"):
+    if own_backend and hasattr(backend, "close"):
         backend.close()      # free llama.cpp's context now, not in a destructor at interpreter exit
     return result
+
+
+def run_both(cfg: ExamConfig, backend=None) -> dict:
+    """Both formulations on one loaded model, each a whole evaluation in output_dir/letter and
+    output_dir/cloze, and output_dir/summary.json with each one's score and interval and the better
+    one named (best_formulation). Its top level is the better one's summary, so a reader that knows
+    one formulation reads that."""
+    from dataclasses import replace
+
+    own = backend is None
+    backend = backend or load_backend(replace(cfg, mode="letter"))
+    try:
+        parts = {f: run_exam(replace(cfg, mode=f, circular=cfg.circular and f == "letter",
+                                     output_dir=cfg.output_dir / f), backend) for f in FORMULATIONS}
+    finally:
+        if own and hasattr(backend, "close"):
+            backend.close()
+    forms = {f: formulation_entry(s) for f, s in parts.items()}
+    best = best_formulation({f: e["score"] for f, e in forms.items()})
+    overall = {**parts[best], "formulations": forms, "best_formulation": best}
+    _atomic_json(cfg.output_dir / "summary.json", overall)
+    write_run(cfg.output_dir, "eval", {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+              {"formulations": forms, "best_formulation": best},
+              protocol={**_protocol_of(cfg.output_dir / FORMULATIONS[0]), "mode": "both",
+                        "formulations": list(FORMULATIONS),
+                        "best_rule": "OLMES: the formulation with the higher score (letter on a tie)"})
+    return overall
+
+
+def _protocol_of(out: Path) -> dict:
+    f = out / "run.json"
+    return json.loads(f.read_text(encoding="utf-8")).get("protocol", {}) if f.is_file() else {}
+
+
+def formulation_entry(summary: dict) -> dict:
+    """One formulation's headline: score (percent), the questions, and the 95% Wilson interval; for
+    cloze, acc (sum of log-likelihoods) beside acc_norm (per character, the score)."""
+    from .compare import wilson
+
+    a = summary.get("All") or {}
+    out = {"score": a.get("score"), "correct": a.get("correct"), "num": a.get("num")}
+    if a.get("correct") is not None and a.get("num"):
+        out["interval"] = [round(x, 2) for x in wilson(a["correct"], a["num"])]
+    if "acc" in a:
+        out.update(acc=a["acc"], acc_norm=a["score"])
+    return out
+
+
+def best_formulation(scores: dict[str, float | None]) -> str:
+    """OLMES's rule: score a model in both formulations and read it in the better one. A tie (or no
+    score) keeps the letter formulation, the seed's protocol."""
+    letter, cloze = scores.get("letter"), scores.get("cloze")
+    if cloze is not None and (letter is None or cloze > letter):
+        return "cloze"
+    return "letter"
 
 
 def read_exclusions(path: Path | None) -> set[tuple[str, str, str]]:
@@ -353,8 +442,8 @@ def build_summary(results: Sequence[SubjectResult]) -> dict:
     for r in results:
         out[r.subject] = {"score": round(100 * r.correct / r.num, 4) if r.correct is not None else None,
                           "num": r.num, "correct": r.correct}
-        if "correct_norm" in r.extra:
-            out[r.subject]["score_norm"] = round(100 * r.extra["correct_norm"] / r.num, 4)
+        if "correct_acc" in r.extra:
+            out[r.subject]["acc"] = round(100 * r.extra["correct_acc"] / r.num, 4)
         if "unparsed" in r.extra:
             out[r.subject]["unparsed"] = r.extra["unparsed"]
     if not graded:
@@ -389,9 +478,12 @@ def letter_counts(results: Sequence[SubjectResult], questions: Sequence[Sequence
 
 def _agg(rs: Sequence[SubjectResult]) -> dict:
     num, correct = sum(r.num for r in rs), sum(r.correct for r in rs)
-    return {"correct": correct, "num": num, "score": round(100 * correct / num, 4) if num else None,
-            "macro": round(statistics.mean(100 * r.correct / r.num for r in rs), 4) if rs else None,
-            "subjects": len(rs)}
+    out = {"correct": correct, "num": num, "score": round(100 * correct / num, 4) if num else None,
+           "macro": round(statistics.mean(100 * r.correct / r.num for r in rs), 4) if rs else None,
+           "subjects": len(rs)}
+    if rs and all("correct_acc" in r.extra for r in rs) and num:
+        out["acc"] = round(100 * sum(r.extra["correct_acc"] for r in rs) / num, 4)  # cloze: acc beside acc_norm
+    return out
 
 
 def merge_takes(takes: list[dict]) -> dict:
@@ -410,7 +502,7 @@ def merge_takes(takes: list[dict]) -> dict:
 
 def _mean_entry(entries: list[dict]) -> dict:
     e = dict(entries[0])
-    for k in ("score", "macro", "score_norm"):
+    for k in ("score", "macro", "acc"):
         vals = [x[k] for x in entries if x.get(k) is not None]
         if vals:
             e[k] = round(statistics.mean(vals), 4)

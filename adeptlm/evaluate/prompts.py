@@ -8,6 +8,14 @@ about  {subject words}.` (the double space is the original's) and `...\\nAnswer:
 as a user turn with the header, an assistant acknowledgement, then one user/assistant pair per
 demonstration, then the question.
 
+The cloze formulation (options=False; OLMES's CF) asks the question without its options and scores
+each option's text after the answer cue. Its header drops "multiple choice" as lm-evaluation-harness's
+mmlu_continuation task does: `The following are questions (with answers) about {subject}.` and
+`Question: {q}\nAnswer:` + ` {option}` for MMLU; for C-Eval and CMMLU, written here in the same way,
+`以下是中国关于{科目}考试的问题（附答案）。` and `{q}\n答案：` + `{option}`. In the chat template the
+question is the user's turn and the cue opens the assistant's, so the option is scored where the
+model would write its answer.
+
 Every prompt is returned as token ids plus the length of the prefix it shares with the other
 questions of its subject (header and demonstrations), so that prefix's keys and values can be
 computed once and reused.
@@ -23,14 +31,17 @@ from .subjects import SubjectInfo
 
 CEVAL_HEADER = "以下是中国关于{}考试的单项选择题，请选出其中的正确答案。\n\n"
 MMLU_HEADER = "The following are multiple choice questions (with answers) about {}.\n\n"
+# the cloze formulation's headers: no options are shown, so the questions are not called multiple choice
+CEVAL_CLOZE_HEADER = "以下是中国关于{}考试的问题（附答案）。\n\n"
+MMLU_CLOZE_HEADER = "The following are questions (with answers) about {}.\n\n"
 CEVAL_ACK = "好的，我会结合{}相关知识回答"
 MMLU_ACK = "OK, I will answer the questions about{}."
 
 
-def header(layout: str, info: SubjectInfo) -> str:
+def header(layout: str, info: SubjectInfo, options: bool = True) -> str:
     if layout == "mmlu":
-        return MMLU_HEADER.format("".join(" " + w for w in info.name.split("_")))
-    return CEVAL_HEADER.format(info.display)
+        return (MMLU_HEADER if options else MMLU_CLOZE_HEADER).format("".join(" " + w for w in info.name.split("_")))
+    return (CEVAL_HEADER if options else CEVAL_CLOZE_HEADER).format(info.display)
 
 
 def answer_cue(layout: str) -> str:
@@ -43,13 +54,25 @@ def answer_delimiter(layout: str) -> str:
 
 
 def format_question(layout: str, q: Question, with_answer: bool = False, options: bool = True) -> str:
-    """One question; options=False is the continuation form (no lettered options; the answer is its text)."""
-    listed = "".join(f"\n{k}. {c}" for k, c in zip(LETTERS, q.choices)) if options else ""
+    """One question; options=False is the cloze form (no lettered options; the answer is its text)."""
+    if not options:
+        text = (f"Question: {q.question.strip()}" if layout == "mmlu" else q.question) + answer_cue(layout)
+        return text + (cloze_delimiter(layout) + answer_text(q) + "\n\n" if with_answer else "")
+    listed = "".join(f"\n{k}. {c}" for k, c in zip(LETTERS, q.choices))
     text = q.question + listed + answer_cue(layout)
     if with_answer:
-        shown = str(q.answer) if options else " " + q.choices[LETTERS.index(q.answer)]
-        text += (answer_delimiter(layout) if options else "") + shown + "\n\n"
+        text += answer_delimiter(layout) + str(q.answer) + "\n\n"
     return text
+
+
+def cloze_delimiter(layout: str) -> str:
+    """What stands between the cue and an option's text in the cloze form (lm-evaluation-harness's
+    target_delimiter: a space in English; nothing after the full-width colon of 答案：)."""
+    return " " if layout == "mmlu" else ""
+
+
+def answer_text(q: Question) -> str:
+    return q.choices[LETTERS.index(q.answer)]
 
 
 @dataclass
@@ -57,22 +80,25 @@ class Prompt:
     ids: list[int]
     prefix_len: int  # leading tokens shared by every question of the subject (0: none)
     text: str  # for CSV output and debugging
+    # the ids end with this text's tokens (encoded with special tokens when tail_special): an option's
+    # tokens are what follows them in the encoding of tail + option (lm-evaluation-harness's split)
+    tail: str = ""
+    tail_special: bool = False
 
 
 def subject_prompts(layout: str, info: SubjectInfo, demos: Sequence[Question], questions: Sequence[Question],
                     tokenizer, with_prompt: bool, template=None, options: bool = True) -> list[Prompt]:
-    """Prompts for all questions of one subject (options=False: the continuation form, plain text only)."""
-    head = header(layout, info)
-    if not options and with_prompt:
-        from ..errors import AdeptError
-        raise AdeptError("--mode continuation scores plain text: use it with --with_prompt False")
+    """Prompts for all questions of one subject (options=False: the cloze formulation)."""
+    head = header(layout, info, options)
     if not with_prompt:
         prefix = head + "".join(format_question(layout, d, True, options) for d in demos)
         out = []
         for q in questions:
             text = prefix + format_question(layout, q, options=options)
-            out.append(Prompt(tokenizer(text)["input_ids"], 0, text))
+            out.append(Prompt(tokenizer(text)["input_ids"], 0, text, tail=text, tail_special=True))
         return _share_prefix(out)
+    if not options:
+        return _share_prefix([_chat_cloze(tokenizer, template, layout, head, demos, q) for q in questions])
     if not demos:
         return _share_prefix([_chat(tokenizer, template, [{"role": "user", "content": head + format_question(layout, q)}],
                                     0) for q in questions])
@@ -84,6 +110,23 @@ def subject_prompts(layout: str, info: SubjectInfo, demos: Sequence[Question], q
                   {"role": "assistant", "content": str(d.answer)}]
     return _share_prefix([_chat(tokenizer, template, turns + [{"role": "user", "content": format_question(layout, q)}],
                                 0) for q in questions])
+
+
+def _chat_cloze(tokenizer, template, layout: str, head: str, demos: Sequence[Question], q: Question) -> Prompt:
+    """The cloze form in the chat template: each question a user turn (header first), each
+    demonstration's answer an assistant turn `cue option`, and the asked question's assistant turn
+    opened with the cue alone."""
+    cue = answer_cue(layout).lstrip("\n")
+    ask = (lambda d: f"Question: {d.question.strip()}" if layout == "mmlu" else d.question)  # noqa: E731
+    turns = []
+    for d in demos:
+        turns += [{"role": "user", "content": ask(d)},
+                  {"role": "assistant", "content": cue + cloze_delimiter(layout) + answer_text(d)}]
+    turns.append({"role": "user", "content": ask(q)})
+    turns[0] = {"role": "user", "content": head + turns[0]["content"]}
+    p = _chat(tokenizer, template, turns, 0)
+    ids = p.ids + tokenizer(cue, add_special_tokens=False)["input_ids"]
+    return Prompt(ids, 0, p.text + cue, tail=cue, tail_special=False)
 
 
 def _share_prefix(prompts: list[Prompt]) -> list[Prompt]:

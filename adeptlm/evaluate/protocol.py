@@ -18,7 +18,11 @@ from pathlib import Path
 
 from ..errors import AdeptError
 
-MODES = ("letter", "cloze", "continuation", "generate")
+# letter and cloze are the two formulations of a multiple-choice question that OLMES (Gu et al.
+# 2024) scores side by side: MCF (the options listed, the answer letter scored) and CF (the question
+# alone, each option's text scored as its continuation); both runs the two and names the better one.
+FORMULATIONS = ("letter", "cloze")
+MODES = ("letter", "cloze", "both", "generate")
 PROMPT_STYLES = ("auto", "ceval", "cmmlu", "mmlu")
 
 
@@ -54,12 +58,14 @@ class ExamConfig:
                        same=True)
     with_prompt: bool = _opt(False, "wrap prompts in the model's chat template, demonstrations as turns "
                              "(True/False)", kind=bool, same=True)
-    mode: str = _opt("letter", "letter: answer-letter logits; cloze: option log-likelihood after the listed "
-                     "options; continuation: option log-likelihood after the bare question; generate: greedy + "
-                     "extraction", choices=MODES, same=True)
+    mode: str = _opt("letter", "the formulation: letter = options listed, the answer letter's logit (the seed's "
+                     "C-Eval protocol, OLMES's MCF); cloze = the question alone, each option's text scored as "
+                     "its continuation (OLMES's CF; acc and acc_norm per character); both = letter and cloze side "
+                     "by side, the better named; generate = greedy answer + the seed's extraction",
+                     flags=("--mode", "--formulation"), choices=MODES, same=True)
     template: str | None = _opt(None, "chat template with --with_prompt True (default: the model's)", same=True)
     circular: bool = _opt(False, "ask each question four times with its options rotated (OpenCompass's "
-                          "CircularEval); correct only if correct every time (True/False)", kind=bool, same=True)
+                          "CircularEval); correct only if correct every time; letter and generate only (True/False)", kind=bool, same=True)
     subjects: list[str] | None = _opt(None, "comma-separated subjects (default: all)", kind=list)
     limit: int | None = _opt(None, "at most N questions per subject", kind=int, same=True)
     batch_size: int = _opt(8, "at most N prompts per forward pass (batches are cut to keep padding low)", kind=int)
@@ -72,7 +78,7 @@ class ExamConfig:
                       choices=("float32", "bfloat16", "float16", "auto"), same=True)
     max_new_tokens: int = _opt(32, "generate mode: tokens to generate", kind=int, same=True)
     backend: str = _opt("auto", "auto: llama.cpp for a .gguf file when llama-cpp-python is installed, else "
-                        "transformers; vllm: --mode generate through vLLM (GPU machines)",
+                        "transformers; vllm: --mode generate through vLLM",
                         choices=("auto", "transformers", "llama.cpp", "vllm"), recipe=False, same=True)
     tokenizer: str | None = _opt(None, "llama.cpp backend: model whose HF tokenizer builds the prompts (default: "
                                  "the GGUF's own)", recipe=False)

@@ -22,6 +22,49 @@ def _summary(path: Path) -> dict | None:
     return json.loads(f.read_text(encoding="utf-8")) if f.is_file() else None
 
 
+def reading_formulation(root: Path, key: str) -> str | None:
+    """The formulation an exam scored in both (letter and cloze) is read in, before and after alike:
+    the one OLMES's rule chose on the base model's scores. None for an exam scored one way."""
+    return (_summary(root / "baseline" / key) or {}).get("best_formulation")
+
+
+def exam_dir(root: Path, side: str, key: str) -> Path:
+    """Where one side's per-question results of an exam lie (the reading formulation's folder when
+    the exam was scored in both)."""
+    form = reading_formulation(root, key)
+    return root / side / key / form if form else root / side / key
+
+
+def formulations_md(root: Path, keys: list[str]) -> list[str]:
+    """Every exam scored in both formulations: each one's before and after with intervals, the paired
+    change and its McNemar p, and which formulation the headline reads (chosen on the base model)."""
+    from .compare import paired_change
+
+    lines = []
+    for key in keys:
+        form = reading_formulation(root, key)
+        if not form:
+            continue
+        for f in ("letter", "cloze"):
+            c = paired_change(root / "baseline" / key / f, root / "after" / key / f)
+            if not c:
+                continue
+            (bl, bh), (al, ah), (cl, ch) = c["before_ci"], c["after_ci"], c["change_ci"]
+            label = f + (" (acc_norm)" if f == "cloze" else "") + (" **read**" if f == form else "")
+            lines.append(f"| {EXAM_LABELS.get(key, key)} | {label} | {c['before']:.1f}% ({bl:.1f}-{bh:.1f}) | "
+                         f"{c['after']:.1f}% ({al:.1f}-{ah:.1f}) | {c['change']:+.1f} ({cl:+.1f} to {ch:+.1f}) | "
+                         f"{c['p_value']:.2g} |")
+    if not lines:
+        return []
+    return ["## Formulations", "", "Each exam scored two ways (OLMES): letter = the options listed and the "
+            "answer letter's logit; cloze = the question alone and each option's text scored as its answer "
+            "(per character). A model can know an answer and still fail the letter form if it cannot tie "
+            "letters to options; the headline reads the formulation in which the base model scored higher, "
+            "before and after alike.", "",
+            "| exam | formulation | before (95% interval) | after | change (95% interval) | McNemar p |",
+            "| --- | --- | ---: | ---: | ---: | ---: |", *lines, ""]
+
+
 def exam_rows(before: dict | None, after: dict | None) -> list[dict]:
     """Per subject (the demo's categories) and All: questions, before, after, gain in points."""
     if not before or not after:
@@ -223,11 +266,18 @@ def contamination_md(root: Path) -> list[str]:
     return lines + [""]
 
 
+def _read_in(root: Path, key: str) -> str:
+    form = reading_formulation(root, key)
+    return f" ({form} formulation, the base model's better)" if form else ""
+
+
 def bias_md(root: Path, keys: list[str]) -> list[str]:
     """Predicted letters before and after against the gold letters, per exam (position bias)."""
     lines = []
     for key in keys:
-        sides = {side: ((_summary(root / side / key) or {}).get("All") or {}).get("letters")
+            # an exam scored in both formulations: the letter one shows the bias
+        sub = "letter" if reading_formulation(root, key) else ""
+        sides = {side: ((_summary(root / side / key / sub) or {}).get("All") or {}).get("letters")
                  for side in ("baseline", "after")}
         if not all(sides.values()):
             continue
@@ -252,14 +302,15 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
         recipe = json.loads(f.read_text(encoding="utf-8")) if f.is_file() else {"name": root.name}
     from .compare import paired_change
 
-    subj = exam_rows(_summary(root / "baseline" / "exam"), _summary(root / "after" / "exam"))
-    gen = exam_rows(_summary(root / "baseline" / "general_exam"), _summary(root / "after" / "general_exam"))
+    def rows(key):
+        return exam_rows(_summary(exam_dir(root, "baseline", key)), _summary(exam_dir(root, "after", key)))
+
+    subj, gen = rows("exam"), rows("general_exam")
     # every exam scored before and after (the recipe's own two, then its `exams:`), paired per question
     keys = ["exam", "general_exam", *(recipe.get("exams") or {})]
     changes = {k: c for k in keys if (root / "after" / k).is_dir()
-               and (c := paired_change(root / "baseline" / k, root / "after" / k))}
-    extra = {k: exam_rows(_summary(root / "baseline" / k), _summary(root / "after" / k))
-             for k in changes if k not in ("exam", "general_exam")}
+               and (c := paired_change(exam_dir(root, "baseline", k), exam_dir(root, "after", k)))}
+    extra = {k: rows(k) for k in changes if k not in ("exam", "general_exam")}
     base_run, after_run = read_run(root / "baseline") or {}, read_run(root / "after") or {}
     ppl_b = base_run.get("metrics", {}).get("heldout_perplexity")
     ppl_a = after_run.get("metrics", {}).get("heldout_perplexity")
@@ -279,7 +330,7 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
         charts["loss"] = root / "report-loss.png"
         _chart_loss(histories, charts["loss"])
 
-    headline = [f"{EXAM_LABELS.get(k, k)}: {change_line(c)}" for k, c in changes.items()]
+    headline = [f"{EXAM_LABELS.get(k, k)}{_read_in(root, k)}: {change_line(c)}" for k, c in changes.items()]
     if ppl_b and ppl_a:
         headline.append(f"Held-out subject perplexity: {ppl_b:.2f} → {ppl_a:.2f}.")
     ret = (read_run(root / "retention") or {}).get("metrics") or {}
@@ -332,7 +383,8 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
     for k, rows in extra.items():
         md += [f"## {k} (forgetting, your exam)", "", _table_md(rows), ""]
     # the validation sections, written once as markdown and rendered for the HTML page below
-    validation = retention_md(root, recipe.get("retention") or {}) + contamination_md(root) + bias_md(root, list(changes))
+    validation = (formulations_md(root, list(changes)) + retention_md(root, recipe.get("retention") or {})
+                  + contamination_md(root) + bias_md(root, list(changes)))
     md += validation
     flip_lines = [line for k, c in changes.items() for line in flips_md(k, c)]
     for k, c in changes.items():

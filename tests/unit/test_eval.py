@@ -124,9 +124,9 @@ def test_cloze_mode_picks_the_option_text_the_logits_favour(tiny_tokenizer):
     for t in tiny_tokenizer("Hello", add_special_tokens=False)["input_ids"]:
         bias[t] = 8.0
     backend = HFBackend(StubLM(len(tiny_tokenizer), [0, 0, 0, 0], bias), tiny_tokenizer, batch_size=4)
-    prompts = subject_prompts("ceval", subject_info("ceval", "logic"), [], qs, tiny_tokenizer, False)
+    prompts = subject_prompts("ceval", subject_info("ceval", "logic"), [], qs, tiny_tokenizer, False, options=False)
     preds, extra = score_subject(backend, "ceval", prompts, qs, "cloze")
-    assert preds == ["C", "A"] and extra["preds_norm"] == ["C", "A"]
+    assert preds == ["C", "A"] and extra["preds_acc"] == ["C", "A"]
 
 
 def test_generate_mode_extracts_with_the_seed_patterns(tiny_tokenizer, monkeypatch):
