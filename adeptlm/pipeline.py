@@ -275,19 +275,26 @@ class Run:
             summary = run_exam(exam_config(self.recipe, model=model, data_dir=folder, output_dir=self.dir(stage) / key,
                                            exclude=self.exclusions(key)))
             metrics[key] = summary["All"]["score"]
-            if "formulations" in summary:  # both: read before and after in the base model's better one
-                form = self.reading(key) or summary["best_formulation"]
-                metrics[key] = summary["formulations"][form]["score"]
-                metrics[f"{key}_formulations"] = {**summary["formulations"], "read": form}
+            if "formulations" in summary:
+                metrics[f"{key}_formulations"] = summary["formulations"]
+        form = self.reading("exam")
+        if form:  # both: every exam read before and after in the base model's better formulation
+            metrics["read_formulation"] = form
+            for key in self.exam_folders():
+                if f"{key}_formulations" in metrics:
+                    metrics[key] = metrics[f"{key}_formulations"][form]["score"]
         if paths.get("heldout"):
             r = run_ppl(model, paths["heldout"], max_length=int(ev.get("ppl_max_length", 512)), stride=256)
             metrics["heldout_perplexity"] = r["perplexity"]
         write_run(self.dir(stage), stage, {"model": model, "eval": ev}, metrics)
 
     def reading(self, key: str) -> str | None:
-        """The formulation an exam scored in both is read in: the base model's better (OLMES's rule)."""
-        f = self.dir("baseline") / key / "summary.json"
-        return json.loads(f.read_text(encoding="utf-8")).get("best_formulation") if f.is_file() else None
+        """The formulation the exams scored in both are read in, before and after: OLMES's rule on the
+        base model's answers pooled over the run's exams (evaluate.exam.model_formulation)."""
+        from .evaluate.exam import model_formulation
+
+        files = [self.dir("baseline") / k / "summary.json" for k in self.exam_folders()]
+        return model_formulation([json.loads(f.read_text(encoding="utf-8")) for f in files if f.is_file()])
 
     # ---------------------------------------------------------------- retention
     def retention_inputs(self) -> tuple[Path | None, list[str]]:

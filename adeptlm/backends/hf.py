@@ -147,10 +147,11 @@ class HFBackend(Backend):
         """Sum of log-probabilities of each continuation given its context.
 
         The prefix every context shares (an exam's header and demonstrations) runs once; each
-        distinct context (a question, under its options) extends that cache once; its continuations
-        then go in batches over the context's cache, with the LM head and softmax only at their own
-        positions. Running every option whole with logits over all positions took 454 s for the
-        C-Eval slice's 320 options at 5 shots (embedded model, 2 cores)."""
+        distinct context (a question) extends that cache once, and the logits at its last token,
+        which predict the first token of every one of its continuations, are read there; only the
+        continuations' later tokens then run, in batches over the context's cache, with the LM head
+        at their own positions. On a large vocabulary the LM head is most of the cost (gemma3-270m:
+        262k rows), so a question whose options are one token each costs one head row, not five."""
         import os
 
         import torch
@@ -158,35 +159,41 @@ class HFBackend(Backend):
         out = [0.0] * len(pairs)
         groups: dict[tuple, list[int]] = {}
         for i, (ctx, _) in enumerate(pairs):
-            groups.setdefault(tuple(ctx[:-1]), []).append(i)
-        shared = list(os.path.commonprefix(list(groups)))
+            groups.setdefault(tuple(ctx), []).append(i)
+        shared = list(os.path.commonprefix([list(g[:-1]) for g in groups]))
         with torch.inference_mode():
-            base = self._extend(None, 0, shared)
-            for prefix, idx in groups.items():
-                past = self._extend(base, len(shared), list(prefix[len(shared):]))
-                # each row: the context's last token, then the continuation but its last token; the
-                # logits at those positions predict the continuation's tokens
-                suffixes = [[pairs[i][0][-1], *pairs[i][1][:-1]] for i in idx]
+            base = self._extend(None, 0, shared)[0]
+            for ctx, idx in groups.items():
+                if not ctx:
+                    raise ValueError("a continuation needs a context of at least one token")
+                past, first = self._extend(base, len(shared), list(ctx[len(shared):]))
+                first = torch.log_softmax(first.float(), dim=-1)
+                for i in idx:
+                    out[i] = first[pairs[i][1][0]].item() if pairs[i][1] else 0.0
+                # each row: the continuation but its last token; the logits there predict its tokens 2..n
+                rest = [i for i in idx if len(pairs[i][1]) > 1]
+                suffixes = [pairs[i][1][:-1] for i in rest]
                 for batch in plan_batches([len(x) for x in suffixes], self.batch_size):
-                    chunk = [idx[k] for k in batch]
+                    chunk = [rest[k] for k in batch]
                     ids, mask, _ = self._pad([suffixes[k] for k in batch])
-                    cache = None if past is None else _broadcast_cache(past, len(chunk))
-                    logprobs = torch.log_softmax(self._forward(ids, mask, cache, len(prefix)).float(), dim=-1)
+                    logprobs = torch.log_softmax(
+                        self._forward(ids, mask, _broadcast_cache(past, len(chunk)), len(ctx)).float(), dim=-1)
                     for row, i in enumerate(chunk):
                         cont = pairs[i][1]
-                        out[i] = logprobs[row, torch.arange(len(cont)), torch.tensor(cont)].sum().item()
+                        out[i] += logprobs[row, torch.arange(len(cont) - 1), torch.tensor(cont[1:])].sum().item()
         return out
 
     def _extend(self, base, offset: int, ids: list[int]):
-        """The one-row cache of base's tokens followed by ids (base itself is left as it was)."""
+        """The one-row cache of base's tokens followed by ids (base itself is left as it was), and the
+        logits after the last of them (None when ids is empty)."""
         import torch
 
         if not ids:
-            return base
-        return self.model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, offset + len(ids), dtype=torch.long),
-                          position_ids=torch.arange(offset, offset + len(ids)).unsqueeze(0),
-                          cache=None if base is None else _broadcast_cache(base, 1), use_cache=True,
-                          logits_to_keep=1).cache
+            return base, None
+        out = self.model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, offset + len(ids), dtype=torch.long),
+                         position_ids=torch.arange(offset, offset + len(ids)).unsqueeze(0),
+                         cache=None if base is None else _broadcast_cache(base, 1), use_cache=True, logits_to_keep=1)
+        return out.cache, out.logits[0, -1]
 
     def generate(self, prompts: Sequence[list[int]], max_new_tokens: int, stop_ids: Sequence[int]) -> list[list[int]]:
         """Greedy continuations (token ids, stop token excluded), batch_size prompts at a time.

@@ -352,6 +352,22 @@ def formulation_entry(summary: dict) -> dict:
     return out
 
 
+def model_formulation(summaries: Sequence[dict]) -> str | None:
+    """The formulation a model is read in across a run's exams: OLMES's rule on its answers pooled
+    over every exam scored in both (None if none was). Pooled, because a subject the base model
+    cannot know leaves both of its formulations at chance, and picking between two chance scores is
+    picking noise; the exams it can answer say which form it shows knowledge in."""
+    forms = [s["formulations"] for s in summaries if s and s.get("formulations")]
+    if not forms:
+        return None
+    pooled = {}
+    for f in FORMULATIONS:
+        num = sum(x[f].get("num") or 0 for x in forms)
+        correct = sum(x[f].get("correct") or 0 for x in forms)
+        pooled[f] = 100 * correct / num if num else None
+    return best_formulation(pooled)
+
+
 def best_formulation(scores: dict[str, float | None]) -> str:
     """OLMES's rule: score a model in both formulations and read it in the better one. A tie (or no
     score) keeps the letter formulation, the seed's protocol."""

@@ -39,8 +39,9 @@ MMLU_ACK = "OK, I will answer the questions about{}."
 
 
 def header(layout: str, info: SubjectInfo, options: bool = True) -> str:
-    if layout == "mmlu":
-        return (MMLU_HEADER if options else MMLU_CLOZE_HEADER).format("".join(" " + w for w in info.name.split("_")))
+    if layout == "mmlu":  # the seed's letter header has its double space; lm-eval's continuation one has not
+        return MMLU_HEADER.format("".join(" " + w for w in info.name.split("_"))) if options else \
+            MMLU_CLOZE_HEADER.format(" ".join(info.name.split("_")))
     return (CEVAL_HEADER if options else CEVAL_CLOZE_HEADER).format(info.display)
 
 

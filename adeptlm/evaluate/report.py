@@ -24,8 +24,13 @@ def _summary(path: Path) -> dict | None:
 
 def reading_formulation(root: Path, key: str) -> str | None:
     """The formulation an exam scored in both (letter and cloze) is read in, before and after alike:
-    the one OLMES's rule chose on the base model's scores. None for an exam scored one way."""
-    return (_summary(root / "baseline" / key) or {}).get("best_formulation")
+    OLMES's rule on the base model's answers pooled over the run's exams (exam.model_formulation).
+    None for an exam scored one way."""
+    from .exam import model_formulation
+
+    if not (_summary(root / "baseline" / key) or {}).get("formulations"):
+        return None
+    return model_formulation([_summary(d) for d in sorted((root / "baseline").iterdir()) if d.is_dir()])
 
 
 def exam_dir(root: Path, side: str, key: str) -> Path:
@@ -59,8 +64,9 @@ def formulations_md(root: Path, keys: list[str]) -> list[str]:
     return ["## Formulations", "", "Each exam scored two ways (OLMES): letter = the options listed and the "
             "answer letter's logit; cloze = the question alone and each option's text scored as its answer "
             "(per character). A model can know an answer and still fail the letter form if it cannot tie "
-            "letters to options; the headline reads the formulation in which the base model scored higher, "
-            "before and after alike.", "",
+            "letters to options; the headline reads the formulation in which the base model answered more "
+            "questions over all of the run's exams (OLMES's rule, pooled so that a subject it cannot know yet, "
+            "at chance both ways, does not decide), before and after alike.", "",
             "| exam | formulation | before (95% interval) | after | change (95% interval) | McNemar p |",
             "| --- | --- | ---: | ---: | ---: | ---: |", *lines, ""]
 
@@ -268,7 +274,7 @@ def contamination_md(root: Path) -> list[str]:
 
 def _read_in(root: Path, key: str) -> str:
     form = reading_formulation(root, key)
-    return f" ({form} formulation, the base model's better)" if form else ""
+    return f" ({form} formulation, the base model's better over the run's exams)" if form else ""
 
 
 def bias_md(root: Path, keys: list[str]) -> list[str]:

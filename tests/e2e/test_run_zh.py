@@ -1,5 +1,5 @@
 """`adept run xilan-zh --quick`: the Chinese recipe on gemma3-270m end to end, every stage finished,
-the exams asked as the seed's C-Eval evaluator asks, the report with each exam's uncertainty, and
+the exams asked as the seed's C-Eval evaluator asks and in the cloze formulation, the report with each exam's uncertainty, and
 the q8_0 GGUF tokenizing the check's sample exactly as transformers."""
 
 from __future__ import annotations
@@ -25,9 +25,13 @@ def test_chinese_recipe_quick(tmp_path):
                   "report"):
         assert read_run(root / stage) is not None, stage
     protocol = json.loads((root / "after" / "exam" / "run.json").read_text())["config"]
-    assert (protocol["mode"], protocol["prompt_style"], protocol["with_prompt"]) == ("letter", "ceval", True)
+    assert (protocol["mode"], protocol["prompt_style"], protocol["with_prompt"]) == ("both", "ceval", True)
     assert protocol["few_shot"] is False
     check = read_run(root / "check")["metrics"]
     assert check["tokenization_mismatches"] == [] and check["tokenization_texts"] >= 17
     report = (root / "report.md").read_text(encoding="utf-8")
-    assert "- Subject exam:" in report and "95% interval" in report and "Held-out subject perplexity" in report
+    assert "- Subject exam (" in report and "95% interval" in report and "Held-out subject perplexity" in report
+    # both formulations before and after, read in the one the base model answered more in
+    form = read_run(root / "baseline")["metrics"]["read_formulation"]
+    assert form in ("letter", "cloze") and f"- Subject exam ({form} formulation" in report
+    assert "## Formulations" in report

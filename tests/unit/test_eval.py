@@ -95,7 +95,9 @@ class StubLM(torch.nn.Module):
         for k in range(4):
             logits[..., self.letter_ids[k]] += 10.0 * (position_ids % 4 == k)
         self.calls.append((b, t, cache is not None))
-        if logits_to_keep is not None:  # as transformers does: the LM head only at these positions
+        if isinstance(logits_to_keep, int):  # as transformers does: an int keeps the last n positions
+            logits = logits[:, -logits_to_keep:]
+        elif logits_to_keep is not None:  # a tensor: the LM head only at these positions
             logits = logits[:, logits_to_keep]
         return SimpleNamespace(logits=logits, cache=StubCache() if use_cache else None)
 

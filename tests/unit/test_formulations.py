@@ -31,7 +31,7 @@ Q = [Question(str(i), f"Question {i}?", [f"a{i}", f"b{i}", f"c{i}", f"d{i}"], "A
 def test_cloze_prompts_mmlu_as_lm_eval_continuation_and_ceval_alike(tiny_tokenizer):
     mmlu = subject_prompts("mmlu", subject_info("mmlu", "college_biology"), Q[:1], Q[1:2], tiny_tokenizer,
                            with_prompt=False, options=False)[0]
-    assert mmlu.text == ("The following are questions (with answers) about  college biology.\n\n"
+    assert mmlu.text == ("The following are questions (with answers) about college biology.\n\n"
                          "Question: Question 0?\nAnswer: a0\n\nQuestion: Question 1?\nAnswer:")
     ceval = subject_prompts("ceval", subject_info("ceval", "high_school_physics"), [], Q[2:3], tiny_tokenizer,
                             with_prompt=False, options=False)[0]
@@ -61,7 +61,9 @@ class TokenLM(torch.nn.Module):
                 logits_to_keep=None):
         b, t = input_ids.shape
         logits = self.logprobs.expand(b, t, -1).clone()
-        if logits_to_keep is not None:
+        if isinstance(logits_to_keep, int):  # as transformers does: an int keeps the last n positions
+            logits = logits[:, -logits_to_keep:]
+        elif logits_to_keep is not None:  # a tensor: the LM head only at these positions
             logits = logits[:, logits_to_keep]
         return SimpleNamespace(logits=logits, cache=SimpleNamespace(layers=()) if use_cache else None)
 
@@ -156,3 +158,39 @@ def test_circular_is_refused_for_cloze(tmp_path, tiny_model_dir, shared_data):
     cfg.mode, cfg.circular = "cloze", True
     with pytest.raises(AdeptError, match="--circular"):
         run_exam(cfg)
+
+
+def test_model_formulation_pools_the_base_models_answers_over_the_exams():
+    from adeptlm.evaluate.exam import model_formulation
+
+    subject = {"formulations": {"letter": {"correct": 19, "num": 64}, "cloze": {"correct": 18, "num": 64}}}
+    general = {"formulations": {"letter": {"correct": 51, "num": 233}, "cloze": {"correct": 130, "num": 233}}}
+    assert model_formulation([subject]) == "letter"  # 29.7% vs 28.1%: on its own, chance decides
+    assert model_formulation([subject, general]) == "cloze"  # 70/297 vs 148/297
+    assert model_formulation([{"All": {"score": 50.0}}]) is None  # scored one way only
+
+
+def test_report_reads_both_exams_in_the_base_models_formulation(tmp_path, tiny_model_dir, shared_data):
+    import shutil
+
+    from adeptlm.evaluate.report import write_report
+
+    root = tmp_path / "run"
+    for key, folder in (("exam", "ceval"), ("general_exam", "mmlu")):
+        cfg = ExamConfig(model=str(tiny_model_dir), data_dir=shared_data / folder, output_dir=root / "baseline" / key,
+                         limit=4, few_shot=False, do_save_csv=True)
+        cfg.mode = "both"
+        run_exam(cfg)
+        shutil.copytree(root / "baseline" / key, root / "after" / key)
+    write_report(root, {"name": "t"})
+    md = (root / "report.md").read_text(encoding="utf-8")
+    from adeptlm.evaluate.exam import model_formulation
+
+    base = [json.loads((root / "baseline" / k / "summary.json").read_text()) for k in ("exam", "general_exam")]
+    form = model_formulation(base)
+    assert f"- Subject exam ({form} formulation" in md and "+0.0 points" in md
+    assert "## Formulations" in md
+    table = [line for line in md.splitlines() if line.startswith(("| Subject exam | letter", "| Subject exam | cloze"))]
+    assert len(table) == 2 and sum("**read**" in line for line in table) == 1
+    assert next(line for line in table if "**read**" in line).split("|")[2].strip().startswith(form)
+    assert "<h2>Formulations</h2>" in (root / "report.html").read_text(encoding="utf-8")
