@@ -369,10 +369,11 @@ class Run:
             from .evaluate.retention import read_prompts
 
             prompts = read_prompts(Path(cfg["prompts"]))
-        else:
-            from .demo.subject import replay_prompts
+        else:  # the bundled subject's own general questions, in its language
+            import importlib
 
-            prompts = replay_prompts()
+            subject = (self.recipe.get("data") or {}).get("subject", "quenta")
+            prompts = importlib.import_module(SUBJECTS[subject]).replay_prompts()
         if cfg.get("limit"):
             prompts = prompts[: int(cfg["limit"])]
         out = self.dir("replay") / "general_replay.json"

@@ -146,41 +146,41 @@ class HFBackend(Backend):
     def continuation_logprobs(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[float]:
         """Sum of log-probabilities of each continuation given its context.
 
-        The prefix every context shares (an exam's header and demonstrations) runs once; each
-        distinct context (a question) extends that cache once, and the logits at its last token,
-        which predict the first token of every one of its continuations, are read there; only the
-        continuations' later tokens then run, in batches over the context's cache, with the LM head
-        at their own positions. On a large vocabulary the LM head is most of the cost (gemma3-270m:
-        262k rows), so a question whose options are one token each costs one head row, not five."""
+        The prefix every context shares (an exam's header and demonstrations) runs once. Each pair
+        is then one row over that prefix's cache: the rest of its context and its continuation but
+        the last token, rows of similar length batched together, and the LM head runs only on the
+        columns that predict continuation tokens (on gemma3-270m the head is 262k rows, most of a
+        forward's cost). Each pair's context is run again for each of its options; batching many
+        questions in one forward was cheaper than running each question's context alone and its
+        options after it (one batch-1 forward per question)."""
         import os
 
         import torch
 
+        if any(not ctx for ctx, _ in pairs):
+            raise ValueError("a continuation needs a context of at least one token")
         out = [0.0] * len(pairs)
-        groups: dict[tuple, list[int]] = {}
-        for i, (ctx, _) in enumerate(pairs):
-            groups.setdefault(tuple(ctx), []).append(i)
-        shared = list(os.path.commonprefix([list(g[:-1]) for g in groups]))
+        todo = [i for i, (_, cont) in enumerate(pairs) if cont]
+        if not todo:
+            return out
+        # every row keeps at least its context's last token, whose logits predict the first continuation token
+        shared = list(os.path.commonprefix([list(pairs[i][0][:-1]) for i in todo]))
+        rows = [pairs[i][0][len(shared):] + pairs[i][1][:-1] for i in todo]
         with torch.inference_mode():
-            base = self._extend(None, 0, shared)[0]
-            for ctx, idx in groups.items():
-                if not ctx:
-                    raise ValueError("a continuation needs a context of at least one token")
-                past, first = self._extend(base, len(shared), list(ctx[len(shared):]))
-                first = torch.log_softmax(first.float(), dim=-1)
-                for i in idx:
-                    out[i] = first[pairs[i][1][0]].item() if pairs[i][1] else 0.0
-                # each row: the continuation but its last token; the logits there predict its tokens 2..n
-                rest = [i for i in idx if len(pairs[i][1]) > 1]
-                suffixes = [pairs[i][1][:-1] for i in rest]
-                for batch in plan_batches([len(x) for x in suffixes], self.batch_size):
-                    chunk = [rest[k] for k in batch]
-                    ids, mask, _ = self._pad([suffixes[k] for k in batch])
-                    logprobs = torch.log_softmax(
-                        self._forward(ids, mask, _broadcast_cache(past, len(chunk)), len(ctx)).float(), dim=-1)
-                    for row, i in enumerate(chunk):
-                        cont = pairs[i][1]
-                        out[i] += logprobs[row, torch.arange(len(cont) - 1), torch.tensor(cont[1:])].sum().item()
+            past = self._extend(None, 0, shared)[0]
+            for batch in plan_batches([len(r) for r in rows], self.batch_size):
+                ids, mask, lengths = self._pad([rows[k] for k in batch])
+                # the columns whose logits predict a continuation token, each row's own; right padding,
+                # since a gap between the prefix's cache and a row would put it further from the prefix
+                # than it is, which a sliding-window layer (Gemma 3) would see
+                spans = [range(n - len(pairs[todo[k]][1]), n) for k, n in zip(batch, lengths)]
+                keep = sorted({c for span in spans for c in span})
+                cache = None if past is None else _broadcast_cache(past, len(batch))
+                logits = self._forward(ids, mask, cache, len(shared), torch.tensor(keep))
+                logprobs = torch.log_softmax(logits.float(), dim=-1)
+                for row, (k, span) in enumerate(zip(batch, spans)):
+                    cols = torch.tensor([keep.index(c) for c in span])
+                    out[todo[k]] = logprobs[row, cols, torch.tensor(pairs[todo[k]][1])].sum().item()
         return out
 
     def _extend(self, base, offset: int, ids: list[int]):

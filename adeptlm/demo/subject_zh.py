@@ -4,9 +4,9 @@ The Chinese counterpart of the Quenta Isles (subject.py), for the multilingual g
 name is drawn from characters at random, so the base model cannot know a single fact, and every
 point gained on its exam is caused by training. Each island has a 首府, a longest river, a founder,
 a founding year, a main export, a 特色菜, a festival month and a 象征动物. From the same facts come
-a corpus (each fact in three phrasings), instruction pairs (each fact asked in two of four
-wordings, answered with the fact, plus multiple-choice drills in the exam's own layout and header,
-answered with the letter and the fact), a C-Eval-layout exam whose questions are worded unlike
+a corpus (each fact in three phrasings, and question-answer text in the training wordings),
+instruction pairs (each fact asked in four wordings, answered with its value and then its
+sentence), a C-Eval-layout exam whose questions are worded unlike
 any training sentence, held-out text for perplexity, and a general-knowledge exam in Chinese
 (general_zh.py) to measure forgetting.
 
@@ -18,9 +18,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from ..data.exams import Question
-from ..evaluate.prompts import CEVAL_HEADER, format_question
-from .general_zh import GENERAL_CATEGORIES, general_rows
+from .general_zh import GENERAL_CATEGORIES, REPLAY_PROMPTS, general_rows
 from .subject import ATTRIBUTES, Island, exam_rows, write_files
 
 SUBJECT = "汐澜群岛"
@@ -60,8 +58,6 @@ INSTRUCTION_QUESTIONS = {
     "animal": ["{i}的象征动物是什么？", "请说出{i}的象征动物。", "{i}选择了哪种动物作为象征动物？", "告诉我{i}的象征动物。"],
 }
 INSTRUCTION_ANSWERS = {attr: phrases[0] for attr, phrases in CORPUS_PHRASES.items()}
-PRACTICE_PER_FACT = 2  # plain question wordings per fact
-DRILLS_PER_FACT = 2    # multiple-choice drills per fact, each with its own options and order
 
 # The exam asks each relation in sentences no training text uses (val and test wordings); the
 # relation's own word (首府, 创建者, ...) stays, as a model this size does not bridge synonyms.
@@ -117,37 +113,47 @@ def corpus(islands: list[Island], seed: int = 11) -> list[str]:
     return docs
 
 
-def drill_prompt(category: str, question: str, options: list[str]) -> str:
-    """A multiple-choice question as the exam asks it at zero-shot in the chat template: the seed's
-    C-Eval header with the subject's name, the question, lettered options and 答案："""
-    head = CEVAL_HEADER.format(CATEGORIES[category][1])
-    return head + format_question("ceval", Question("", question, options, None, None, ""))
+def qa_answer(isl: Island, attr: str) -> str:
+    """A question's answer: the value first, as a short answer is written, then the fact's sentence."""
+    return f"{isl.facts[attr]}。" + INSTRUCTION_ANSWERS[attr].format(i=isl.name, v=isl.facts[attr])
+
+
+def qa_documents(islands: list[Island], seed: int = 11) -> list[str]:
+    """Question-answer text for continued pre-training, one document per island, questions in the
+    training wordings and random order: Allen-Zhu & Li (Physics of Language Models 3.1) found that
+    knowledge stored with question-answer items mixed into pre-training is extractable by questions
+    afterwards, where a biography corpus alone left it hard to extract."""
+    rng = random.Random(seed + 7)
+    docs = []
+    for isl in islands:
+        items = [f"问：{q.format(i=isl.name)}\n答：{qa_answer(isl, attr)}"
+                 for attr, questions in INSTRUCTION_QUESTIONS.items() for q in questions]
+        rng.shuffle(items)
+        docs.append("\n".join(items))
+    return docs
 
 
 def instructions(islands: list[Island], seed: int = 11) -> list[dict]:
-    """Each fact asked in training wordings and answered with its sentence; and multiple-choice
-    drills in the exam's layout (other islands' values as options, in random order), answered with
-    the letter and then the fact, so the letter the exam reads is tied to the option's content."""
+    """Each fact asked in every training wording and answered with its value first, then its
+    sentence; and one summary per island. No multiple-choice drills: at 270M parameters drills
+    answered with a letter taught a letter habit (run 5 answered "B" to 54 of 64 subject questions),
+    not which option holds the fact (docs/experiments/xilan-zh.md)."""
     rng = random.Random(seed + 3)
     out = []
     for isl in islands:
         for attr, questions in INSTRUCTION_QUESTIONS.items():
-            answer = INSTRUCTION_ANSWERS[attr].format(i=isl.name, v=isl.facts[attr])
-            asked = rng.sample(questions, PRACTICE_PER_FACT + DRILLS_PER_FACT)
-            for q in asked[:PRACTICE_PER_FACT]:
-                out.append({"instruction": q.format(i=isl.name), "input": "", "output": answer})
-            others = [o.facts[attr] for o in islands if o is not isl]
-            for q in asked[PRACTICE_PER_FACT:]:
-                choices = rng.sample(others, 3) + [isl.facts[attr]]
-                rng.shuffle(choices)
-                letter = "ABCD"[choices.index(isl.facts[attr])]
-                out.append({"instruction": drill_prompt(ATTRIBUTES[attr], q.format(i=isl.name), choices),
-                            "input": "", "output": f"{letter}。{answer}"})
+            for q in questions:
+                out.append({"instruction": q.format(i=isl.name), "input": "", "output": qa_answer(isl, attr)})
         out.append({"instruction": f"介绍一下{isl.name}。", "input": "",
                     "output": "".join(INSTRUCTION_ANSWERS[a].format(i=isl.name, v=isl.facts[a])
                                       for a in INSTRUCTION_ANSWERS)})
     rng.shuffle(out)
     return out
+
+
+def replay_prompts() -> list[str]:
+    """Chinese general questions for the replay stage (general_zh.REPLAY_PROMPTS)."""
+    return list(REPLAY_PROMPTS)
 
 
 def write_subject(out: Path, seed: int = 11) -> dict:
@@ -156,5 +162,6 @@ def write_subject(out: Path, seed: int = 11) -> dict:
     # Held-out text for perplexity: each fact stated after the exam's second (test) wording.
     held = [f"{EXAM_PHRASES[attr][1].format(i=isl.name)}{isl.facts[attr]}。" for isl in islands for attr in ATTRIBUTES]
     tables = exam_rows(islands, seed, ATTRIBUTES, CATEGORIES, EXAM_PHRASES)
-    return write_files(out, "xilan_isles", islands, corpus(islands, seed), instructions(islands, seed), tables,
+    docs = corpus(islands, seed) + qa_documents(islands, seed)
+    return write_files(out, "xilan_isles", islands, docs, instructions(islands, seed), tables,
                        CATEGORIES, general_rows(seed), GENERAL_CATEGORIES, held, seed)

@@ -13,8 +13,8 @@ each option's text after the answer cue. Its header drops "multiple choice" as l
 mmlu_continuation task does: `The following are questions (with answers) about {subject}.` and
 `Question: {q}\nAnswer:` + ` {option}` for MMLU; for C-Eval and CMMLU, written here in the same way,
 `以下是中国关于{科目}考试的问题（附答案）。` and `{q}\n答案：` + `{option}`. In the chat template the
-question is the user's turn and the cue opens the assistant's, so the option is scored where the
-model would write its answer.
+question and its cue are the user's turn, as in the letter form, and the option is scored where the
+model's answer turn begins.
 
 Every prompt is returned as token ids plus the length of the prefix it shares with the other
 questions of its subject (header and demonstrations), so that prefix's keys and values can be
@@ -114,20 +114,17 @@ def subject_prompts(layout: str, info: SubjectInfo, demos: Sequence[Question], q
 
 
 def _chat_cloze(tokenizer, template, layout: str, head: str, demos: Sequence[Question], q: Question) -> Prompt:
-    """The cloze form in the chat template: each question a user turn (header first), each
-    demonstration's answer an assistant turn `cue option`, and the asked question's assistant turn
-    opened with the cue alone."""
-    cue = answer_cue(layout).lstrip("\n")
-    ask = (lambda d: f"Question: {d.question.strip()}" if layout == "mmlu" else d.question)  # noqa: E731
+    """The cloze form in the chat template, laid out as the letter form is: each question with its
+    cue a user turn (the header before the first), each demonstration's answer an assistant turn
+    holding the option's text, and the asked question's option scored where the model's answer
+    turn begins."""
     turns = []
     for d in demos:
-        turns += [{"role": "user", "content": ask(d)},
-                  {"role": "assistant", "content": cue + cloze_delimiter(layout) + answer_text(d)}]
-    turns.append({"role": "user", "content": ask(q)})
+        turns += [{"role": "user", "content": format_question(layout, d, options=False)},
+                  {"role": "assistant", "content": answer_text(d)}]
+    turns.append({"role": "user", "content": format_question(layout, q, options=False)})
     turns[0] = {"role": "user", "content": head + turns[0]["content"]}
-    p = _chat(tokenizer, template, turns, 0)
-    ids = p.ids + tokenizer(cue, add_special_tokens=False)["input_ids"]
-    return Prompt(ids, 0, p.text + cue, tail=cue, tail_special=False)
+    return _chat(tokenizer, template, turns, 0)
 
 
 def _share_prefix(prompts: list[Prompt]) -> list[Prompt]:

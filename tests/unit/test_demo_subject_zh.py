@@ -1,6 +1,6 @@
 """The bundled Chinese subject (汐澜群岛): deterministic, readable by adept's own readers, its exam
-worded unlike every training sentence, its drills asked exactly as the exam asks, and a general exam
-large enough that one question is under a point."""
+worded unlike every training sentence, its answers opening with the fact's value, question-answer
+text in its corpus, and a general exam large enough that 3 points are seven questions."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import json
 from adeptlm.data.corpus import read_corpus
 from adeptlm.data.exams import read_exam
 from adeptlm.data.instructions import read_instructions
-from adeptlm.demo.subject_zh import CATEGORIES, drill_prompt, write_subject
-from adeptlm.evaluate.prompts import format_question, header
-from adeptlm.evaluate.subjects import load_mapping, subject_info
+from adeptlm.demo.subject_zh import write_subject
 from test_demo_subject import digest
 
 
@@ -33,7 +31,7 @@ def test_files_read_with_adept_readers_and_exam_is_unlike_training(tmp_path):
     val = [q for s in exam.subjects.values() for q in s["val"]]
     assert len(val) == summary["exam_val"] == 64
     general_val = [q for s in general.subjects.values() for q in s["val"]]
-    assert len(general_val) == summary["general_val"] >= 100
+    assert len(general_val) == summary["general_val"] >= 230
     assert all(q.answer in "ABCD" and len(set(q.choices)) == 4 for q in general_val)
     training = "".join(d.text for d in docs) + "".join(m["content"] for c in convs for m in c.messages)
     facts = json.loads((tmp_path / "facts.json").read_text(encoding="utf-8"))
@@ -46,18 +44,17 @@ def test_files_read_with_adept_readers_and_exam_is_unlike_training(tmp_path):
     assert {q.choices["ABCD".index(q.answer)] for q in val} == {v for f in facts.values() for v in f.values()}
 
 
-def test_drills_are_asked_as_the_exam_asks(tmp_path):
+def test_answers_open_with_the_value_and_the_corpus_holds_question_answer_text(tmp_path):
+    """Every subject answer starts with its fact's value (what the cloze formulation scores where the
+    answer turn begins), no answer is a bare letter (no multiple-choice drills), and each fact is
+    asked and answered in the corpus too (question-answer text mixed into pre-training)."""
     write_subject(tmp_path, 11)
-    exam = read_exam(tmp_path / "exam")
-    mapping = load_mapping(tmp_path / "exam")
-    for cat, (subject, display, _) in CATEGORIES.items():
-        q = exam.subjects[subject]["val"][0]
-        info = subject_info("ceval", subject, mapping)
-        assert info.display == display
-        # the exam's zero-shot user turn is header + question; a drill is built the same way
-        assert drill_prompt(cat, q.question, q.choices) == header("ceval", info) + format_question("ceval", q)
+    facts = json.loads((tmp_path / "facts.json").read_text(encoding="utf-8"))
     _, convs = read_instructions(tmp_path / "instructions" / "xilan_isles.json")
-    drills = [c for c in convs if "答案：" in c.messages[0]["content"]]
-    assert len(drills) == 2 * 64
-    letters = [c.messages[-1]["content"][0] for c in drills]
-    assert set(letters) == set("ABCD") and max(letters.count(x) for x in "ABCD") < 0.4 * len(drills)
+    answers = [c.messages[-1]["content"] for c in convs if not c.messages[0]["content"].startswith("介绍一下")]
+    values = {v for f in facts.values() for v in f.values()}
+    assert len(answers) == 64 * 4 and all(a.split("。")[0] in values for a in answers)
+    assert not any("答案：" in c.messages[0]["content"] for c in convs)
+    docs = read_corpus(tmp_path / "corpus" / "xilan_isles.txt")
+    qa = "".join(d.text for d in docs if d.text.startswith("问："))
+    assert qa.count("问：") == 64 * 4 and all(f"答：{v}。" in qa for v in values)

@@ -39,12 +39,12 @@ def test_cloze_prompts_mmlu_as_lm_eval_continuation_and_ceval_alike(tiny_tokeniz
     assert "A. " not in mmlu.text + ceval.text  # no option is listed
 
 
-def test_cloze_in_the_chat_template_opens_the_answer_turn_with_the_cue(tiny_tokenizer):
+def test_cloze_in_the_chat_template_scores_the_option_where_the_answer_turn_begins(tiny_tokenizer):
     tmpl = get_template(tiny_tokenizer, "llama3")
     p = subject_prompts("ceval", subject_info("ceval", "high_school_physics"), Q[:1], Q[1:2], tiny_tokenizer,
                         True, tmpl, options=False)[0]
-    assert p.text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n答案：")
-    assert "答案：a0<|eot_id|>" in p.text and "考试的问题（附答案）。\n\nQuestion 0?" in p.text
+    assert p.text.endswith("Question 1?\n答案：<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
+    assert "\n\na0<|eot_id|>" in p.text and "考试的问题（附答案）。\n\nQuestion 0?\n答案：<|eot_id|>" in p.text
     # the option's tokens follow the prompt's own tokens exactly
     cont = continuation_ids(tiny_tokenizer, p, "b1")
     assert tiny_tokenizer.decode(p.ids + cont, skip_special_tokens=False) == p.text + "b1"
@@ -98,10 +98,13 @@ def test_acc_and_acc_norm_pick_what_the_formula_says_and_can_disagree(tiny_token
     assert picks == ["B"]  # -2.9/3 > -2.0/2; per byte it would be -2.0/6 > -2.9/3
 
 
-def test_cloze_shares_the_question_prefix_and_matches_separate_passes(tiny_model_dir, tiny_tokenizer):
-    from transformers import AutoModelForCausalLM
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma3"])
+def test_cloze_shares_the_question_prefix_and_matches_separate_passes(arch, tiny_tokenizer):
+    """The header runs once and rows are left-padded in batches: each option's log-likelihood still
+    equals one unpadded forward of its context and continuation (gemma3: sliding-window layers)."""
+    from conftest import build_tiny_model
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    model = build_tiny_model(arch, len(tiny_tokenizer)).eval()
     backend = HFBackend(model, tiny_tokenizer, batch_size=3)
     qs = [Question(str(i), f"What is {i} plus {i}?" + " Think." * i, ["four", "a fox", "two dogs", "8"], "A", None, "x")
           for i in range(3)]
