@@ -105,7 +105,7 @@ def tiny_tokenizer():
     return build_tiny_tokenizer(CHATML)
 
 
-def build_tiny_model(arch: str, vocab_size: int, seed: int = 0):
+def build_tiny_model(arch: str, vocab_size: int, seed: int = 0, sliding_window: int = 64):
     """A 2-layer random model of a real architecture (llama, qwen2, gemma3), small enough for unit tests."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -115,7 +115,8 @@ def build_tiny_model(arch: str, vocab_size: int, seed: int = 0):
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                   tie_word_embeddings=True, initializer_range=0.2)
     if arch == "gemma3":
-        cfg = AutoConfig.for_model("gemma3_text", head_dim=8, query_pre_attn_scalar=8, sliding_window=64, **common)
+        cfg = AutoConfig.for_model("gemma3_text", head_dim=8, query_pre_attn_scalar=8,
+                                  sliding_window=sliding_window, **common)
     else:
         cfg = AutoConfig.for_model(arch, **common)
     return AutoModelForCausalLM.from_config(cfg)

@@ -146,13 +146,18 @@ class HFBackend(Backend):
     def continuation_logprobs(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[float]:
         """Sum of log-probabilities of each continuation given its context.
 
-        The prefix every context shares (an exam's header and demonstrations) runs once. Each pair
-        is then one row over that prefix's cache: the rest of its context and its continuation but
-        the last token, rows of similar length batched together, and the LM head runs only on the
-        columns that predict continuation tokens (on gemma3-270m the head is 262k rows, most of a
-        forward's cost). Each pair's context is run again for each of its options; batching many
-        questions in one forward was cheaper than running each question's context alone and its
-        options after it (one batch-1 forward per question)."""
+        The prefix every context shares (an exam's header and demonstrations) runs once. The rest of
+        each distinct context (a question) then runs once, many questions to a batch over that
+        prefix's cache, and the logits at each one's last token give the first token of all its
+        continuations (one LM-head row per question: on gemma3-270m the head is 262k rows, most of a
+        forward's cost). The continuations' later tokens run over a copy of their question's rows of
+        that cache, with the head only at their own positions.
+
+        Rows are padded on the right, so a short question's continuation sits a few columns further
+        from its question than its positions say. Attention masks the gap and positions are set per
+        row, so nothing changes, except in a sliding-window layer (Gemma 3), which counts columns:
+        where a batch would reach the window, its continuations are run as whole rows instead (the
+        rest of the context, then the continuation), which has no gap."""
         import os
 
         import torch
@@ -160,28 +165,84 @@ class HFBackend(Backend):
         if any(not ctx for ctx, _ in pairs):
             raise ValueError("a continuation needs a context of at least one token")
         out = [0.0] * len(pairs)
-        todo = [i for i, (_, cont) in enumerate(pairs) if cont]
-        if not todo:
+        groups: dict[tuple, list[int]] = {}
+        for i, (ctx, cont) in enumerate(pairs):
+            if cont:
+                groups.setdefault(tuple(ctx), []).append(i)
+        if not groups:
             return out
-        # every row keeps at least its context's last token, whose logits predict the first continuation token
-        shared = list(os.path.commonprefix([list(pairs[i][0][:-1]) for i in todo]))
-        rows = [pairs[i][0][len(shared):] + pairs[i][1][:-1] for i in todo]
+        # each question keeps at least its last token, whose logits predict its continuations' first
+        shared = list(os.path.commonprefix([list(g[:-1]) for g in groups]))
+        contexts = list(groups)
+        window = getattr(getattr(self.model, "config", None), "sliding_window", None) or float("inf")
         with torch.inference_mode():
             past = self._extend(None, 0, shared)[0]
-            for batch in plan_batches([len(r) for r in rows], self.batch_size):
-                ids, mask, lengths = self._pad([rows[k] for k in batch])
-                # the columns whose logits predict a continuation token, each row's own; right padding,
-                # since a gap between the prefix's cache and a row would put it further from the prefix
-                # than it is, which a sliding-window layer (Gemma 3) would see
-                spans = [range(n - len(pairs[todo[k]][1]), n) for k, n in zip(batch, lengths)]
-                keep = sorted({c for span in spans for c in span})
+            rests = [list(c[len(shared):]) for c in contexts]
+            for batch in plan_batches([len(r) for r in rests], self.batch_size):
+                ids, mask, lengths = self._pad([rests[k] for k in batch])
                 cache = None if past is None else _broadcast_cache(past, len(batch))
-                logits = self._forward(ids, mask, cache, len(shared), torch.tensor(keep))
-                logprobs = torch.log_softmax(logits.float(), dim=-1)
-                for row, (k, span) in enumerate(zip(batch, spans)):
-                    cols = torch.tensor([keep.index(c) for c in span])
-                    out[todo[k]] = logprobs[row, cols, torch.tensor(pairs[todo[k]][1])].sum().item()
+                keep = sorted({n - 1 for n in lengths})
+                res = self.model(input_ids=ids, attention_mask=self._with_prefix(mask, len(shared)),
+                                 position_ids=len(shared) + torch.arange(ids.shape[1]).expand(len(batch), -1),
+                                 cache=cache, use_cache=True, logits_to_keep=torch.tensor(keep))
+                first = torch.log_softmax(res.logits.float(), dim=-1)
+                later = []  # (row of this batch, pair index) of continuations longer than one token
+                for row, (k, n) in enumerate(zip(batch, lengths)):
+                    for i in groups[contexts[k]]:
+                        out[i] = first[row, keep.index(n - 1), pairs[i][1][0]].item()
+                        if len(pairs[i][1]) > 1:
+                            later.append((row, i))
+                if not later:
+                    continue
+                width = max(len(pairs[i][1]) - 1 for _, i in later)
+                if len(shared) + ids.shape[1] + width < window - 1:
+                    self._score_over(res.cache, mask, len(shared), later, lengths, pairs, out)
+                else:
+                    self._score_whole(shared, past, [(rests[batch[row]], i) for row, i in later], pairs, out)
         return out
+
+    def _with_prefix(self, mask, offset: int):
+        import torch
+
+        return torch.cat([torch.ones(mask.shape[0], offset, dtype=mask.dtype), mask], dim=1) if offset else mask
+
+    def _score_over(self, cache, ctx_mask, offset: int, later, lengths, pairs, out) -> None:
+        """Continuations' tokens 2..n over their questions' rows of a batch's cache (rows copied)."""
+        import torch
+
+        for chunk in [later[k: k + 4 * self.batch_size] for k in range(0, len(later), 4 * self.batch_size)]:
+            rows = torch.tensor([row for row, _ in chunk])
+            picked = copy.copy(cache)
+            picked.layers = []
+            for layer in cache.layers:
+                view = copy.copy(layer)
+                view.keys, view.values = layer.keys.index_select(0, rows), layer.values.index_select(0, rows)
+                picked.layers.append(view)
+            ids, mask, _ = self._pad([pairs[i][1][:-1] for _, i in chunk])
+            start = torch.tensor([offset + lengths[row] for row, _ in chunk]).unsqueeze(1)
+            logits = self.model(input_ids=ids, attention_mask=self._with_prefix(torch.cat([ctx_mask[rows], mask], 1),
+                                                                                offset),
+                                position_ids=start + torch.arange(ids.shape[1]), cache=picked, use_cache=True).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            for row, (_, i) in enumerate(chunk):
+                cont = pairs[i][1]
+                out[i] += logprobs[row, torch.arange(len(cont) - 1), torch.tensor(cont[1:])].sum().item()
+
+    def _score_whole(self, shared, past, items, pairs, out) -> None:
+        """Continuations' tokens 2..n as whole rows over the shared prefix: the rest of the context,
+        then the continuation but its last token (no gap between the two)."""
+        import torch
+
+        rows = [rest + pairs[i][1][:-1] for rest, i in items]
+        for batch in plan_batches([len(r) for r in rows], self.batch_size):
+            ids, mask, lengths = self._pad([rows[k] for k in batch])
+            spans = [range(n - len(pairs[items[k][1]][1]) + 1, n) for k, n in zip(batch, lengths)]
+            keep = sorted({c for span in spans for c in span})
+            cache = None if past is None else _broadcast_cache(past, len(batch))
+            logprobs = torch.log_softmax(self._forward(ids, mask, cache, len(shared), torch.tensor(keep)).float(), -1)
+            for row, (k, span) in enumerate(zip(batch, spans)):
+                cols = torch.tensor([keep.index(c) for c in span])
+                out[items[k][1]] += logprobs[row, cols, torch.tensor(pairs[items[k][1]][1][1:])].sum().item()
 
     def _extend(self, base, offset: int, ids: list[int]):
         """The one-row cache of base's tokens followed by ids (base itself is left as it was), and the

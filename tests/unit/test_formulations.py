@@ -98,18 +98,22 @@ def test_acc_and_acc_norm_pick_what_the_formula_says_and_can_disagree(tiny_token
     assert picks == ["B"]  # -2.9/3 > -2.0/2; per byte it would be -2.0/6 > -2.9/3
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma3"])
-def test_cloze_shares_the_question_prefix_and_matches_separate_passes(arch, tiny_tokenizer):
-    """The header runs once and rows are left-padded in batches: each option's log-likelihood still
-    equals one unpadded forward of its context and continuation (gemma3: sliding-window layers)."""
+@pytest.mark.parametrize("arch, shots, window", [("llama", 2, 0), ("qwen2", 2, 0), ("gemma3", 2, 64), ("gemma3", 0, 128)])
+def test_cloze_shares_the_question_prefix_and_matches_separate_passes(arch, shots, window, tiny_tokenizer):
+    """The header runs once, each question once for all its options, in padded batches: each option's
+    log-likelihood still equals one unpadded forward of its context and continuation. A gemma3 with a
+    64-token sliding window is passed by the 2-shot prompts (options run as whole rows); one with a
+    128-token window is not passed by the 0-shot ones (options run over their question's cache)."""
     from conftest import build_tiny_model
 
-    model = build_tiny_model(arch, len(tiny_tokenizer)).eval()
+    model = build_tiny_model(arch, len(tiny_tokenizer), sliding_window=window or 64).eval()
     backend = HFBackend(model, tiny_tokenizer, batch_size=3)
-    qs = [Question(str(i), f"What is {i} plus {i}?" + " Think." * i, ["four", "a fox", "two dogs", "8"], "A", None, "x")
-          for i in range(3)]
-    prompts = subject_prompts("mmlu", subject_info("mmlu", "college_biology"), Q[:2], qs, tiny_tokenizer, False,
+    qs = [Question(str(i), f"What is {i} plus {i}?" + " Think." * i * shots, ["four", "a fox", "two dogs", "8"], "A",
+                   None, "x") for i in range(3)]
+    prompts = subject_prompts("mmlu", subject_info("mmlu", "college_biology"), Q[:shots], qs, tiny_tokenizer, False,
                               options=False)
+    if arch == "gemma3":  # the case is the one the docstring names
+        assert (max(len(p.ids) for p in prompts) + 4 > window - 1) == (shots > 0)
     lls, pairs = cloze_logprobs(backend, "mmlu", prompts, qs)
     k = 0
     with torch.inference_mode():
