@@ -105,7 +105,7 @@ def run_adept(backend, subjects, shots, mode="letter", limit=None):
     for s in subjects:
         qs = exam.subjects[s]["val"][:limit]
         prompts = subject_prompts("ceval", subject_info("ceval", s), exam.subjects[s]["dev"][:shots], qs,
-                                  backend.tokenizer, with_prompt=False)
+                                  backend.tokenizer, with_prompt=False, options=mode != "cloze")
         first_prompt = first_prompt or prompts[0].text
         preds[s], _ = score_subject(backend, "ceval", prompts, qs, mode)
     return preds, time.perf_counter() - t0, first_prompt
