@@ -176,7 +176,7 @@ class HFBackend(Backend):
         contexts = list(groups)
         window = getattr(getattr(self.model, "config", None), "sliding_window", None) or float("inf")
         with torch.inference_mode():
-            past = self._extend(None, 0, shared)[0]
+            past = self._extend(None, 0, shared)
             rests = [list(c[len(shared):]) for c in contexts]
             for batch in plan_batches([len(r) for r in rests], self.batch_size):
                 ids, mask, lengths = self._pad([rests[k] for k in batch])
@@ -245,16 +245,15 @@ class HFBackend(Backend):
                 out[items[k][1]] += logprobs[row, cols, torch.tensor(pairs[items[k][1]][1][1:])].sum().item()
 
     def _extend(self, base, offset: int, ids: list[int]):
-        """The one-row cache of base's tokens followed by ids (base itself is left as it was), and the
-        logits after the last of them (None when ids is empty)."""
+        """The one-row cache of base's tokens followed by ids (base itself is left as it was)."""
         import torch
 
         if not ids:
-            return base, None
-        out = self.model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, offset + len(ids), dtype=torch.long),
-                         position_ids=torch.arange(offset, offset + len(ids)).unsqueeze(0),
-                         cache=None if base is None else _broadcast_cache(base, 1), use_cache=True, logits_to_keep=1)
-        return out.cache, out.logits[0, -1]
+            return base
+        return self.model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, offset + len(ids), dtype=torch.long),
+                          position_ids=torch.arange(offset, offset + len(ids)).unsqueeze(0),
+                          cache=None if base is None else _broadcast_cache(base, 1), use_cache=True,
+                          logits_to_keep=1).cache
 
     def generate(self, prompts: Sequence[list[int]], max_new_tokens: int, stop_ids: Sequence[int]) -> list[list[int]]:
         """Greedy continuations (token ids, stop token excluded), batch_size prompts at a time.
