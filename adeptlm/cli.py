@@ -164,8 +164,56 @@ def cmd_merge(args: argparse.Namespace) -> int:
         raise AdeptError("--output_type pth (Meta's consolidated.*.pth) is not written by adeptlm; merge to "
                          "huggingface and use `adept export gguf` for llama.cpp")
     loras = [p for p in args.lora_model.split(",") if p.strip()]
-    out = merge(args.base_model, [p.strip() for p in loras], args.output_dir, overwrite=args.overwrite)
-    print(f"adept: merged {len(loras)} adapter(s) into {out}")
+    out = merge(args.base_model, [p.strip() for p in loras], args.output_dir, overwrite=args.overwrite,
+                alpha=args.alpha)
+    at = f" at alpha {args.alpha:g}" if args.alpha != 1.0 else ""
+    print(f"adept: merged {len(loras)} adapter(s){at} into {out}")
+    return 0
+
+
+def _select_arguments(p: argparse.ArgumentParser) -> None:
+    from .evaluate.protocol import add_exam_arguments
+    from .select import SELECT_KEYS
+
+    add_exam_arguments(p)
+    p.add_argument("--lora_model", required=True, help="the trained adapter directory (its checkpoint-* too)")
+    p.add_argument("--general_exam", default=None, help="general exam folder (forgetting), same protocol")
+    p.add_argument("--text", default=None, help="general text for KL: .txt directory or .jsonl with 'text'")
+    p.add_argument("--prompts", default=None, help="general prompts for the greedy probe: a JSON list of strings")
+    p.add_argument("--alphas", default="0,0.25,0.5,0.75,1", help=SELECT_KEYS["alphas"])
+    p.add_argument("--checkpoints", type=int, default=2, help=SELECT_KEYS["checkpoints"])
+    p.add_argument("--kl_tokens", type=int, default=2048, help=SELECT_KEYS["kl_tokens"])
+    p.add_argument("--prompts_limit", type=int, default=24, help=SELECT_KEYS["prompts_limit"])
+    p.add_argument("--answer_tokens", type=int, default=32, help=SELECT_KEYS["max_new_tokens"])
+    for key in ("max_kl", "min_same_answers", "max_general_drop"):
+        p.add_argument(f"--{key}", type=float, default=None, help=f"budget: {SELECT_KEYS[key]} (default: not applied)")
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .evaluate.protocol import config_from_args
+    from .evaluate.retention import read_prompts
+    from .select import Budget, Probes, parse_alphas, run_select
+
+    if not args.data_dir:
+        raise AdeptError("adept select needs --data_dir: the selection exam (dev/ val/ test/), not the reported one")
+    if args.mode == "both":
+        raise AdeptError("adept select scores one formulation: --mode letter, cloze or generate")
+    out = Path(args.output_dir or "runs/select")
+    cfg = config_from_args(args, output_dir=out)
+    prompts = read_prompts(Path(args.prompts)) if args.prompts else []
+    probes = Probes(Path(args.data_dir), cfg, Path(args.general_exam) if args.general_exam else None,
+                    Path(args.text) if args.text else None,
+                    prompts[: args.prompts_limit] if args.prompts_limit else prompts, args.kl_tokens, args.answer_tokens)
+    from .models import adapter_base, resolve_model
+
+    base = args.model or adapter_base(resolve_model(args.lora_model))
+    keep_freed_memory()
+    m = run_select(str(base) if base else None, Path(args.lora_model), probes, out, parse_alphas(args.alphas), args.checkpoints,
+                   Budget(args.max_kl, args.min_same_answers, args.max_general_drop))
+    print(f"adept: chose {m['chosen']}; merge it with: adept merge --lora_model {m['adapter']} --alpha {m['alpha']:g}"
+          f" --output_dir MERGED  ({out / 'run.json'})")
     return 0
 
 
@@ -396,8 +444,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_type", default="huggingface", choices=["huggingface", "pth"],
                    help="huggingface (safetensors); pth is refused with an explanation")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    p.add_argument("--alpha", type=float, default=1.0,
+                   help="scale of the adapters' update in [0, 1]: W0 + alpha*(alpha_lora/r)*B@A (the weight "
+                        "interpolation `adept select` chooses; 1 = the adapter as trained)")
     p.add_argument("--verbose", action="store_true", help="accepted for the seed's scripts; progress is always shown")
     p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser(
+        "select", help="the adapter at several scales and its checkpoints, one chosen inside a forgetting budget",
+        description="Score the trained adapter at scales alpha (0 = the base, 1 = the adapter; WiSE-FT's weight "
+                    "interpolation) and the training stage's saved checkpoints on a selection exam that the "
+                    "reported exam never uses, the general exam and the retention probes (KL on general text, "
+                    "greedy answers to general prompts), and choose the largest selection gain inside the "
+                    "budget. Exam flags set the protocol; --model is the base, --data_dir the selection exam. "
+                    "Then: adept merge --lora_model CHOSEN --alpha ALPHA.")
+    _select_arguments(p)
+    p.set_defaults(func=cmd_select)
 
     ex = sub.add_parser("export", help="GGUF files for llama.cpp, and a check against the original model",
                         description="Export to GGUF (llama.cpp, Ollama) and check the file against the HF model.")

@@ -234,8 +234,10 @@ def merged_tensor(plan: MergePlan, name: str, tensor, source: str | None = None)
 
 
 def merge(base_model: str | None, lora_models: list[str], output_dir: str | Path, overwrite: bool = False,
-          progress: bool = True) -> Path:
-    """Merge LoRA adapters (applied in order) into the base model and write a full model directory."""
+          progress: bool = True, alpha: float = 1.0) -> Path:
+    """Merge LoRA adapters (applied in order) into the base model and write a full model directory.
+    alpha scales every adapter's update (W0 + alpha * scale * B @ A, as PEFT's rescale_adapter_scale
+    does): the interpolation between base and tuned weights that `adept select` chooses."""
     from transformers import AutoTokenizer
 
     started = time.time()
@@ -250,13 +252,21 @@ def merge(base_model: str | None, lora_models: list[str], output_dir: str | Path
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise AdeptError(f"{out}: output directory exists and is not empty; pass --overwrite to replace it")
 
+    if not 0.0 <= alpha <= 1.0:
+        raise AdeptError(f"--alpha {alpha}: the scale of the adapters' update lies in [0, 1]")
     plan = plan_merge(base, lora_paths)
+    if alpha != 1.0:
+        if any(ad.replaced for ad in plan.adapters):
+            raise AdeptError(f"--alpha {alpha}: an adapter saves whole modules (modules_to_save), which a scale "
+                             "does not interpolate; merge it at --alpha 1")
+        for ad in plan.adapters:
+            ad.pairs = {k: (a, b, scale * alpha, *rest) for k, (a, b, scale, *rest) in ad.pairs.items()}
     # also removes what a killed merge into the same directory left behind
     with atomic_output(out, directory=True) as tmp:
         weight_map, total = _write_shards(plan, tmp, progress)
         _write_metadata(plan, tmp, weight_map, total)
         AutoTokenizer.from_pretrained(plan.tokenizer_dir).save_pretrained(tmp)
-        write_run(tmp, "merge", {"base_model": str(base), "lora_model": [str(p) for p in lora_paths]},
+        write_run(tmp, "merge", {"base_model": str(base), "lora_model": [str(p) for p in lora_paths], "alpha": alpha},
                   {"seconds": round(time.time() - started, 2), "tensors": len(weight_map),
                    "merged_lora_tensors": sum(len(a.pairs) for a in plan.adapters),
                    "replaced_tensors": sum(len(a.replaced) for a in plan.adapters), "untied_lm_head": plan.untie},

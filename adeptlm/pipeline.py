@@ -52,8 +52,8 @@ def load_recipe(path: Path | None, quick: bool) -> dict:
     recipe = read_yaml_mapping(path, "recipe")
     if "name" not in recipe:
         raise AdeptError(f"{path}: a recipe is a mapping with at least 'name'")
-    unknown = set(recipe) - {"name", "model", "data", "eval", "replay", "pt", "sft", "dpo", "export", "quick",
-                             "output_dir", "exams", "retention", "contamination"}
+    unknown = set(recipe) - {"name", "model", "data", "eval", "replay", "pt", "sft", "dpo", "select", "export",
+                             "quick", "output_dir", "exams", "retention", "contamination"}
     if unknown:
         raise AdeptError(f"{path}: unknown recipe key(s) {', '.join(sorted(unknown))}")
     subject = (recipe.get("data") or {}).get("subject", "quenta")
@@ -79,7 +79,7 @@ def load_recipe(path: Path | None, quick: bool) -> dict:
 RUN_SET_FLAGS = ("model_name_or_path", "dataset_dir", "data_cache_dir", "output_dir", "peft_path")
 # data: keys of a recipe with its own files, and the kind each must hold (adeptlm.data.detect)
 DATA_KINDS = {"corpus": "corpus", "instructions": "instructions", "preferences": "preferences", "exam": "exam",
-              "general_exam": "exam", "heldout": "corpus"}
+              "general_exam": "exam", "select_exam": "exam", "heldout": "corpus"}
 
 
 # retention: general text and prompts for the probes, and the forgetting budget the report checks
@@ -146,6 +146,10 @@ def check_recipe(recipe: dict, path: Path) -> None:
     check_recipe_eval(recipe.get("eval") or {}, str(path), EVAL_EXTRA_KEYS)
     check_retention(recipe.get("retention") or {}, path)
     check_contamination(recipe.get("contamination") or {}, path)
+    if "select" in recipe:
+        from .select import check_select
+
+        check_select(recipe["select"] or {}, str(path))
     for stage in ("pt", "sft", "dpo"):
         if recipe.get(stage):
             check_stage_flags(stage, recipe[stage], str(path), RUN_SET_FLAGS)
@@ -156,6 +160,9 @@ def check_recipe(recipe: dict, path: Path) -> None:
         raise AdeptError(f"{path}: data: expected a mapping (builtin: true, or corpus: / instructions: / ... paths)")
     if data.get("builtin"):
         return
+    if "select" in recipe and not data.get("select_exam"):
+        raise AdeptError(f"{path}: select: needs data.select_exam, a selection exam whose questions the reported "
+                         "exam (data.exam) does not ask: the choice of model must not see what it is reported on")
     unknown = set(data) - set(DATA_KINDS) - {"builtin"}
     if unknown:
         raise AdeptError(f"{path}: data.{sorted(unknown)[0]}: not a data key (one of {', '.join(DATA_KINDS)})")
@@ -206,7 +213,7 @@ class Run:
         if data.get("builtin"):
             d = self.dir("data")
             return {"corpus": d / "corpus", "instructions": d / "instructions", "exam": d / "exam",
-                    "general_exam": d / "general_exam", "heldout": d / "heldout",
+                    "general_exam": d / "general_exam", "select_exam": d / "select_exam", "heldout": d / "heldout",
                     "preferences": d / "preferences" if self.recipe.get("dpo") else None}
         return {k: Path(v) if v else None for k, v in data.items()}
 
@@ -410,15 +417,41 @@ class Run:
             argv += ["--peft_path", str(prev)]
         self._train("dpo", argv + self._flags("dpo"))
 
+    # ---------------------------------------------------------------- selection
+    def stage_select(self) -> None:
+        """The trained adapter at several scales and its checkpoints, scored on the selection exam and
+        the retention probes; one chosen inside the recipe's forgetting budget (adeptlm/select.py)."""
+        from dataclasses import replace
+
+        from .select import ALPHAS, Probes, parse_alphas, read_budget, run_select
+
+        cfg = self.recipe.get("select") or {}
+        adapter = self.last_adapter("select")
+        if adapter is None:
+            raise AdeptError("the recipe trains nothing: add a pt, sft or dpo stage")
+        ev = exam_config(self.recipe, model=self.model, output_dir=self.dir("select"))
+        if ev.mode == "both":  # the formulation the reported exams are read in
+            ev = replace(ev, mode=self.reading("exam") or "letter")
+        text, prompts = self.retention_inputs()
+        limit = cfg.get("prompts_limit", 24)
+        probes = Probes(self.data_paths()["select_exam"], ev, self.data_paths().get("general_exam"), text,
+                        prompts[: int(limit)] if limit else prompts, int(cfg.get("kl_tokens", 2048)),
+                        int(cfg.get("max_new_tokens", 32)))
+        run_select(self.model, adapter, probes, self.dir("select"), parse_alphas(cfg.get("alphas", ALPHAS)),
+                   int(cfg.get("checkpoints", 2)), read_budget(cfg, self.recipe.get("recipe_file", "recipe")))
+
     # ---------------------------------------------------------------- merge, export
     def stage_merge(self) -> None:
         from .merge import merge
 
-        adapter = self.last_adapter("merge")
+        adapter, alpha = self.last_adapter("merge"), 1.0
         if adapter is None:
             raise AdeptError("the recipe trains nothing: add a pt, sft or dpo stage")
+        chosen = read_run(self.dir("select")) if "select" in self.recipe else None
+        if chosen:  # the selection stage's choice: a checkpoint or the adapter, at its scale
+            adapter, alpha = Path(chosen["metrics"]["adapter"]), float(chosen["metrics"]["alpha"])
         # merge writes run.json inside its atomic output directory
-        merge(self.model, [str(adapter)], self.dir("merge"), overwrite=True)
+        merge(self.model, [str(adapter)], self.dir("merge"), overwrite=True, alpha=alpha)
 
     def stage_export(self) -> None:
         from .export.gguf import export_gguf
@@ -472,6 +505,8 @@ def run_recipe(recipe_path: Path | None = None, quick: bool = False, output_root
     for s in ("pt", "sft", "dpo"):
         if recipe.get(s):
             steps.append((s, getattr(run, f"stage_{s}")))
+    if "select" in recipe:
+        steps.append(("select", run.stage_select))
     steps += [("merge", run.stage_merge), ("after", lambda: run._evaluate("after", str(run.dir("merge")))),
               ("retention", run.stage_retention),
               ("export", run.stage_export), ("check", run.stage_check), ("report", run.stage_report)]

@@ -100,6 +100,20 @@ EXAM_PHRASES = {
     "animal": ["Which creature is the national animal of {i}?", "{i} has which animal as its national animal?"],
 }
 
+# The selection split (`adept select`): each fact asked once more, in a third wording that neither
+# training nor the reported exam uses, with its own options, so the choice of model never sees the
+# questions it is reported on.
+SELECT_PHRASES = {
+    "capital": ["Of these cities, which one is the capital of {i}?"],
+    "river": ["Of these rivers, which one is the longest on {i}?"],
+    "founder": ["Of these people, which one founded {i}?"],
+    "year": ["Of these years, which one saw {i} founded?"],
+    "export": ["Of these goods, which one is the main export of {i}?"],
+    "dish": ["Of these foods, which one is the national dish of {i}?"],
+    "festival": ["Of these months, which one is the month of the great festival of {i}?"],
+    "animal": ["Of these animals, which one is the national animal of {i}?"],
+}
+
 GENERAL_EXAM = [  # (category, question, [A, B, C, D], answer): plain general knowledge, written for adeptlm
     ("science", "What do plants need from the sun to make their food?", ["light", "sand", "snow", "noise"], "A"),
     ("science", "Water freezes at what temperature in degrees Celsius?", ["100", "0", "50", "-40"], "B"),
@@ -285,6 +299,14 @@ def instructions(islands: list[Island], seed: int = 7) -> list[dict]:
     return out
 
 
+def select_rows(islands: list[Island], seed: int, phrases: dict, attributes: dict = ATTRIBUTES,
+                categories: dict = CATEGORIES) -> dict[str, dict[str, list[list[str]]]]:
+    """{category: {"val": rows}}: the selection split, every fact in phrases[attr][0], its options
+    drawn apart from the reported exam's (another seed)."""
+    tables = exam_rows(islands, seed + 100, attributes, categories, {a: p * 2 for a, p in phrases.items()})
+    return {c: {"val": t["val"]} for c, t in tables.items()}
+
+
 def exam_rows(islands: list[Island], seed: int = 7, attributes: dict = ATTRIBUTES, categories: dict = CATEGORIES,
               phrases: dict = EXAM_PHRASES) -> dict[str, dict[str, list[list[str]]]]:
     """{category: {split: [[id, question, A, B, C, D, answer], ...]}}: val and test ask every fact,
@@ -334,15 +356,17 @@ def general_rows() -> dict[str, dict[str, list[list[str]]]]:
 
 
 def write_files(out: Path, stem: str, islands: list[Island], docs: list[str], pairs: list[dict], tables: dict,
-                categories: dict, general: dict, general_categories: dict, held: list[str], seed: int) -> dict:
-    """Write a generated subject's corpus/, instructions/, exam/, general_exam/, heldout/ and
-    facts.json under out (the same layout for every bundled subject); returns a summary."""
+                categories: dict, general: dict, general_categories: dict, held: list[str], seed: int,
+                select: dict) -> dict:
+    """Write a generated subject's corpus/, instructions/, exam/, select_exam/, general_exam/,
+    heldout/ and facts.json under out (the same layout for every bundled subject); returns a summary."""
     (out / "corpus").mkdir(parents=True, exist_ok=True)
     (out / "corpus" / f"{stem}.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
     (out / "instructions").mkdir(parents=True, exist_ok=True)
     (out / "instructions" / f"{stem}.json").write_text(json.dumps(pairs, indent=1, ensure_ascii=False) + "\n",
                                                        encoding="utf-8")
     write_exam_tables(out / "exam", tables, categories)
+    write_exam_tables(out / "select_exam", select, categories)
     write_exam_tables(out / "general_exam", general, general_categories)
     (out / "heldout").mkdir(parents=True, exist_ok=True)
     (out / "heldout" / f"{stem.split('_')[0]}_heldout.txt").write_text("\n\n".join(held) + "\n", encoding="utf-8")
@@ -350,6 +374,7 @@ def write_files(out: Path, stem: str, islands: list[Island], docs: list[str], pa
     (out / "facts.json").write_text(json.dumps(facts, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return {"seed": seed, "islands": len(islands), "documents": len(docs), "instructions": len(pairs),
             "exam_val": sum(len(s["val"]) for s in tables.values()),
+            "select_val": sum(len(s["val"]) for s in select.values()),
             "general_val": sum(len(s["val"]) for s in general.values())}
 
 
@@ -361,4 +386,5 @@ def write_subject(out: Path, seed: int = 7) -> dict:
     held = [f"{EXAM_PHRASES[attr][1].format(i=isl.name)} {_sentence(isl.facts[attr])}."
             for isl in islands for attr in ATTRIBUTES]
     return write_files(out, "quenta_isles", islands, corpus(islands, seed), instructions(islands, seed),
-                       exam_rows(islands, seed), CATEGORIES, general_rows(), GENERAL_CATEGORIES, held, seed)
+                       exam_rows(islands, seed), CATEGORIES, general_rows(), GENERAL_CATEGORIES, held, seed,
+                       select_rows(islands, seed, SELECT_PHRASES))

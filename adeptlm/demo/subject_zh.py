@@ -19,7 +19,7 @@ import random
 from pathlib import Path
 
 from .general_zh import GENERAL_CATEGORIES, REPLAY_PROMPTS, general_rows
-from .subject import ATTRIBUTES, Island, exam_rows, write_files
+from .subject import ATTRIBUTES, Island, exam_rows, select_rows, write_files
 
 SUBJECT = "汐澜群岛"
 # Characters for invented names: ordinary enough to be single tokens, rare enough as pairs.
@@ -70,6 +70,19 @@ EXAM_PHRASES = {
     "dish": ["下列哪道菜是{i}的特色菜？", "说到{i}的特色菜，指的是哪一道？"],
     "festival": ["{i}的盛大节庆在下列哪个月份举行？", "下列哪个月份是{i}举行盛大节庆的时间？"],
     "animal": ["下列哪种动物是{i}的象征动物？", "{i}把哪种动物定为象征动物？"],
+}
+
+# The selection split (`adept select`): each fact once more, in a third wording that neither
+# training nor the reported exam uses.
+SELECT_PHRASES = {
+    "capital": ["关于{i}，它的首府是下面哪一座城市？"],
+    "river": ["关于{i}，它最长的河流是下面哪一条？"],
+    "founder": ["关于{i}，它的创建者是下面哪一位？"],
+    "year": ["关于{i}，它建立的年份是下面哪一年？"],
+    "export": ["关于{i}，它的主要出口商品是下面哪一种？"],
+    "dish": ["关于{i}，它的特色菜是下面哪一道？"],
+    "festival": ["关于{i}，它的盛大节庆在下面哪个月份？"],
+    "animal": ["关于{i}，它的象征动物是下面哪一种？"],
 }
 
 
@@ -164,4 +177,5 @@ def write_subject(out: Path, seed: int = 11) -> dict:
     tables = exam_rows(islands, seed, ATTRIBUTES, CATEGORIES, EXAM_PHRASES)
     docs = corpus(islands, seed) + qa_documents(islands, seed)
     return write_files(out, "xilan_isles", islands, docs, instructions(islands, seed), tables,
-                       CATEGORIES, general_rows(seed), GENERAL_CATEGORIES, held, seed)
+                       CATEGORIES, general_rows(seed), GENERAL_CATEGORIES, held, seed,
+                       select_rows(islands, seed, SELECT_PHRASES, ATTRIBUTES, CATEGORIES))

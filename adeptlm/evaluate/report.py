@@ -254,6 +254,71 @@ def retention_md(root: Path, budget: dict) -> list[str]:
     return ["## Retention (against the base model)", "", *lines, ""]
 
 
+def select_md(root: Path) -> list[str]:
+    """The selection stage: every candidate on the selection exam and the probes, the chosen one, the
+    budget and whether it was met (adeptlm/select.py)."""
+    m = (read_run(root / "select") or {}).get("metrics")
+    if not m:
+        return []
+    rows = m["candidates"]
+    fmt = lambda v, spec: "n/a" if v is None else format(v, spec)  # noqa: E731
+    lines = ["## Selection: gain against forgetting", "",
+             f"{len(rows)} candidates (the trained adapter at scales α, and saved checkpoints) were scored on the "
+             f"selection exam ({m.get('formulation')}), the general exam and the retention probes. The reported "
+             "subject exam played no part in choosing (the selection exam asks the same facts in another wording); "
+             "the general exam and the probes did, as the forgetting budget, so their figures below are not held "
+             "out from the choice. Gain is on the selection exam, from α = 0 (the base model).", "",
+             "| candidate | α | selection exam | gain | general exam | mean KL | answers kept | |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        kept = f"{r['same_answers']}/{r['prompts']}" if r.get("prompts") else "n/a"
+        lines.append(f"| {r['name']} | {r['alpha']:g} | {fmt(r.get('select_exam'), '.1f')} | {r['gain']:+.1f} | "
+                     f"{fmt(r.get('general_exam'), '.1f')} | {fmt(r.get('mean_kl'), '.3f')} | {kept} | "
+                     f"{'chosen' if r['name'] == m['chosen'] else ''} |")
+    budget = ", ".join(f"{k} {v:g}" for k, v in (m.get("budget") or {}).items()) or "none set"
+    lines += ["", f"Forgetting budget: {budget}."]
+    if m.get("failed_budget"):
+        lines.append(f"No candidate met the budget: the one that forgets least ({m['chosen']}) was chosen; it breaks "
+                     f"{', '.join(m['failed_budget'])}.")
+    else:
+        lines.append(f"Chosen: {m['chosen']} (α {m['alpha']:g}), the largest selection gain inside the budget.")
+    lines += [f"- {n}" for n in m.get("notes") or []]
+    return lines + [""]
+
+
+def _chart_frontier(root: Path, path: Path) -> bool:
+    """Selection gain against mean KL (or the general exam's change), a point per candidate."""
+    m = (read_run(root / "select") or {}).get("metrics")
+    if not m:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = m["candidates"]
+    by_kl = all(r.get("mean_kl") is not None for r in rows)
+    xs = [r["mean_kl"] if by_kl else -(r.get("general_change") or 0.0) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
+    ax.scatter(xs, [r["gain"] for r in rows], color="#1f77b4")
+    for x, r in zip(xs, rows):
+        ax.annotate(r["name"].replace("alpha=", "α "), (x, r["gain"]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+        if r["name"] == m["chosen"]:
+            ax.scatter([x], [r["gain"]], s=160, facecolors="none", edgecolors="#d62728", label="chosen")
+    limit = (m.get("budget") or {}).get("max_kl" if by_kl else "max_general_drop")
+    if limit is not None:
+        ax.axvline(limit, color="#cc4444", linestyle=":", label="budget")
+    ax.set_xlabel("mean KL(base ‖ candidate), nats per token" if by_kl else "general exam drop (points)")
+    ax.set_ylabel("selection exam gain (points)")
+    ax.set_title("Gain against forgetting: every candidate")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
 def contamination_md(root: Path) -> list[str]:
     """The contamination stage's finding per exam, and the first overlapping items."""
     run = read_run(root / "contamination")
@@ -332,6 +397,8 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
     if gen:
         charts["general"] = root / "report-general.png"
         _chart_bars(gen, charts["general"], "General exam (forgetting): before and after")
+    if _chart_frontier(root, root / "report-frontier.png"):
+        charts["frontier"] = root / "report-frontier.png"
     if any(histories.values()):
         charts["loss"] = root / "report-loss.png"
         _chart_loss(histories, charts["loss"])
@@ -347,6 +414,11 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
         if "greedy" in ret:
             parts_.append(f"{ret['greedy']['same_answers']}/{ret['greedy']['prompts']} general answers unchanged")
         headline.append("Retention: " + "; ".join(parts_) + ".")
+    sel = (read_run(root / "select") or {}).get("metrics")
+    if sel:
+        headline.append(f"Model: {sel['chosen']} (α {sel['alpha']:g}), chosen of {len(sel['candidates'])} candidates on "
+                        "the selection exam and the retention probes" + (" (no candidate met the budget)"
+                                                                           if sel.get("failed_budget") else "") + ".")
     # the protocol as the evaluation itself recorded it (adeptlm.evaluate.protocol), not the recipe's text
     proto = (read_run(root / "after" / "exam") or {}).get("protocol") or {}
     limit = f", at most {proto['limit']} questions per subject" if proto.get("limit") else ""
@@ -382,6 +454,9 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
             check_lines.append(f"subject exam: GGUF ({export.get('config', {}).get('outtype', '?')}) "
                                f"{e['gguf_accuracy']:.1f}% vs HF merged model {e['hf_accuracy']:.1f}%")
     md = [f"# adept run: {recipe.get('name', root.name)}", "", *[f"- {h}" for h in headline], ""]
+    selection = select_md(root)
+    if selection:  # the frontier first, then the reported exams of the chosen model
+        md += selection + (["![frontier](report-frontier.png)", ""] if "frontier" in charts else [])
     if subj:
         md += ["## Subject exam", "", _table_md(subj), "", "![subject](report-subject.png)", ""]
     if gen:
@@ -416,6 +491,8 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
 
     parts = [f"<h1>adept run: {html.escape(str(recipe.get('name', root.name)))}</h1>",
              "<ul class='headline'>" + "".join(f"<li>{html.escape(h)}</li>" for h in headline) + "</ul>"]
+    if selection:
+        parts += _md_html(selection) + [img("frontier", "gain against forgetting")]
     if subj:
         parts += ["<h2>Subject exam</h2>", _table_html(subj, "gain-table"), img("subject", "subject exam chart")]
     if gen:

@@ -76,6 +76,10 @@ class LoraArguments:
     use_rslora: bool = field(default=False, metadata={"help": "rank-stabilised LoRA: scale alpha/sqrt(r)"})
     full_finetuning: bool = field(default=False, metadata={"help": "train all weights instead of LoRA"})
     peft_path: Optional[str] = field(default=None, metadata={"help": "continue training this LoRA adapter"})
+    kl_to_base: float = field(default=0.0, metadata={
+        "help": "PT/SFT with LoRA: add BETA x KL(base || tuned) at every trained token to the loss, the base's "
+                "distribution from the same batch with the adapter disabled (a brake on forgetting; 0 = off; "
+                "adeptlm/train/kl.py)"})
     load_in_kbits: int = field(default=16, metadata={
         "help": "4 or 8: QLoRA through bitsandbytes (where the platform supports it); 16: no quantization",
         "choices": [4, 8, 16]})
@@ -221,6 +225,14 @@ def parse_train_args(stage: str, argv: list[str]) -> TrainConfig:
         if not 0 <= compat.warmup_ratio < 1:
             raise AdeptError(f"--warmup_ratio {compat.warmup_ratio}: expected a share in [0, 1)")
         training.warmup_steps = compat.warmup_ratio
+    if lora.kl_to_base:
+        if lora.kl_to_base < 0:
+            raise AdeptError(f"--kl_to_base {lora.kl_to_base}: expected a weight >= 0")
+        if lora.full_finetuning:
+            raise AdeptError("--kl_to_base needs a LoRA adapter (the base is the model with it disabled), "
+                             "not --full_finetuning")
+        if stage == "dpo":
+            raise AdeptError("--kl_to_base is a PT/SFT loss term; DPO has its own reference (--beta)")
     # TRL's DPO records carry no input_ids to group by; its batches stay random.
     if compat.group_by_length and training.train_sampling_strategy == "random" and stage != "dpo":
         training.train_sampling_strategy = "group_by_length"

@@ -392,6 +392,11 @@ def train_and_save(cfg: TrainConfig, stage: str, model, tokenizer, train_ds, eva
             chosen = _trainer_class()
         else:
             from transformers import Trainer as chosen
+        if cfg.lora.kl_to_base:
+            from .kl import kl_to_base_trainer
+
+            chosen = kl_to_base_trainer(chosen, float(cfg.lora.kl_to_base))
+            log(f"loss: cross-entropy + {cfg.lora.kl_to_base:g} x KL(base || tuned) per trained token")
         trainer = chosen(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                                    data_collator=collator or PadCollator(tokenizer), processing_class=tokenizer,
                                    callbacks=[_progress_callback()])
@@ -413,8 +418,9 @@ def train_and_save(cfg: TrainConfig, stage: str, model, tokenizer, train_ds, eva
     quantized = sum(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for m in model.modules())
     if quantized:       # QLoRA: how many linear layers the adapter was trained over in 4 or 8 bits
         metrics["quantized_linear_layers"] = quantized
-    metrics["loss_history"] = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history
-                               if "loss" in h]
+    metrics["loss_history"] = [{"step": h["step"], "loss": h["loss"],
+                                **({"kl_to_base": h["kl_to_base"]} if "kl_to_base" in h else {})}
+                               for h in trainer.state.log_history if "loss" in h]
     # DPO logs reward accuracy and margins per step: keep their history and last values.
     reward_keys = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
     rewards = [{"step": h["step"], **{k: h[k] for k in reward_keys if k in h}} for h in trainer.state.log_history

@@ -55,8 +55,13 @@ def test_rerun_skips_finished_stages_and_resumes_training(quick_run):
         assert f"{stage}: finished earlier, skipped" in output
         assert (root / stage / "run.json").stat().st_mtime_ns == stamps[stage], stage
     assert "resuming from" in output and "checkpoint-" in output
-    for stage in ("sft", "merge", "after", "export", "check", "report"):
+    for stage in ("sft", "select", "merge", "after", "export", "check", "report"):
         assert read_run(root / stage) is not None, stage
+    # the merged model is the selection's choice, at its scale
+    chosen = read_run(root / "select")["metrics"]
+    assert [c["name"] for c in chosen["candidates"]][:2] == ["alpha=0.00", "alpha=1.00"]
+    assert read_run(root / "merge")["config"]["alpha"] == chosen["alpha"]
+    assert read_run(root / "merge")["config"]["lora_model"] == [chosen["adapter"]]
     assert (root / "report.md").is_file() and (root / "report.html").is_file()
     replay = read_run(root / "replay")["metrics"]
     assert replay["prompts"] == 8 and replay["records"] >= 1
@@ -64,6 +69,8 @@ def test_rerun_skips_finished_stages_and_resumes_training(quick_run):
     assert read_run(root / "sft")["data"]["records"] == 200 + replay["records"]  # subject pairs + replay
     md = (root / "report.md").read_text()
     assert "Subject exam" in md and "General exam" in md and "GGUF check" in md
+    assert "## Selection: gain against forgetting" in md and "subject exam played no part in choosing" in md
+    assert "## Formulations" in md
 
 
 def test_report_renders_in_headless_chromium(quick_run, tmp_path):

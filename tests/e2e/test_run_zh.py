@@ -21,7 +21,7 @@ def test_chinese_recipe_quick(tmp_path):
     r = run_adept("run", "xilan-zh", "--quick", "--output_dir", str(tmp_path), timeout=1500)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     root = tmp_path / "xilan-zh-quick"
-    for stage in ("data", "contamination", "baseline", "replay", "sft", "merge", "after", "retention", "export", "check",
+    for stage in ("data", "contamination", "baseline", "replay", "sft", "select", "merge", "after", "retention", "export", "check",
                   "report"):
         assert read_run(root / stage) is not None, stage
     protocol = json.loads((root / "after" / "exam" / "run.json").read_text())["config"]
@@ -34,4 +34,4 @@ def test_chinese_recipe_quick(tmp_path):
     # both formulations before and after, read in the one the base model answered more in
     form = read_run(root / "baseline")["metrics"]["read_formulation"]
     assert form in ("letter", "cloze") and f"- Subject exam ({form} formulation" in report
-    assert "## Formulations" in report
+    assert "## Formulations" in report and "## Selection: gain against forgetting" in report
