@@ -14,9 +14,6 @@ from adeptlm.evaluate.compare import paired_change, wilson
 from adeptlm.pipeline import BUNDLED, load_recipe, recipe_path
 from conftest import run_adept
 
-pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
-
-
 def test_bundled_recipes_by_name_and_list(tmp_path):
     assert recipe_path(None) == BUNDLED["quenta-demo"][0]
     assert load_recipe(recipe_path("xilan-zh"), quick=False)["model"] == "gemma3-270m"
@@ -82,6 +79,7 @@ def test_exact_mcnemar_against_hand_computed_values():
 
 
 def test_recipe_exams_scored_before_and_after(tmp_path, tiny_model_dir, shared_data):
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (the run's export check needs it)")
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(f"""name: tiny
 model: {tiny_model_dir}
