@@ -14,8 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 # Under CI=true a skipped test fails the run unless its node id contains one of these (each with
-# the reason it may skip there). Empty: in CI every test must run.
-CI_ALLOWED_SKIPS: dict[str, str] = {}
+# the reason it may skip there); every other test must run in CI.
+CI_ALLOWED_SKIPS: dict[str, str] = {
+    "test_dropout.py::test_adept_asks_torch_for_huge_pages_unless_told_not_to":
+        "provable only where the kernel's transparent huge pages are in madvise mode, a host setting",
+}
 
 
 def unexpected_skips(reports, allowed=None) -> list[str]:
