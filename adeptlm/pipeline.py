@@ -23,6 +23,12 @@ from .config import read_yaml_mapping
 from .errors import AdeptError
 from .runrecord import read_run, write_run
 
+
+def iter_records(path: Path):
+    from .data.files import iter_json_records
+
+    return (rec for _, rec in iter_json_records(path))
+
 DEMO_DIR = Path(__file__).parent / "demo"
 # Bundled recipes, chosen by name (`adept run NAME`); the first is what `adept run` runs.
 BUNDLED = {"quenta-demo": (DEMO_DIR / "recipe.yaml",
@@ -52,7 +58,7 @@ def load_recipe(path: Path | None, quick: bool) -> dict:
     recipe = read_yaml_mapping(path, "recipe")
     if "name" not in recipe:
         raise AdeptError(f"{path}: a recipe is a mapping with at least 'name'")
-    unknown = set(recipe) - {"name", "model", "data", "eval", "replay", "pt", "sft", "dpo", "select", "export",
+    unknown = set(recipe) - {"name", "model", "data", "eval", "replay", "mix", "pt", "sft", "dpo", "select", "export",
                              "quick", "output_dir", "exams", "retention", "contamination"}
     if unknown:
         raise AdeptError(f"{path}: unknown recipe key(s) {', '.join(sorted(unknown))}")
@@ -135,6 +141,31 @@ def check_contamination(cfg, path: Path) -> None:
         raise AdeptError(f"{path}: contamination: drop must be true/false and ngram a whole number >= 1") from None
 
 
+# mix: a general instruction set mixed into SFT against forgetting
+MIX_KEYS = {"data": "an instruction file (alpaca, messages or sharegpt records)",
+            "ratio": "records drawn from it per subject instruction record (0.5 = one for every two)",
+            "seed": "the draw's seed (default 0)"}
+
+
+def check_mix(cfg, path: Path) -> None:
+    from .data.instructions import read_instructions
+
+    if not isinstance(cfg, dict) or not cfg.get("data"):
+        raise AdeptError(f"{path}: mix: expected a mapping with data: (and ratio:, seed:)")
+    for key in cfg:
+        if key not in MIX_KEYS:
+            raise AdeptError(f"{path}: mix.{key}: not a mix setting (one of {', '.join(MIX_KEYS)})")
+    try:
+        if float(cfg.get("ratio", 1.0)) <= 0 or int(cfg.get("seed", 0)) < 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise AdeptError(f"{path}: mix: ratio must be a number > 0 and seed a whole number >= 0") from None
+    target = Path(str(cfg["data"]))
+    if not target.is_file():
+        raise AdeptError(f"{path}: mix.data: {target} is not a file")
+    read_instructions(target)   # a bad record stops here: file, line and field
+
+
 def check_recipe(recipe: dict, path: Path) -> None:
     """Everything a run will need, checked before its first stage: the eval: settings, every stage's
     flags and every data file the recipe names. An error is one line naming the recipe file and key,
@@ -146,6 +177,8 @@ def check_recipe(recipe: dict, path: Path) -> None:
     check_recipe_eval(recipe.get("eval") or {}, str(path), EVAL_EXTRA_KEYS)
     check_retention(recipe.get("retention") or {}, path)
     check_contamination(recipe.get("contamination") or {}, path)
+    if recipe.get("mix") is not None:
+        check_mix(recipe["mix"], path)
     if "select" in recipe:
         from .select import check_select
 
@@ -388,16 +421,39 @@ class Run:
         write_run(self.dir("replay"), "replay", cfg, summary, file=str(out))
 
     def sft_data(self) -> Path:
-        """The SFT dataset: the instructions, plus the replay answers when the recipe has a replay stage."""
+        """The SFT dataset: the instructions, plus the replay answers when the recipe has a replay stage,
+        plus records drawn from a general instruction set when it has `mix:`."""
         inst = self.data_paths()["instructions"]
-        if not self.recipe.get("replay"):
+        if not self.recipe.get("replay") and not self.recipe.get("mix"):
             return inst
-        mix = self.root / "sft-data"
-        mix.mkdir(parents=True, exist_ok=True)
+        out = self.root / "sft-data"
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
         files = [inst] if inst.is_file() else sorted(p for p in inst.iterdir() if p.suffix in (".json", ".jsonl"))
-        for f in files + [self.dir("replay") / "general_replay.json"]:
-            shutil.copyfile(f, mix / f.name)
-        return mix
+        extra = [self.dir("replay") / "general_replay.json"] if self.recipe.get("replay") else []
+        for f in files + extra:
+            shutil.copyfile(f, out / f.name)
+        if self.recipe.get("mix"):
+            self._mix_into(out, sum(1 for f in files for _ in iter_records(f)))
+        return out
+
+    def _mix_into(self, out: Path, subject_records: int) -> None:
+        """Draw round(ratio x subject records) records of the mix set (without replacement, seeded) into
+        out/mix-<name>.jsonl; their count and source go in the log and the SFT stage's data record."""
+        import random
+
+        cfg = self.recipe["mix"]
+        source = Path(str(cfg["data"]))
+        records = [rec for rec in iter_records(source)]
+        want = round(float(cfg.get("ratio", 1.0)) * subject_records)
+        if want > len(records):
+            raise AdeptError(f"mix: ratio {cfg.get('ratio')} asks for {want} records of {source}, which has "
+                             f"{len(records)}")
+        drawn = random.Random(int(cfg.get("seed", 0))).sample(records, want)
+        write_text(out / f"mix-{source.stem}.jsonl",
+                   "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in drawn))
+        log(f"sft: {want} records of {source} mixed in ({cfg.get('ratio', 1.0)} per subject record)")
 
     def stage_sft(self) -> None:
         argv = ["--model_name_or_path", self.model, "--dataset_dir", str(self.sft_data()),

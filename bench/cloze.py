@@ -11,7 +11,7 @@ option's log-likelihood, each tool's seconds (median over --repeats fresh proces
 clock started after loading) and adept's letter pass over the same questions.
 
     pip install lm-eval            # bench only; not a dependency of adeptlm
-    python bench/cloze.py [--repeats 3] [--shots 0,5] [--exams ceval,cmmlu,mmlu]
+    python bench/cloze.py [--repeats 3] [--shots 0,5] [--exams ceval,cmmlu,mmlu] [--limit N]
 """
 
 from __future__ import annotations
@@ -30,13 +30,18 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 
 
+# --limit: at most this many scored questions per subject (0 = all), the same for every tool
+LIMIT = int(os.environ.get("ADEPT_BENCH_LIMIT", "0"))
+
+
 def questions(exam_name: str):
-    """{subject: (dev rows, scored rows)} of one slice, and its layout."""
+    """{subject: (dev rows, scored rows)} of one slice (the first LIMIT rows per subject), and its layout."""
     from adeptlm.data.exams import read_exam
 
     exam = read_exam(DATA / exam_name)
     split = "test" if exam.layout == "cmmlu" else "val"
-    return exam.layout, {s: (v.get("dev", []), v[split]) for s, v in exam.subjects.items() if split in v}
+    return exam.layout, {s: (v.get("dev", []), v[split][:LIMIT] if LIMIT else v[split])
+                         for s, v in exam.subjects.items() if split in v}
 
 
 def harness_tasks(tmp: Path, exam_name: str, shots: int) -> dict[str, str]:
@@ -138,15 +143,19 @@ def main() -> None:
     ap.add_argument("--exams", default="ceval,cmmlu,mmlu")
     ap.add_argument("--tools", default="adept,adept-letter,harness")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "cloze.json"))
+    ap.add_argument("--limit", type=int, default=0, help="at most this many questions per subject (0 = all)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global LIMIT
+    LIMIT = args.limit or LIMIT
+    os.environ["ADEPT_BENCH_LIMIT"] = str(LIMIT)   # the children score the same questions
     if args.child:
         tool, exam_name = args.child.split(":")
         print("RESULT " + json.dumps(child(tool, exam_name, int(args.shots), args.batch_size)), flush=True)
         return
     import lm_eval
 
-    report = {"lm_eval": lm_eval.__version__, "settings": {}}
+    report = {"lm_eval": lm_eval.__version__, "limit_per_subject": LIMIT, "settings": {}}
     for exam_name in args.exams.split(","):
         layout, subjects = questions(exam_name)
         n = sum(len(rows) for _, rows in subjects.values())

@@ -128,3 +128,41 @@ export: {{outtype: f32, check_tokens: 2}}
     ret = json.loads((root / "retention" / "run.json").read_text())["metrics"]
     assert ret["text"]["tokens"] > 0 and ret["greedy"]["prompts"] == 24
     assert "## Retention (against the base model)" in report and "- Retention: mean KL" in report
+
+
+def test_mix_draws_general_instructions_into_sft_at_the_ratio(tmp_path, shared_data):
+    """`mix: {data, ratio, seed}`: round(ratio x subject records) records of the general set, drawn
+    without replacement and the same for the same seed, beside the subject's own and the replay."""
+    from adeptlm.data.instructions import read_instructions
+    from adeptlm.pipeline import Run
+
+    source = shared_data / "instructions" / "alpaca_zh_demo.json"
+    inst = tmp_path / "inst.json"
+    inst.write_text(json.dumps([{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(40)]))
+    (tmp_path / "r" / "replay").mkdir(parents=True)
+    (tmp_path / "r" / "replay" / "general_replay.json").write_text('[{"instruction": "hi", "output": "hello"}]')
+
+    def mixed(seed):
+        recipe = {"name": "m", "data": {"instructions": str(inst)}, "replay": {"limit": 1}, "sft": {},
+                  "mix": {"data": str(source), "ratio": 0.5, "seed": seed}}
+        out = Run(recipe, tmp_path / "r").sft_data()
+        assert sorted(p.name for p in out.iterdir()) == ["general_replay.json", "inst.json", "mix-alpaca_zh_demo.jsonl"]
+        return [json.loads(x) for x in (out / "mix-alpaca_zh_demo.jsonl").read_text().splitlines()]
+
+    a, b, c = mixed(0), mixed(0), mixed(1)
+    assert len(a) == 20 and a == b != c
+    originals = [json.dumps(r, sort_keys=True) for r in json.loads(source.read_text(encoding="utf-8"))]
+    assert len({json.dumps(r, sort_keys=True) for r in a}) == 20
+    assert all(json.dumps(r, sort_keys=True) in originals for r in a)
+    read_instructions(tmp_path / "r" / "sft-data" / "mix-alpaca_zh_demo.jsonl")   # reads as instruction data
+
+
+def test_bad_mix_is_one_line(tmp_path, capsys):
+    for body, expected in (("name: x\nmix: {data: absent.json}\n", "mix.data: absent.json is not a file"),
+                           ("name: x\nmix: {data: r.yaml, ratio: lots}\n", "mix: ratio must be a number"),
+                           ("name: x\nmix: {data: r.yaml, rate: 1}\n", "mix.rate: not a mix setting")):
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text(body)
+        code = main(["run", str(recipe), "--output_dir", str(tmp_path / "runs")])
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and expected in lines[0], lines
