@@ -32,6 +32,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_env(args: argparse.Namespace) -> int:
+    from .env import format_report, report
+
+    print(format_report(report()))
+    return 0
+
+
 def cmd_data_check(args: argparse.Namespace) -> int:
     from .data.check import check_data
 
@@ -362,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the known models and whether they are installed",
                        description="List the known models: the embedded default and optional extras.")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("env", help="versions, CPU, GPU and model cache: paste it into a bug report",
+                       description="Print adeptlm's version, Python, the platform, the versions of the libraries "
+                                   "it drives, llama.cpp's build flags, the CPU's vector extensions, visible GPUs "
+                                   "and the model cache, as one block to paste into a bug report.")
+    p.set_defaults(func=cmd_env)
 
     data = sub.add_parser("data", help="inspect and validate data files",
                           description="Inspect and validate training and exam data.")
