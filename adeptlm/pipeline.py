@@ -413,7 +413,7 @@ class Run:
             import importlib
 
             subject = (self.recipe.get("data") or {}).get("subject", "quenta")
-            prompts = importlib.import_module(SUBJECTS[subject]).replay_prompts()
+            prompts = importlib.import_module(SUBJECTS[subject]).replay_prompts(cfg.get("volume"))
         if cfg.get("limit"):
             prompts = prompts[: int(cfg["limit"])]
         out = self.dir("replay") / "general_replay.json"

@@ -202,9 +202,15 @@ REPLAY_CHOICE = [
 ]
 
 
-def replay_prompts() -> list[str]:
-    """The replay questions as user turns: open ones as asked, the others with lettered options."""
-    return REPLAY_OPEN + [_with_options(q, opts) for q, opts in REPLAY_CHOICE]
+def replay_prompts(volume: int | None = None) -> list[str]:
+    """General questions for the replay stage: the bundled 48, then (`replay: {volume: N}`) the large
+    set of adeptlm.demo.replay_sets, up to N in all."""
+    prompts = REPLAY_OPEN + [_with_options(q, opts) for q, opts in REPLAY_CHOICE]
+    if volume:
+        from .replay_sets import english
+
+        prompts = list(dict.fromkeys(prompts + english()))[: int(volume)]
+    return prompts
 
 
 def _with_options(question: str, options: list[str]) -> str:

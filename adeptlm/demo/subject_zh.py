@@ -164,9 +164,15 @@ def instructions(islands: list[Island], seed: int = 11) -> list[dict]:
     return out
 
 
-def replay_prompts() -> list[str]:
-    """Chinese general questions for the replay stage (general_zh.REPLAY_PROMPTS)."""
-    return list(REPLAY_PROMPTS)
+def replay_prompts(volume: int | None = None) -> list[str]:
+    """Chinese general questions for the replay stage: general_zh.REPLAY_PROMPTS, then (`replay:
+    {volume: N}`) the large set of adeptlm.demo.replay_sets, up to N in all."""
+    prompts = list(REPLAY_PROMPTS)
+    if volume:
+        from .replay_sets import chinese
+
+        prompts = list(dict.fromkeys(prompts + chinese()))[: int(volume)]
+    return prompts
 
 
 def write_subject(out: Path, seed: int = 11) -> dict:

@@ -70,3 +70,15 @@ def test_replay_questions_are_not_on_the_general_exam():
     asked = " ".join(prompts).lower()
     for _, question, _, _ in GENERAL_EXAM:
         assert question.lower().rstrip("?") not in asked, question
+
+
+def test_large_replay_set_is_general_and_off_the_exam():
+    """`replay: {volume: N}`: the bundled prompts first, then a few hundred more, none a general exam
+    question (they are also the retention prompts) and none about the subject."""
+    small, large = replay_prompts(), replay_prompts(1000)
+    assert large[: len(small)] == small and len(large) == len(set(large)) >= 300
+    assert replay_prompts(100) == large[:100]
+    asked = {p.lower().rstrip("?") for p in large}
+    for _, question, _, _ in GENERAL_EXAM:
+        assert question.lower().rstrip("?") not in asked, question
+    assert not any("quenta" in p.lower() for p in large)

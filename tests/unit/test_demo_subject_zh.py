@@ -69,3 +69,17 @@ def test_answers_open_with_the_value_and_the_corpus_holds_question_answer_text(t
     docs = read_corpus(tmp_path / "corpus" / "xilan_isles.txt")
     qa = "".join(d.text for d in docs if d.text.startswith("问："))
     assert qa.count("问：") == 64 * 4 and all(f"答：{v}。" in qa for v in values)
+
+
+def test_large_replay_set_is_off_the_general_exam(tmp_path):
+    from adeptlm.data.exams import read_exam
+    from adeptlm.demo.subject_zh import replay_prompts
+
+    small, large = replay_prompts(), replay_prompts(1000)
+    assert large[: len(small)] == small and len(large) == len(set(large)) >= 290
+    write_subject(tmp_path, 11)
+    exam = read_exam(tmp_path / "general_exam")
+    questions = {q.question for s in exam.subjects.values() for split in s.values() for q in split}
+    assert not questions & set(large)
+    # arithmetic is asked as word problems, never in the exam's “a加b等于多少？” form
+    assert not any("等于多少" in p for p in large)
