@@ -190,6 +190,19 @@ def check_stage_flags(stage: str, flags: dict, where: str, reserved: tuple[str, 
             raise AdeptError(f"{where}: {stage}.{key}: {value!r} is not one of {choices}")
 
 
+def gpu_defaults(cuda: bool | None = None, bf16_supported: bool | None = None) -> dict:
+    """What a user of this field expects on a CUDA machine, each overridable by its flag: bf16 mixed
+    precision where the GPU has it (Ampere and newer; `--bf16 False` for fp32), as the seed's scripts
+    ran. Attention is transformers' own default (PyTorch SDPA). On CPU: nothing (fp32)."""
+    import torch
+
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if not cuda:
+        return {}
+    bf16_supported = torch.cuda.is_bf16_supported() if bf16_supported is None else bf16_supported
+    return {"bf16": True} if bf16_supported else {}
+
+
 def parse_train_args(stage: str, argv: list[str]) -> TrainConfig:
     """Parse `adept <stage> [CONFIG.yaml] [--flags]`: YAML values become defaults, flags override them."""
     parser = _parser(stage)
@@ -197,7 +210,8 @@ def parse_train_args(stage: str, argv: list[str]) -> TrainConfig:
 
     # Without a GPU, say so: accelerate then runs several processes as CPU DDP over gloo (with
     # use_cpu unset it set up a process group whose loss scaling did not match one process).
-    defaults = dict(STAGE_DEFAULTS, output_dir=f"runs/{stage}", use_cpu=not torch.cuda.is_available())
+    defaults = dict(STAGE_DEFAULTS, output_dir=f"runs/{stage}", use_cpu=not torch.cuda.is_available(),
+                    **gpu_defaults())
     if stage == "dpo":
         defaults.update(learning_rate=5e-6, max_length=1024)
     argv = list(argv)
@@ -225,6 +239,11 @@ def parse_train_args(stage: str, argv: list[str]) -> TrainConfig:
         if not 0 <= compat.warmup_ratio < 1:
             raise AdeptError(f"--warmup_ratio {compat.warmup_ratio}: expected a share in [0, 1)")
         training.warmup_steps = compat.warmup_ratio
+    if training.use_liger_kernel:
+        import importlib.util
+
+        if importlib.util.find_spec("liger_kernel") is None:
+            raise AdeptError("--use_liger_kernel needs Liger-Kernel (pip install liger-kernel; it runs on CUDA GPUs)")
     if lora.kl_to_base:
         if lora.kl_to_base < 0:
             raise AdeptError(f"--kl_to_base {lora.kl_to_base}: expected a weight >= 0")

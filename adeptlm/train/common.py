@@ -49,7 +49,7 @@ def load_model_for_training(cfg: TrainConfig):
         quant = _kbit_config(cfg)
         if lora.full_finetuning:
             raise AdeptError("--full_finetuning cannot train quantized weights: use --load_in_kbits 16")
-    dtype_name = cfg.model.torch_dtype or "float32"
+    dtype_name = cfg.model.torch_dtype or base_dtype(cfg)
     dtype = "auto" if dtype_name == "auto" else getattr(torch, dtype_name)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=quant)
     model.config.use_cache = False
@@ -89,6 +89,20 @@ def load_model_for_training(cfg: TrainConfig):
     if cfg.training.gradient_checkpointing:
         model.enable_input_require_grads()
     return model, tokenizer
+
+
+def base_dtype(cfg: TrainConfig) -> str:
+    """The weights' dtype when --torch_dtype is not given: on a GPU in bf16 mixed precision a LoRA's frozen
+    base is loaded in bfloat16 (half the memory, the dtype its matmuls run in under autocast anyway; PEFT
+    keeps the adapter in float32), as LLaMA-Factory and TRL's examples do; otherwise float32."""
+    t = cfg.training
+    on_gpu = not getattr(t, "use_cpu", False)
+    if on_gpu and t.bf16 and not cfg.lora.full_finetuning and cfg.lora.load_in_kbits == 16:
+        import torch
+
+        if torch.cuda.is_available():
+            return "bfloat16"
+    return "float32"
 
 
 def _check_targets(path: Path, wanted: list[str]) -> None:

@@ -405,3 +405,28 @@ def test_step_divisor_is_the_epoch_mean_of_trained_tokens(tmp_path, tiny_model_d
     assert float(trainer._get_num_items_in_batch([batch], torch.device("cpu"))) == 6.0
     model.eval()  # evaluation keeps the per-batch count
     assert float(trainer._get_num_items_in_batch([batch], torch.device("cpu"))) == 4.0
+
+
+def test_gpu_defaults_and_liger_refusal(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    """On a CUDA machine bf16 is the default where the GPU has it (and a LoRA's frozen base loads in
+    bfloat16); on CPU nothing changes; --use_liger_kernel without Liger-Kernel is one line."""
+    import importlib.util
+
+    from adeptlm.train.args import gpu_defaults, parse_train_args
+    from adeptlm.train.common import base_dtype
+
+    assert gpu_defaults(cuda=True, bf16_supported=True) == {"bf16": True}
+    assert gpu_defaults(cuda=True, bf16_supported=False) == {} == gpu_defaults(cuda=False)
+    cfg = parse_train_args("sft", ["--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path)])
+    assert cfg.training.bf16 is False and base_dtype(cfg) == "float32"           # this machine: CPU
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    cfg.training.bf16, cfg.training.use_cpu = True, False
+    assert base_dtype(cfg) == "bfloat16"
+    cfg.lora.full_finetuning = True
+    assert base_dtype(cfg) == "float32"                                           # full weights train in fp32
+    monkeypatch.undo()
+    if importlib.util.find_spec("liger_kernel") is None:
+        data = write_jsonl(tmp_path / "train.jsonl", RECORDS)
+        code = main(["sft", *common_flags(tiny_model_dir, tmp_path / "o", steps=1), "--dataset_dir", str(data),
+                     "--use_liger_kernel", "True"])
+        assert code == 2 and "--use_liger_kernel needs Liger-Kernel" in capsys.readouterr().err
