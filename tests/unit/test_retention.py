@@ -51,3 +51,21 @@ def test_cli_reports_text_and_greedy_probes(tmp_path, tiny_model_dir, capsys):
     run = json.loads((out / "run.json").read_text())
     assert run["metrics"]["greedy"]["same_share"] == 1.0 and run["metrics"]["text"]["same_top_token"] == 1.0
     assert main(["eval", "retention", "--base", str(tiny_model_dir), "--model", str(tiny_model_dir)]) == 2
+
+
+def test_batched_windows_score_as_one_at_a_time(tiny_model_dir):
+    """Right-padded batches of windows give the figures of one forward pass per window."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tuned = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    with torch.no_grad():
+        for p_ in tuned.parameters():
+            p_.add_(0.05 * torch.randn_like(p_))
+    texts = TEXTS + ["A short one.", "Hills.", " ".join(TEXTS * 3)]
+    one = text_probe(base, tuned, tok, texts, max_length=16, batch_tokens=1)
+    many = text_probe(base, tuned, tok, texts, max_length=16, batch_tokens=4096)
+    assert one["tokens"] == many["tokens"]
+    for key in ("base_perplexity", "perplexity", "mean_kl", "same_top_token"):
+        assert many[key] == pytest.approx(one[key], rel=1e-5, abs=1e-7), key
