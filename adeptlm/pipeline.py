@@ -490,9 +490,16 @@ class Run:
             ev = replace(ev, mode=self.reading("exam") or "letter")
         text, prompts = self.retention_inputs()
         limit = cfg.get("prompts_limit", 24)
-        probes = Probes(self.data_paths()["select_exam"], ev, self.data_paths().get("general_exam"), text,
+        general = self.data_paths().get("general_exam")
+        base_general = None   # the baseline stage's score in this formulation: α = 0 is that model
+        summary = self.dir("baseline") / "general_exam" / "summary.json"
+        if general and summary.is_file() and not self.drop_contaminated:
+            scored = json.loads(summary.read_text(encoding="utf-8"))
+            base_general = (scored.get("formulations") or {}).get(ev.mode, {}).get("score") \
+                if "formulations" in scored else scored.get("All", {}).get("score")
+        probes = Probes(self.data_paths()["select_exam"], ev, general, text,
                         prompts[: int(limit)] if limit else prompts, int(cfg.get("kl_tokens", 2048)),
-                        int(cfg.get("max_new_tokens", 32)))
+                        int(cfg.get("max_new_tokens", 32)), base_general)
         run_select(self.model, adapter, probes, self.dir("select"), parse_alphas(cfg.get("alphas", ALPHAS)),
                    int(cfg.get("checkpoints", 2)), read_budget(cfg, self.recipe.get("recipe_file", "recipe")))
 

@@ -195,6 +195,7 @@ class Probes:
     prompts: list[str] = field(default_factory=list)
     kl_tokens: int = 2048
     max_new_tokens: int = 32
+    base_general: float | None = None        # the base model's general exam score, when already measured
 
 
 class _BaseSide:
@@ -295,18 +296,23 @@ def score_candidates(base_spec: str, cands: list[Candidate], probes: Probes, out
     for c in cands:
         t0 = time.time()
         out = output_dir / c.name
+        base_itself = c.alpha == 0.0 and c.step is None   # α = 0 is the base model exactly
         with activated(model, names, c), torch.inference_mode():
             row = {"name": c.name, "adapter": c.adapter, "alpha": c.alpha, "step": c.step,
                    "select_exam": exam(probes.select_exam, out / "select_exam")}
             if probes.general_exam:
-                row["general_exam"] = exam(probes.general_exam, out / "general_exam")
-            if texts:
+                row["general_exam"] = (probes.base_general if base_itself and probes.base_general is not None
+                                       else exam(probes.general_exam, out / "general_exam"))
+            if texts and base_itself:     # nothing to measure: KL 0, every top token the base's own
+                row.update(mean_kl=0.0, same_top_token=1.0)
+            elif texts:
                 t = text_probe(_BaseSide(model), model, tok, texts)
                 row.update(mean_kl=t["mean_kl"], perplexity=t["perplexity"], base_perplexity=t["base_perplexity"],
                            same_top_token=t["same_top_token"], kl_tokens=t["tokens"])
             if prompt_ids:
-                kept = kept_answers(model, backend.pad_id, prompt_ids, base_answers, probes.max_new_tokens,
-                                    backend.stop_ids)
+                kept = ([True] * len(prompt_ids) if base_itself else
+                        kept_answers(model, backend.pad_id, prompt_ids, base_answers, probes.max_new_tokens,
+                                     backend.stop_ids))
                 row.update(same_answers=sum(kept), prompts=len(kept), same_share=sum(kept) / len(kept))
         row["seconds"] = round(time.time() - t0, 1)
         rows.append(row)
@@ -315,6 +321,10 @@ def score_candidates(base_spec: str, cands: list[Candidate], probes: Probes, out
                  + (f", KL {row['mean_kl']:.3f}" if "mean_kl" in row else "")
                  + (f", {row['same_answers']}/{row['prompts']} answers kept" if "same_answers" in row else "")
                  + f" ({row['seconds']:.0f} s)")
+    measured = next((r["base_perplexity"] for r in rows if "base_perplexity" in r), None)
+    for r in rows:
+        if "mean_kl" in r and "perplexity" not in r and measured is not None:
+            r.update(perplexity=measured, base_perplexity=measured)
     ref = next(r for r in rows if r["alpha"] == 0.0 and r["step"] is None)
     for r in rows:
         r["gain"] = r["select_exam"] - ref["select_exam"]
