@@ -159,6 +159,23 @@ def tiny_model_dir(tmp_path, tiny_tokenizer):
     return out
 
 
+def check_select_exam(root, summary, facts, training: str, val, end: str, join: str) -> None:
+    """A bundled subject's selection exam: every fact once more (the answer is the fact), in a wording
+    used by neither the training text nor the reported exam (val), with its own options."""
+    from adeptlm.data.exams import read_exam
+
+    select = [q for s in read_exam(root / "select_exam").subjects.values() for q in s["val"]]
+    assert len(select) == summary["select_val"] == 64
+    reported = join.join(q.question for q in val)
+    for q in select:
+        stem = q.question.rstrip(end)
+        for island in facts:
+            stem = stem.replace(island, "")
+        assert stem.strip() and stem.strip() not in training and stem.strip() not in reported, q.question
+    assert {q.choices["ABCD".index(q.answer)] for q in select} == {v for f in facts.values() for v in f.values()}
+    assert [q.choices for q in select] != [q.choices for q in val]     # options drawn apart
+
+
 def trained_runs(enc) -> list[list[int]]:
     """The runs of consecutive trained token ids of an encoded conversation, in order."""
     from adeptlm.templates import IGNORE_INDEX

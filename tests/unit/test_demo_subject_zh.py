@@ -10,6 +10,7 @@ from adeptlm.data.corpus import read_corpus
 from adeptlm.data.exams import read_exam
 from adeptlm.data.instructions import read_instructions
 from adeptlm.demo.subject_zh import write_subject
+from conftest import check_select_exam
 from test_demo_subject import digest
 
 
@@ -42,17 +43,7 @@ def test_files_read_with_adept_readers_and_exam_is_unlike_training(tmp_path):
         assert stem.strip() and stem.strip() not in training, q.question
         assert q.answer in "ABCD" and len(set(q.choices)) == 4
     assert {q.choices["ABCD".index(q.answer)] for q in val} == {v for f in facts.values() for v in f.values()}
-    # the selection exam: every fact once more, in a wording used by neither training nor the reported exam
-    select = [q for s in read_exam(tmp_path / "select_exam").subjects.values() for q in s["val"]]
-    assert len(select) == summary["select_val"] == 64
-    reported = "".join(q.question for q in val)
-    for q in select:
-        stem = q.question.rstrip("？")
-        for island in facts:
-            stem = stem.replace(island, "")
-        assert stem.strip() and stem.strip() not in training and stem.strip() not in reported, q.question
-    assert {q.choices["ABCD".index(q.answer)] for q in select} == {v for f in facts.values() for v in f.values()}
-    assert [q.choices for q in select] != [q.choices for q in val]     # options drawn apart
+    check_select_exam(tmp_path, summary, facts, training, val, "？", "")
 
 
 def test_answers_open_with_the_value_and_the_corpus_holds_question_answer_text(tmp_path):
