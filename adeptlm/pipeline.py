@@ -29,6 +29,7 @@ def iter_records(path: Path):
 
     return (rec for _, rec in iter_json_records(path))
 
+
 DEMO_DIR = Path(__file__).parent / "demo"
 # Bundled recipes, chosen by name (`adept run NAME`); the first is what `adept run` runs.
 BUNDLED = {"quenta-demo": (DEMO_DIR / "recipe.yaml",
@@ -445,7 +446,7 @@ class Run:
 
         cfg = self.recipe["mix"]
         source = Path(str(cfg["data"]))
-        records = [rec for rec in iter_records(source)]
+        records = list(iter_records(source))
         want = round(float(cfg.get("ratio", 1.0)) * subject_records)
         if want > len(records):
             raise AdeptError(f"mix: ratio {cfg.get('ratio')} asks for {want} records of {source}, which has "
@@ -491,12 +492,10 @@ class Run:
         text, prompts = self.retention_inputs()
         limit = cfg.get("prompts_limit", 24)
         general = self.data_paths().get("general_exam")
-        base_general = None   # the baseline stage's score in this formulation: α = 0 is that model
-        summary = self.dir("baseline") / "general_exam" / "summary.json"
-        if general and summary.is_file() and not self.drop_contaminated:
-            scored = json.loads(summary.read_text(encoding="utf-8"))
-            base_general = (scored.get("formulations") or {}).get(ev.mode, {}).get("score") \
-                if "formulations" in scored else scored.get("All", {}).get("score")
+        # α = 0 is the base model: the baseline stage's general score (in the formulation read, as ev's) is its
+        # own, unless that score left contaminated items out and the selection's exam does not
+        baseline = (read_run(self.dir("baseline")) or {}).get("metrics", {})
+        base_general = baseline.get("general_exam") if general and not self.drop_contaminated else None
         probes = Probes(self.data_paths()["select_exam"], ev, general, text,
                         prompts[: int(limit)] if limit else prompts, int(cfg.get("kl_tokens", 2048)),
                         int(cfg.get("max_new_tokens", 32)), base_general)

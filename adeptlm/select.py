@@ -50,6 +50,11 @@ class Candidate:
     alpha: float = 1.0
     step: int | None = None    # a checkpoint's training step; None for the final adapter
 
+    @property
+    def is_base(self) -> bool:
+        """α = 0 of the final adapter: the base model exactly, the reference of every gain."""
+        return self.alpha == 0.0 and self.step is None
+
 
 @dataclass
 class Budget:
@@ -296,21 +301,20 @@ def score_candidates(base_spec: str, cands: list[Candidate], probes: Probes, out
     for c in cands:
         t0 = time.time()
         out = output_dir / c.name
-        base_itself = c.alpha == 0.0 and c.step is None   # α = 0 is the base model exactly
         with activated(model, names, c), torch.inference_mode():
             row = {"name": c.name, "adapter": c.adapter, "alpha": c.alpha, "step": c.step,
                    "select_exam": exam(probes.select_exam, out / "select_exam")}
             if probes.general_exam:
-                row["general_exam"] = (probes.base_general if base_itself and probes.base_general is not None
+                row["general_exam"] = (probes.base_general if c.is_base and probes.base_general is not None
                                        else exam(probes.general_exam, out / "general_exam"))
-            if texts and base_itself:     # nothing to measure: KL 0, every top token the base's own
+            if texts and c.is_base:     # nothing to measure: KL 0, every top token the base's own
                 row.update(mean_kl=0.0, same_top_token=1.0)
             elif texts:
                 t = text_probe(_BaseSide(model), model, tok, texts)
                 row.update(mean_kl=t["mean_kl"], perplexity=t["perplexity"], base_perplexity=t["base_perplexity"],
                            same_top_token=t["same_top_token"], kl_tokens=t["tokens"])
             if prompt_ids:
-                kept = ([True] * len(prompt_ids) if base_itself else
+                kept = ([True] * len(prompt_ids) if c.is_base else
                         kept_answers(model, backend.pad_id, prompt_ids, base_answers, probes.max_new_tokens,
                                      backend.stop_ids))
                 row.update(same_answers=sum(kept), prompts=len(kept), same_share=sum(kept) / len(kept))
@@ -325,7 +329,7 @@ def score_candidates(base_spec: str, cands: list[Candidate], probes: Probes, out
     for r in rows:
         if "mean_kl" in r and "perplexity" not in r and measured is not None:
             r.update(perplexity=measured, base_perplexity=measured)
-    ref = next(r for r in rows if r["alpha"] == 0.0 and r["step"] is None)
+    ref = rows[next(i for i, c in enumerate(cands) if c.is_base)]
     for r in rows:
         r["gain"] = r["select_exam"] - ref["select_exam"]
         if r.get("general_exam") is not None:
@@ -335,8 +339,8 @@ def score_candidates(base_spec: str, cands: list[Candidate], probes: Probes, out
 
 def run_select(base_spec: str, adapter: Path, probes: Probes, output_dir: Path, alphas: Sequence[float] = ALPHAS,
                checkpoints: int = 2, budget: Budget | None = None) -> dict:
-    """Score the candidates, choose one, write output_dir/run.json (and candidates.json); returns
-    the metrics written."""
+    """Score the candidates, choose one, write output_dir/run.json (every candidate's row and the
+    choice); returns the metrics written."""
     from .runrecord import write_run
 
     budget = budget or Budget()
