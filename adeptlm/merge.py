@@ -254,8 +254,10 @@ def merge(base_model: str | None, lora_models: list[str], output_dir: str | Path
 
     if not 0.0 <= alpha <= 1.0:
         raise AdeptError(f"--alpha {alpha}: the scale of the adapters' update lies in [0, 1]")
-    plan = plan_merge(base, lora_paths)
-    if alpha != 1.0:
+    # α = 0 is the base itself: no LoRA update and no saved whole module (a modules_to_save copy would
+    # otherwise stay in, and such an adapter cannot be scaled between 0 and 1)
+    plan = plan_merge(base, lora_paths if alpha else [])
+    if 0.0 < alpha < 1.0:
         if any(ad.replaced for ad in plan.adapters):
             raise AdeptError(f"--alpha {alpha}: an adapter saves whole modules (modules_to_save), which a scale "
                              "does not interpolate; merge it at --alpha 1")

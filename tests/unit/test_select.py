@@ -60,6 +60,15 @@ def test_merge_at_alpha_equals_peft_merge_of_the_scaled_adapter(base_and_adapter
         merge(str(base), [str(adapter)], tmp_path / "bad", progress=False, alpha=1.5)
 
 
+def test_merge_at_alpha_zero_is_the_base_even_with_saved_modules(tiny_model_dir, tmp_path):
+    # a modules_to_save copy is not a LoRA update: scaling cannot remove it, so α = 0 must drop the adapter
+    adapter = make_adapter(tiny_model_dir, tmp_path / "saves", seed=4, modules_to_save=["lm_head"])
+    merge(str(tiny_model_dir), [str(adapter)], tmp_path / "zero", progress=False, alpha=0.0)
+    torch.testing.assert_close(logits_of(tmp_path / "zero"), logits_of(tiny_model_dir), atol=1e-6, rtol=1e-6)
+    with pytest.raises(AdeptError, match="whole modules"):
+        merge(str(tiny_model_dir), [str(adapter)], tmp_path / "half", progress=False, alpha=0.5)
+
+
 def test_candidates_and_checkpoints(base_and_adapter, tmp_path):
     _, adapter = base_and_adapter
     for step in (10, 20, 30, 40, 50):
