@@ -591,6 +591,9 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     ask_for_huge_pages()  # first: torch reads it at its first allocation
+    from .quiet import install
+
+    install()  # library warnings and log lines the user cannot act on (adeptlm/quiet.py)
 
     # bitsandbytes (0.50, imported by PEFT when installed) asks at import, on CPUs with AVX512-BF16,
     # for an optional kernel from the Hugging Face hub and warns when it cannot have it; its own CPU

@@ -109,6 +109,8 @@ class CompatArguments:
                 "their inputs to bfloat16 and accumulates in fp32 (the CPU counterpart of TF32 on GPUs: weights, "
                 "optimizer and everything else stay fp32); needs AMX or AVX512_BF16, refused elsewhere (SFT 1.35x "
                 "faster on an AMX Xeon: bench/RESULTS.md)"})
+    verbose: bool = field(default=False, metadata={
+        "help": "also print the Trainer's metrics dict at each logging step (default: one line per logging step)"})
     cpu_fsdp: str = field(default="auto", metadata={
         "choices": ["auto", "off"],
         "help": "FSDP asked for on CPU processes (gloo): auto = shard with torch's FSDP2 (accelerate alone runs "
@@ -224,11 +226,9 @@ def parse_train_args(stage: str, argv: list[str]) -> TrainConfig:
             raise AdeptError(f"{cfg_path}: unknown option(s) {', '.join(unknown)}: see `adept {stage} --help`")
         defaults.update(loaded)
     parser.set_defaults(**defaults)
-    import warnings
+    from ..quiet import install
 
-    # DPOConfig's own default sets the deprecated gradient_checkpointing name, which transformers 5
-    # warns about on every run; it is the library's default, not something the user can act on.
-    warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated", category=FutureWarning)
+    install()  # library warnings the user cannot act on (adeptlm/quiet.py)
     try:
         model, data, lora, compat, training = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as exc:  # unknown flags, bad values: one line, exit 2
