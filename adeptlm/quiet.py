@@ -1,7 +1,7 @@
 """Third-party console noise that does not concern the user, filtered narrowly: each filter names
 the message and where it comes from, and why the user cannot act on it. Nothing else is silenced.
 
-Written against transformers 5.25, peft 0.21 and deepspeed 0.18 (the messages are matched by text,
+Written against transformers 5.25, peft 0.21 and deepspeed 0.19 (the messages are matched by text,
 so a changed message shows again rather than hiding something new)."""
 
 from __future__ import annotations

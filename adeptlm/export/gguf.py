@@ -48,7 +48,7 @@ class Family:
     architecture: str       # the HF class in config.json
 
 
-# What `adept export gguf --help` lists (README's matrix says what each needs). Each row but SmolLM2 is
+# What `adept export gguf --help` lists (docs/guide/export.md's family list says what each needs). Each row but SmolLM2 is
 # tested on a tiny random model in tests/unit/test_families.py (train, merge, export f16 and q8_0,
 # llama.cpp tokens and logits); SmolLM2 is the embedded model, exported and checked in tests/e2e/.
 FAMILIES = (

@@ -97,7 +97,7 @@ def test_two_torchrun_nodes_match_one_process(tmp_path, tiny_model_dir):
 @needs_deepspeed
 def test_deepspeed_zero2_on_cpu_matches_one_process(tmp_path, tiny_model_dir):
     """DeepSpeed's CPU accelerator runs ZeRO-2 here (its shared-memory collective op is compiled on
-    first use); ZeRO-3 does not: see README's scale-out part."""
+    first use); ZeRO-3 does not: see docs/guide/scale-out.md."""
     data = write_jsonl(tmp_path / "train.jsonl", MORE)
     run([sys.executable, *sft_args(tiny_model_dir, data, tmp_path / "one", gradient_accumulation_steps=2)])
     run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
