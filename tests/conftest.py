@@ -133,15 +133,16 @@ def tiny_tokenizer():
     return build_tiny_tokenizer(CHATML)
 
 
-def build_tiny_model(arch: str, vocab_size: int, seed: int = 0, sliding_window: int = 64):
-    """A 2-layer random model of a real architecture (llama, qwen2, gemma3), small enough for unit tests."""
+def build_tiny_model(arch: str, vocab_size: int, seed: int = 0, sliding_window: int = 64, hidden_size: int = 32):
+    """A 2-layer random model of a real architecture (llama, qwen2, gemma3), small enough for unit tests
+    (hidden_size 256 gives rows wide enough for llama.cpp's 256-wide k-quant blocks)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    common = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    common = dict(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                  tie_word_embeddings=True, initializer_range=0.2)
+                  tie_word_embeddings=True, initializer_range=0.2 * (32 / hidden_size) ** 0.5)
     if arch == "gemma3":
         cfg = AutoConfig.for_model("gemma3_text", head_dim=8, query_pre_attn_scalar=8,
                                   sliding_window=sliding_window, **common)

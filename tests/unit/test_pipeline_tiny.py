@@ -129,6 +129,26 @@ export: {{outtype: f32, check_tokens: 2}}
     assert ret["text"]["tokens"] > 0 and ret["greedy"]["prompts"] == 24
     assert "## Retention (against the base model)" in report and "- Retention: mean KL" in report
 
+    # `adept report` from its command line rebuilds the same report from the run's outputs
+    (root / "report.md").unlink()
+    (root / "report.html").unlink()
+    r = run_adept("report", str(root), cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (root / "report.md").read_text(encoding="utf-8") == report
+    assert "<h2>Position bias</h2>" in (root / "report.html").read_text(encoding="utf-8")
+
+    # `adept eval compare` from its command line: before, after and change per subject and in all,
+    # as the two summaries say
+    r = run_adept("eval", "compare", str(root / "baseline" / "ceval"), str(root / "after" / "ceval"),
+                  "--output_dir", str(tmp_path / "cmp"), cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    before = json.loads((root / "baseline" / "ceval" / "summary.json").read_text())["All"]["score"]
+    after = json.loads((root / "after" / "ceval" / "summary.json").read_text())["All"]["score"]
+    row = next(x for x in r.stdout.splitlines() if x.startswith("| **All** |"))
+    assert row == f"| **All** | 12 | {before:.2f} | {after:.2f} | {round(after - before, 2):+.2f} |"
+    assert (tmp_path / "cmp" / "compare.md").read_text(encoding="utf-8").startswith("| | questions |")
+    assert (tmp_path / "cmp" / "compare.png").stat().st_size > 0
+
 
 def test_mix_draws_general_instructions_into_sft_at_the_ratio(tmp_path, shared_data):
     """`mix: {data, ratio, seed}`: round(ratio x subject records) records of the general set, drawn
