@@ -35,7 +35,7 @@ def test_models_and_help():
     assert "data" in run_adept("--help").stdout and "models" in run_adept("--help").stdout
 
 
-def test_gguf_file_materialises_atomically_and_matches_the_gguf(tmp_path):
+def test_gguf_file_materialises_atomically_and_matches_the_gguf(tmp_path, monkeypatch):
     """A run killed mid-way leaves nothing that loads; the next run completes; logits equal the GGUF's."""
     env = {**os.environ, "ADEPTLM_HOME": str(tmp_path)}
     code = f"from adeptlm.models import resolve_model; print(resolve_model({str(GGUF)!r}))"
@@ -61,11 +61,8 @@ def test_gguf_file_materialises_atomically_and_matches_the_gguf(tmp_path):
     from transformers import AutoModelForCausalLM
 
     ref = AutoModelForCausalLM.from_pretrained(GGUF.parent, gguf_file=GGUF.name, dtype=torch.float32)
-    os.environ["ADEPTLM_HOME"] = str(tmp_path)
-    try:
-        model, tok = load_model(str(GGUF))
-    finally:
-        os.environ.pop("ADEPTLM_HOME")
+    monkeypatch.setenv("ADEPTLM_HOME", str(tmp_path))  # restored afterwards, a value set before included
+    model, tok = load_model(str(GGUF))
     ids = torch.tensor([tok("The capital of France is")["input_ids"]])
     with torch.no_grad():
         assert torch.equal(model(ids).logits, ref(ids).logits)
