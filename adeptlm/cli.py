@@ -588,20 +588,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import logging
-
     ask_for_huge_pages()  # first: torch reads it at its first allocation
     from .quiet import install
 
     install()  # library warnings and log lines the user cannot act on (adeptlm/quiet.py)
-
-    # bitsandbytes (0.50, imported by PEFT when installed) asks at import, on CPUs with AVX512-BF16,
-    # for an optional kernel from the Hugging Face hub and warns when it cannot have it; its own CPU
-    # kernel is used. With the `kernels` package installed (a dependency of transformers from 5.25),
-    # that package also warns that offline mode skips its publisher check. Both would be a stray
-    # line on every command's stderr.
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-    logging.getLogger("kernels._internals.hf_hub").setLevel(logging.ERROR)
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv[:1]
     rest = argv[1:] if debug else argv

@@ -16,6 +16,16 @@ LOG_FILTERS = [
      "whether or not the run uses it, so every CPU training stage printed it"),
 ]
 
+# (logger name, why it is noise): only its errors are shown
+QUIET_LOGGERS = [
+    ("bitsandbytes.backends.cpu.ops",
+     "bitsandbytes 0.50 (imported by PEFT) asks at import, on CPUs with AVX512-BF16, for an optional kernel from "
+     "the Hugging Face hub and warns when it cannot have it; its own CPU kernel is used"),
+    ("kernels._internals.hf_hub",
+     "the `kernels` package (a dependency of transformers from 5.25) warns that offline mode skips its "
+     "publisher check"),
+]
+
 # (message regex, category, why it is noise)
 WARNING_FILTERS = [
     (r"`is_gradient_checkpointing` is deprecated", FutureWarning,
@@ -40,5 +50,7 @@ def install() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropMessage) and f.start == start for f in logger.filters):
             logger.addFilter(_DropMessage(start))
+    for name, _why in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     for message, category, _why in WARNING_FILTERS:
         warnings.filterwarnings("ignore", message=message, category=category)

@@ -327,14 +327,11 @@ def _progress_callback():
     class Progress(TrainerCallback):
         """One line per log step: loss, trained tokens per second, ETA."""
 
-        adept_step_line = True
-        quiet = False  # set when a terminal's progress bar carries the same figures
-
         def on_train_begin(self, args, state, control, **kw):
             self.t0, self.step0, self.tok0 = time.time(), state.global_step, state.num_input_tokens_seen
 
         def on_log(self, args, state, control, logs=None, **kw):
-            if self.quiet or not state.is_world_process_zero or not logs or "loss" not in logs:
+            if not state.is_world_process_zero or not logs or "loss" not in logs:
                 return
             elapsed = max(time.time() - self.t0, 1e-9)
             done = state.global_step - self.step0
@@ -347,28 +344,15 @@ def _progress_callback():
 
 
 def _quiet_console(trainer, verbose: bool) -> None:
-    """One line per logging step. The Trainer's own callbacks write the metrics dict at every logging
-    step (under the bar, or alone when the bar is off) beside adeptlm's step line: unless --verbose,
-    they go, and so does the bar when stderr is not a terminal (in a log file it is a run of carriage
-    returns); on a terminal the bar stays and carries the loss, and the step line is not printed."""
-    import sys
-
+    """One line per logging step: adeptlm's step line. The Trainer's own callbacks write the metrics
+    dict at every logging step (under its bar, or alone when the bar is off), and in a log file the bar
+    is a run of carriage returns: unless --verbose, both go. (A terminal-only bar carrying the loss was
+    tried and printed nothing at all under transformers 5.25: its tqdm stayed silent, cause not traced.)"""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    if verbose:
-        return
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
-    if sys.stderr.isatty() and not trainer.args.disable_tqdm:
-        class Bar(ProgressCallback):
-            def on_log(self, args, state, control, logs=None, **kw):
-                if state.is_world_process_zero and self.training_bar is not None and logs and "loss" in logs:
-                    self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
-
-        trainer.add_callback(Bar())
-        for cb in trainer.callback_handler.callbacks:
-            if getattr(cb, "adept_step_line", False):
-                cb.quiet = True
+    if not verbose:
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
 
 
 def _fmt(seconds: float) -> str:

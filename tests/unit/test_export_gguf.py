@@ -17,8 +17,8 @@ gguf = pytest.importorskip("gguf")
 TEXT = "Hello world, the quick brown fox jumps over the lazy dog."
 
 
-def save(tmp_path, arch, tok, name=None):
-    model = build_tiny_model(arch, len(tok))
+def save(tmp_path, arch, tok, name=None, **kw):
+    model = build_tiny_model(arch, len(tok), **kw)
     d = tmp_path / (name or arch)
     model.save_pretrained(d)
     tok.save_pretrained(d)
@@ -76,10 +76,7 @@ QUANTS = {"f16": ("F16", 1e-5), "bf16": ("BF16", 5e-4), "q8_0": ("Q8_0", 5e-3), 
 def test_every_outtype_loads_and_is_typed(tmp_path, tiny_tokenizer, outtype):
     from adeptlm.backends import LlamaCppBackend
 
-    model = build_tiny_model("llama", len(tiny_tokenizer), hidden_size=256)
-    d = tmp_path / "wide"
-    model.save_pretrained(d)
-    tiny_tokenizer.save_pretrained(d)
+    model, d = save(tmp_path, "llama", tiny_tokenizer, name="wide", hidden_size=256)
     path = export_gguf(str(d), tmp_path / "m.gguf", outtype, progress=False).path
     reader = gguf.GGUFReader(str(path))
     kinds = {t.name: t.tensor_type.name for t in reader.tensors}
