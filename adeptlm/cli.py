@@ -275,7 +275,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     engine = load_engine(args.model, n_ctx=args.n_ctx, dtype=args.dtype)
     server = Server(engine, args.host, args.port, api_key=args.api_key, queue_size=args.queue_size,
                     max_batch=args.max_batch, batch_wait=args.batch_wait_ms / 1000,
-                    model_id=args.served_model_name)
+                    model_id=args.served_model_name, max_connections=args.max_connections,
+                    keep_alive=args.keep_alive)
     print(f"adept: serving {server.model_id} ({engine.name}) on http://{args.host}:{server.port}/v1"
           f"{' (API key required)' if args.api_key else ''}", flush=True)
     try:
@@ -527,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "/v1/completions, /v1/embeddings, /v1/models, /health, and a chat page at /. "
                                    "Requests wait in a bounded queue (a full queue answers 503); with transformers, "
                                    "waiting requests are decoded together. Binds 127.0.0.1 unless --host says "
-                                   "otherwise.")
+                                   "otherwise. Runs on uvicorn (FastAPI); the OpenAPI page is at /docs.")
     _gen_arguments(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=8000, help="port (0: any free port, printed at start)")
@@ -539,6 +540,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_wait_ms", type=float, default=30,
                    help="how long a request that starts a batch waits for others to join it")
     p.add_argument("--served_model_name", default=None, help="model id reported to clients")
+    p.add_argument("--max_connections", type=int, default=1024,
+                   help="connections open at once; a request beyond them is answered 503")
+    p.add_argument("--keep_alive", type=float, default=5.0,
+                   help="seconds an idle keep-alive connection stays open after its last answer")
     p.add_argument("--backend", default="auto", choices=["auto", "vllm"],
                    help="auto: llama.cpp for .gguf, transformers otherwise; vllm: run vLLM's server (GPU)")
     p.set_defaults(func=cmd_serve)

@@ -13,7 +13,7 @@ import platform
 import sys
 
 PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "safetensors", "tokenizers", "trl",
-            "gguf", "llama-cpp-python", "vllm", "bitsandbytes", "deepspeed", "lm-eval")
+            "gguf", "llama-cpp-python", "fastapi", "uvicorn", "vllm", "bitsandbytes", "deepspeed", "lm-eval")
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "fma", "f16c", "neon", "asimd")
 
 

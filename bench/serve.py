@@ -1,5 +1,7 @@
 """Serving throughput: `adept serve` (transformers and GGUF backends) against llama-cpp-python's own
-OpenAI server on the same GGUF, with 1, 4 and 8 concurrent clients.
+OpenAI server on the same GGUF, and adept serve's HTTP layer (uvicorn) against its former one (the
+standard library's threaded server, bench/stdlib_server.py) over the same engine, with 1, 4 and 8
+concurrent clients.
 
 Setting (issue 19): the embedded SmolLM2-135M-Instruct; its q8_0 GGUF written by `adept export
 gguf` into bench/out/. Each client sends chat requests one after another (each waits for its
@@ -7,14 +9,19 @@ answer), from a fixed list of general prompts, max_tokens 64, temperature 0.7, t
 (so the transformers backend may decode waiting requests together). Reported per server and client
 count: aggregate generated tokens per second = the sum of usage.completion_tokens over all answers
 / the wall time from the first request to the last answer, median over repeats; and its ratio to
-the one-client rate. Every server runs alone (started, measured, stopped), 2 threads for llama.cpp.
+the one-client rate. All servers are started first and each repeat goes round all of them in turn,
+so the machine's drift falls on each alike (an idle server waits on a socket and a queue: no CPU).
+2 threads for llama.cpp.
 
-  - adept-hf:   adept serve smollm2-135m-instruct          (transformers, batched decoding)
-  - adept-gguf: adept serve bench/out/serve-q8_0.gguf      (llama.cpp through adeptlm)
-  - llama-cpp:  python -m llama_cpp.server --model bench/out/serve-q8_0.gguf
-                (needs `pip install 'llama-cpp-python[server]'`)
+  - adept-hf:          adept serve smollm2-135m-instruct     (transformers, batched decoding; uvicorn)
+  - adept-hf-stdlib:   the same engine on the former HTTP layer (bench/stdlib_server.py)
+  - adept-gguf:        adept serve bench/out/serve-q8_0.gguf (llama.cpp through adeptlm; uvicorn)
+  - adept-gguf-stdlib: the same on the former HTTP layer
+  - llama-cpp:         python -m llama_cpp.server --model bench/out/serve-q8_0.gguf
+                       (needs `pip install 'llama-cpp-python[server]'`)
 
     python bench/serve.py [--clients 1,4,8] [--requests 3] [--repeats 3] [--servers adept-hf,adept-gguf,llama-cpp]
+    python bench/serve.py --servers adept-hf,adept-hf-stdlib,adept-gguf,adept-gguf-stdlib
 """
 
 from __future__ import annotations
@@ -54,12 +61,15 @@ def start(server: str, port: int) -> subprocess.Popen:
         cmd = [py, "-m", "adeptlm", "serve", "smollm2-135m-instruct", "--port", str(port)]
     elif server == "adept-gguf":
         cmd = [py, "-m", "adeptlm", "serve", str(GGUF), "--port", str(port)]
+    elif server in ("adept-hf-stdlib", "adept-gguf-stdlib"):
+        model = "smollm2-135m-instruct" if server == "adept-hf-stdlib" else str(GGUF)
+        cmd = [py, str(ROOT / "bench" / "stdlib_server.py"), model, "--port", str(port)]
     else:
         cmd = [py, "-m", "llama_cpp.server", "--model", str(GGUF), "--host", "127.0.0.1", "--port", str(port),
                "--n_ctx", "4096", "--n_threads", str(os.cpu_count() or 1)]
     log = open(OUT / f"serve-{server}.log", "w")   # a file, not a pipe: llama.cpp's load log would fill a pipe
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
-    health = "/health" if server.startswith("adept") else "/v1/models"
+    health = "/health" if server.startswith("adept") else "/v1/models"   # the stdlib layer has /health too
     deadline = time.time() + 300
     while time.time() < deadline:
         try:
@@ -108,18 +118,20 @@ def main() -> None:
         OUT.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "adeptlm", "export", "gguf", "--outtype", "q8_0", "--output", str(GGUF)],
                        cwd=ROOT, check=True)
-    runs = []
-    for server in servers:
-        port = free_port()
-        proc = start(server, port)
-        try:
-            ask(port, PROMPTS[0])                      # warm-up: first-call costs out of the figures
-            for rep in range(args.repeats):
+    runs, procs, ports = [], {}, {}
+    try:
+        for server in servers:
+            ports[server] = free_port()
+            procs[server] = start(server, ports[server])
+            ask(ports[server], PROMPTS[0])             # warm-up: first-call costs out of the figures
+        for rep in range(args.repeats):
+            for server in servers:
                 for c in counts:
-                    r = {"server": server, "repeat": rep, **load(port, c, args.requests)}
+                    r = {"server": server, "repeat": rep, **load(ports[server], c, args.requests)}
                     runs.append(r)
                     print(json.dumps(r), flush=True)
-        finally:
+    finally:
+        for proc in procs.values():
             proc.terminate()
             proc.wait(timeout=60)
     summary = {}

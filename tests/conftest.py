@@ -198,6 +198,35 @@ def run_adept(*args: str, env: dict | None = None, timeout: int = 600, **kw) -> 
                           env=full_env, timeout=timeout, cwd=kw.pop("cwd", ROOT), **kw)
 
 
+def start_server(args: list[str], log: Path, timeout: float = 300) -> tuple[subprocess.Popen, str]:
+    """`adept serve ARGS --port 0` as a process: the port it bound is read from its start line (no free-port
+    probe that another process could take first), then /health is awaited. Output goes to a file, so a
+    chatty server never blocks on a full pipe."""
+    import re
+    import time
+    import urllib.request
+
+    out = log.open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "adeptlm", "serve", *args, "--port", "0"], cwd=ROOT, stdout=out,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline, base = time.time() + timeout, None
+    while time.time() < deadline:
+        if base is None:
+            m = re.search(r"on (http://[0-9.]+:\d+)/v1", log.read_text(errors="replace"))
+            base = m.group(1) if m else None
+        if base is not None:
+            try:
+                urllib.request.urlopen(base + "/health", timeout=1)
+                return proc, base
+            except OSError:
+                pass
+        if proc.poll() is not None:
+            raise RuntimeError(log.read_text(errors="replace")[-3000:])
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"adept serve did not start in {timeout} s: {log.read_text(errors='replace')[-3000:]}")
+
+
 def find_chromium() -> str | None:
     """Chromium for the page tests; installed from Debian's packages when missing and run as root (CI)."""
     import shutil

@@ -19,8 +19,11 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, Response
+from starlette.exceptions import HTTPException
 
 from ..errors import AdeptError
 from ..evaluate.battles import read_votes, standings
@@ -127,48 +130,44 @@ class Arena:
         return standings(read_votes(self.votes))
 
 
-def serve_arena(arena: Arena, host: str, port: int) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+def serve_arena(arena: Arena, host: str, port: int):
+    """The voting page and its JSON routes, on uvicorn (asgi.HttpServer: .port, .serve_forever, .shutdown)."""
+    from .asgi import HttpServer
 
-        def log_message(self, fmt, *args):
-            pass
+    app = FastAPI(title="adept arena", redoc_url=None)
 
-        def _send(self, status: int, body: bytes, kind: str = "application/json") -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def _json(status: int, obj: dict) -> Response:
+        # ensure_ascii off: Chinese prompts and answers travel as UTF-8, not \\u escapes
+        return Response(json.dumps(obj, ensure_ascii=False).encode("utf-8"), status, media_type="application/json")
 
-        def _json(self, status: int, obj: dict) -> None:
-            self._send(status, json.dumps(obj, ensure_ascii=False).encode("utf-8"))
+    @app.exception_handler(HTTPException)
+    async def _no_route(request: Request, exc: HTTPException):
+        return _json(exc.status_code, {"error": f"no route {request.url.path}"})
 
-        def do_GET(self):
-            path = self.path.split("?")[0]
-            if path == "/":
-                return self._send(200, PAGE.read_bytes(), "text/html; charset=utf-8")
-            if path == "/next":
-                return self._json(200, arena.next_pair())
-            if path == "/standings":
-                return self._json(200, arena.standings())
-            self._json(404, {"error": f"no route {path}"})
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return HTMLResponse(PAGE.read_bytes())
 
-        def do_POST(self):
-            if self.path != "/vote":
-                return self._json(404, {"error": f"no route {self.path}"})
-            try:
-                body = json.loads(self.rfile.read(min(int(self.headers.get("Content-Length", "0")), 1 << 16)))
-                result = arena.vote(str(body.get("pair")), body.get("choice"))
-            except (ValueError, json.JSONDecodeError, AttributeError) as exc:
-                return self._json(400, {"error": str(exc)})
-            except KeyError:
-                return self._json(400, {"error": "unknown or already voted pair: ask /next again"})
-            self._json(200, {**result, "standings": arena.standings()})
+    @app.get("/next", summary="a prompt and its two answers, sides in random order")
+    async def next_pair():
+        return _json(200, arena.next_pair())
 
-    httpd = ThreadingHTTPServer((host, port), Handler)
-    httpd.daemon_threads = True
-    return httpd
+    @app.get("/standings", summary="win rates with 95% intervals and bootstrap Elo")
+    async def standings_():
+        return _json(200, arena.standings())
+
+    @app.post("/vote", summary='{"pair": id, "choice": "left" | "right" | "tie"}')
+    async def vote(request: Request):
+        try:
+            body = json.loads((await request.body())[: 1 << 16])
+            result = arena.vote(str(body.get("pair")), body.get("choice"))
+        except (ValueError, json.JSONDecodeError, AttributeError) as exc:
+            return _json(400, {"error": str(exc)})
+        except KeyError:
+            return _json(400, {"error": "unknown or already voted pair: ask /next again"})
+        return _json(200, {**result, "standings": arena.standings()})
+
+    return HttpServer(app, host, port)
 
 
 def run_arena(a: str, b: str, prompts: list[str], votes: Path, max_new_tokens: int = 128, host: str = "127.0.0.1",
@@ -189,7 +188,7 @@ def run_arena(a: str, b: str, prompts: list[str], votes: Path, max_new_tokens: i
         print(json.dumps(arena.standings(), indent=2, ensure_ascii=False))
         return arena
     httpd = serve_arena(arena, host, port)
-    print(f"adept arena: vote at http://{host}:{httpd.server_address[1]}/ ; votes go to {votes}", flush=True)
+    print(f"adept arena: vote at http://{host}:{httpd.port}/ ; votes go to {votes}", flush=True)
     try:
         httpd.serve_forever()
     except KeyboardInterrupt:

@@ -3,14 +3,9 @@ chat answer ends at the end-of-turn token with finish_reason "stop" and no templ
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-import urllib.request
-
 import pytest
 
-from conftest import ROOT, run_adept
+from conftest import run_adept, start_server
 
 pytestmark = pytest.mark.e2e
 openai = pytest.importorskip("openai")
@@ -18,37 +13,14 @@ openai = pytest.importorskip("openai")
 TEMPLATE_TOKENS = ("<|im_end|>", "<|im_start|>", "<|endoftext|>", "<|eot_id|>")
 
 
-def serve(model: str, port: int):
-    proc = subprocess.Popen([sys.executable, "-m", "adeptlm", "serve", model, "--port", str(port)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-            return proc
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(proc.stdout.read())
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("server did not start")
-
-
-def streamed_answer(port: int) -> tuple[str, str]:
-    c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=300)
+def streamed_answer(base: str) -> tuple[str, str]:
+    c = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0, timeout=300)
     text, finish = "", None
     for chunk in c.chat.completions.create(model="m", messages=[{"role": "user", "content": "What is 2 + 2?"}],
                                            max_tokens=200, temperature=0, stream=True):
         text += chunk.choices[0].delta.content or ""
         finish = chunk.choices[0].finish_reason or finish
     return text, finish
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("backend", ["transformers", "llama.cpp"])
@@ -59,12 +31,11 @@ def test_stream_stops_at_end_of_turn(tmp_path, backend):
         model = str(tmp_path / "smollm2-q8_0.gguf")
         rc = run_adept("export", "gguf", "--outtype", "q8_0", "--output", model)
         assert rc.returncode == 0, rc.stderr[-2000:]
-    port = _free_port()
-    proc = serve(model, port)
+    proc, base = start_server([model], tmp_path / "serve.log")
     try:
-        text, finish = streamed_answer(port)
+        text, finish = streamed_answer(base)
         # embeddings from the same server: one unit vector of the model's width per text
-        c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=300)
+        c = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0, timeout=300)
         vecs = [d.embedding for d in c.embeddings.create(model="m", input=["The sea is blue.", "2 + 2 = 4"]).data]
         assert [len(v) for v in vecs] == [576, 576] and vecs[0] != vecs[1]
         assert all(abs(sum(x * x for x in v) - 1) < 1e-3 for v in vecs)

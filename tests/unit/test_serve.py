@@ -8,7 +8,6 @@ import json
 import os
 import pty
 import select
-import socket
 import subprocess
 import sys
 import time
@@ -17,17 +16,11 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, start_server
 
 openai = pytest.importorskip("openai", reason="the openai client is not installed")
 
 KEY = "sk-test-adept"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -39,20 +32,7 @@ def server(tmp_path_factory):
     tok = build_tiny_tokenizer(CHATML)
     build_tiny_model("llama", len(tok)).save_pretrained(d)
     tok.save_pretrained(d)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "adeptlm", "serve", str(d), "--port", str(port), "--api_key", KEY,
-                             "--queue_size", "32"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(base + "/health", timeout=1)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(proc.stdout.read())
-            time.sleep(0.3)
+    proc, base = start_server([str(d), "--api_key", KEY, "--queue_size", "32"], d.parent / "serve.log", timeout=120)
     yield base
     proc.terminate()
     proc.wait(timeout=30)
@@ -351,3 +331,116 @@ def test_waiting_requests_that_sample_alike_are_decoded_together():
     # again (so the queue's bound still holds); then 5, which finds only 6, sampled otherwise
     assert runs == [[0, 1, 4], [2], [3], [5], [6]]
     assert srv.batched == 3
+
+
+def test_unknown_routes_and_methods_are_openai_shaped(server):
+    status, payload = raw_post(server, "/v1/nothing", b"{}")
+    assert status == 404 and payload["error"]["type"] == "not_found_error"
+    status, payload = raw_post(server, "/health", b"{}")
+    assert status == 405 and payload["error"]["message"] == "no route POST /health"
+
+
+def test_openapi_page_lists_the_routes(server):
+    spec = json.loads(urllib.request.urlopen(server + "/openapi.json", timeout=10).read())
+    assert {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/health"} <= set(spec["paths"])
+    page = urllib.request.urlopen(server + "/docs", timeout=10).read().decode()
+    assert "/openapi.json" in page
+
+
+def test_keep_alive_answers_several_requests_on_one_connection(server):
+    import http.client
+
+    host, port = server.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    body = json.dumps({"model": "t", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    sockets = set()
+    for _ in range(3):
+        conn.request("POST", "/v1/chat/completions", body, {"Authorization": f"Bearer {KEY}",
+                                                             "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and json.loads(resp.read())["usage"]["completion_tokens"] <= 2
+        sockets.add(id(conn.sock))
+    assert len(sockets) == 1                 # the same connection served all three
+    conn.close()
+
+
+def test_300_idle_connections_do_not_stop_a_request(server):
+    """Clients that connect and send nothing, or half a request line, hold a connection each; with 300 of
+    them open a normal request is still answered at once (asyncio holds them, no thread per client)."""
+    import socket
+
+    host, port = server.removeprefix("http://").split(":")
+    idle = []
+    try:
+        for k in range(300):
+            s = socket.create_connection((host, int(port)), timeout=10)
+            if k % 2:
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")     # headers never finished
+            idle.append(s)
+        t = time.monotonic()
+        assert urllib.request.urlopen(server + "/health", timeout=1).status == 200
+        r = client(server).chat.completions.create(model="t", messages=[{"role": "user", "content": "hi"}],
+                                                   max_tokens=2, temperature=0)
+        assert r.choices[0].finish_reason in ("stop", "length")
+        assert time.monotonic() - t < 1.0, "a request waited behind idle connections"
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_connection_limit_and_idle_timeout(tiny_tokenizer):
+    """--max_connections: a request beyond the limit is answered 503 at once; --keep_alive: an idle
+    connection is closed that many seconds after its last answer."""
+    import http.client
+    import socket
+    import threading
+
+    from adeptlm.serve.engine import Engine
+    from adeptlm.serve.server import Server
+
+    srv = Server(Engine(slow_backend(tiny_tokenizer)), port=0, max_connections=3, keep_alive=0.5)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
+        conn.request("GET", "/v1/models")
+        assert conn.getresponse().read() and conn.sock is not None
+        time.sleep(1.5)
+        assert conn.sock.recv(1) == b""       # closed by the server after 0.5 s idle
+        held = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(2)]
+        time.sleep(0.2)
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/v1/models", timeout=10)
+        assert err.value.code == 503
+        for s in held:
+            s.close()
+        time.sleep(0.2)
+        assert urllib.request.urlopen(f"http://127.0.0.1:{srv.port}/v1/models", timeout=10).status == 200
+    finally:
+        srv.shutdown()
+
+
+def test_serve_backend_vllm_hands_the_merged_directory_to_vllms_server(tmp_path, tiny_model_dir):
+    """`adept serve DIR --backend vllm` from its command line: with a stand-in `vllm` package on the path
+    (vLLM itself needs a GPU), adept execs vLLM's OpenAI server with the model, address, name and key;
+    an adapter alone is refused in one line, exit status 2."""
+    from conftest import run_adept
+
+    stand_in = tmp_path / "site" / "vllm" / "entrypoints" / "openai"
+    stand_in.mkdir(parents=True)
+    for d in (stand_in.parents[1], stand_in.parent, stand_in):
+        (d / "__init__.py").write_text("")
+    (stand_in / "api_server.py").write_text(
+        "import json, os, sys\n"
+        "open(os.environ['ARGV_FILE'], 'w').write(json.dumps(sys.argv[1:]))\n")
+    env = {"PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{ROOT}", "ARGV_FILE": str(tmp_path / "argv.json")}
+    rc = run_adept("serve", str(tiny_model_dir), "--backend", "vllm", "--host", "0.0.0.0", "--port", "8123",
+                   "--api_key", KEY, "--served_model_name", "subject-expert", env=env)
+    assert rc.returncode == 0, rc.stderr[-2000:]
+    assert json.loads((tmp_path / "argv.json").read_text()) == [
+        "--model", str(tiny_model_dir), "--host", "0.0.0.0", "--port", "8123", "--served-model-name",
+        "subject-expert", "--api-key", KEY]
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    rc = run_adept("serve", str(adapter), "--backend", "vllm", env=env)
+    assert rc.returncode == 2 and rc.stderr.strip().count("\n") == 0 and "run adept merge first" in rc.stderr
