@@ -4,11 +4,13 @@ charts visible."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -25,7 +27,7 @@ def _wait_for(predicate, proc, timeout: float, what: str):
             return
         if proc.poll() is not None:
             raise AssertionError(f"adept run ended (exit {proc.returncode}) before {what}")
-        time.sleep(0.5)
+        time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -69,6 +71,24 @@ def test_rerun_skips_finished_stages_and_resumes_training(quick_run):
     assert read_run(root / "sft")["data"]["records"] == 200 + replay["records"]  # subject pairs + replay
     md = (root / "report.md").read_text()
     assert "Subject exam" in md and "General exam" in md and "GGUF check" in md
+    # each stage's figures: the run.json figure is its exam's own summary, and the report states them
+    for exam in ("exam", "general_exam"):
+        before, after = (read_run(root / s)["metrics"][exam] for s in ("baseline", "after"))
+        for stage, score in (("baseline", before), ("after", after)):
+            summary = json.loads((root / stage / exam / "summary.json").read_text())["All"]
+            assert score == summary["score"] == pytest.approx(100 * summary["correct"] / summary["num"], abs=1e-3)
+        assert summary["num"] == 2 * summary["subjects"]      # quick: eval limit 2 per subject
+    before, after = (read_run(root / s)["metrics"]["exam"] for s in ("baseline", "after"))
+    assert f"Subject exam: {before:.1f}% → {after:.1f}% ({after - before:+.1f} points" in md
+    retention = read_run(root / "retention")["metrics"]
+    assert retention["greedy"]["prompts"] == 2 and 0 <= retention["greedy"]["same_answers"] <= 2
+    assert retention["text"]["tokens"] > 0 and retention["text"]["mean_kl"] >= 0
+    export = read_run(root / "export")
+    assert export["metrics"]["bytes"] == Path(export["gguf"]).stat().st_size and export["metrics"]["tensors"] == 272
+    check = read_run(root / "check")["metrics"]
+    assert check["tokenization_mismatches"] == [] and check["greedy_prompts"] >= 1
+    base = read_run(root / "select")["metrics"]["candidates"][0]
+    assert base["alpha"] == 0 and base["mean_kl"] == 0 and base["same_answers"] == base["prompts"]
     assert "## Selection: gain against forgetting" in md and "subject exam played no part in choosing" in md
 
 

@@ -1,18 +1,21 @@
 """The blind arena: standings arithmetic, the voting flow over HTTP (the page never names the models
-before the vote; the vote records the model that won), a judge served by `adept serve`'s own
-server, and the page in headless Chromium."""
+before the vote; the vote records the model that won), `adept arena` from its command line with a
+judge served by `adept serve`'s own server and with its voting page, and the page in headless
+Chromium."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.request
 
 import pytest
 
 from adeptlm.evaluate.battles import elo, read_votes, standings
 from adeptlm.evaluate.compare import wilson
-from adeptlm.serve.arena import Arena, Battle, parse_verdict, run_arena, serve_arena
+from adeptlm.serve.arena import Arena, Battle, parse_verdict, serve_arena
+from conftest import ROOT, run_adept
 
 NAMES = ("base", "tuned")
 
@@ -52,7 +55,7 @@ def arena_url(tmp_path):
     arena = Arena(battles, NAMES, tmp_path / "votes.jsonl", seed=3)
     httpd = serve_arena(arena, "127.0.0.1", 0)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", tmp_path / "votes.jsonl"
+    yield f"http://127.0.0.1:{httpd.port}", tmp_path / "votes.jsonl"
     httpd.shutdown()
 
 
@@ -97,16 +100,53 @@ def test_a_judge_served_by_adept_serve_votes_with_its_rationale(tmp_path, tiny_m
     judge.tokenizer = tiny_tokenizer
     srv = Server(Engine(judge), port=0)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        prompts = [f"question {k}" for k in range(12)]
-        arena = run_arena(str(tiny_model_dir), str(tiny_model_dir), prompts, tmp_path / "v.jsonl", max_new_tokens=4,
-                          judge_url=f"http://127.0.0.1:{srv.port}/v1", seed=5)
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([f"question {k}" for k in range(12)]))
+    try:       # from the command line, as a user runs it
+        rc = run_adept("arena", str(tiny_model_dir), str(tiny_model_dir), "--prompts", str(prompts), "--votes",
+                       str(tmp_path / "v.jsonl"), "--max_new_tokens", "4", "--seed", "5",
+                       "--judge", f"http://127.0.0.1:{srv.port}/v1")
     finally:
         srv.shutdown()
+    assert rc.returncode == 0, rc.stderr[-2000:]
     votes = read_votes(tmp_path / "v.jsonl")
     assert len(votes) == 12 and all(v["rationale"].endswith("Verdict: A") for v in votes)
     assert {v["winner"] for v in votes} == {"a", "b"} and all(v["voter"] == "judge:judge" for v in votes)
-    assert arena.standings()["votes"] == 12
+    name = tiny_model_dir.name
+    assert {(v["a"], v["b"]) for v in votes} == {(f"a:{name}", f"b:{name}")}      # same name twice: told apart
+    printed = json.loads(rc.stdout[rc.stdout.index("{"):])                    # the standings, as JSON
+    assert printed["votes"] == 12 and printed == standings(votes)
+
+
+def test_arena_from_the_command_line_serves_the_voting_page(tmp_path, tiny_model_dir):
+    """`adept arena A B --prompts F --port 0`: answers, then serves the page; a vote through its JSON
+    routes lands in the votes file as the model that won."""
+    import re
+    import subprocess
+    import sys
+
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps(["first question", "second question"]))
+    log = tmp_path / "arena.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "adeptlm", "arena", str(tiny_model_dir), str(tiny_model_dir),
+                                 "--prompts", str(prompts), "--votes", str(tmp_path / "v.jsonl"), "--port", "0",
+                                 "--max_new_tokens", "3"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline, base = time.time() + 180, None
+        while base is None and time.time() < deadline and proc.poll() is None:
+            m = re.search(r"vote at (http://[0-9.]+:\d+)/", log.read_text())
+            base = m.group(1) if m else time.sleep(0.2)
+        assert base, log.read_text()[-2000:]
+        pair = get(base + "/next")
+        assert pair["prompt"] in ("first question", "second question")
+        status, result = post(base + "/vote", {"pair": pair["pair"], "choice": "tie"})
+        assert status == 200 and result["standings"]["votes"] == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    (vote,) = read_votes(tmp_path / "v.jsonl")
+    assert vote["winner"] == "tie" and vote["prompt"] == pair["prompt"] and vote["voter"] == "person"
 
 
 def test_arena_page_shows_a_pair_and_counts_a_vote(arena_url, browser_page):

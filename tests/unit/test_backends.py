@@ -86,14 +86,28 @@ def test_text_deltas_wait_for_a_whole_character(tiny_tokenizer):
 
 
 def test_closing_the_stream_stops_generation(hf):
+    """The generation thread's second forward pass waits until the consumer has closed the stream (a
+    timer opens it), so the count does not depend on how fast either thread runs: the prefill, the
+    forward under way when the close came, and no more."""
+    import threading
+
     ids = hf.chat_prompt(MESSAGES)
-    forwards = []
-    hook = hf.model.register_forward_pre_hook(lambda module, args: forwards.append(1))
-    stream = hf.stream(ids, GenParams(max_tokens=200, temperature=1.0, seed=0))
-    next(stream)
-    stream.close()                       # what the server does when a client goes away
-    hook.remove()
-    assert len(forwards) < 50            # stopped within a few steps of the close, not after 200 tokens
+    forwards, gate = [], threading.Event()
+
+    def count(module, args):
+        forwards.append(1)
+        if len(forwards) == 2:
+            gate.wait(30)
+
+    hook = hf.model.register_forward_pre_hook(count)
+    try:
+        stream = hf.stream(ids, GenParams(max_tokens=200, temperature=1.0, seed=0))
+        next(stream)
+        threading.Timer(0.3, gate.set).start()
+        stream.close()                   # what the server does when a client goes away; joins the thread
+    finally:
+        hook.remove()
+    assert len(forwards) == 2, len(forwards)   # 200 tokens were allowed
     assert hf.generate([ids], 3, [])[0]  # the model is free again
 
 

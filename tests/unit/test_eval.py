@@ -142,6 +142,47 @@ def test_generate_mode_extracts_with_the_seed_patterns(tiny_tokenizer, monkeypat
     assert preds == ["C", "B", "B", None] and extra["unparsed"] == 1
 
 
+def test_generate_mode_run_scores_a_known_answer_set(tmp_path, tiny_model_dir, monkeypatch):
+    """A whole generate-mode exam run (prompts, generation, parsing, CSV, summary) on replies fixed per
+    question: the recorded letters, the unparsed count and the score are what those replies imply."""
+    import csv
+
+    from adeptlm.data.exams import read_exam
+    from adeptlm.demo.subject import write_subject
+
+    write_subject(tmp_path / "subject", 7)
+    data = tmp_path / "subject" / "exam"
+    questions = {q.question: q for s in read_exam(data).subjects.values() for q in s["val"]}
+    replies = {"letter": "所以答案是{gold}。", "wrong": "答案：{other}", "none": "no idea"}
+
+    def reply(q):       # a fixed kind per question, from its text: right, wrong, or unparsable
+        kind = ("letter", "wrong", "none")[sum(map(ord, q.question)) % 3]
+        other = LETTERS[(LETTERS.index(q.answer) + 1) % 4]
+        return kind, replies[kind].format(gold=q.answer, other=other)
+
+    def generate(self, prompts, max_new_tokens, stop_ids, **kw):
+        out = []
+        for ids in prompts:
+            text = self.tokenizer.decode(ids)
+            q = next(q for question, q in questions.items() if question in text)
+            out.append(self.tokenizer(reply(q)[1], add_special_tokens=False)["input_ids"])
+        return out
+
+    monkeypatch.setattr(HFBackend, "generate", generate)
+    out = tmp_path / "o"
+    summary = run_exam(ExamConfig(model=str(tiny_model_dir), data_dir=data, output_dir=out, few_shot=False,
+                                  mode="generate", do_save_csv=True))
+    rows = [r for f in sorted((out / "take0").glob("*_val.csv")) for r in csv.DictReader(f.open(encoding="utf-8"))]
+    kinds = [reply(questions[r["question"]])[0] for r in rows]
+    assert len(rows) == len(questions) and {"letter", "wrong", "none"} <= set(kinds)
+    for r, kind in zip(rows, kinds):
+        expected = {"letter": r["answer"], "wrong": LETTERS[(LETTERS.index(r["answer"]) + 1) % 4], "none": ""}[kind]
+        assert r["model_output"] == expected, (r["response"], r["model_output"])
+    assert summary["All"]["num"] == len(rows) and summary["All"]["correct"] == kinds.count("letter")
+    assert sum(v.get("unparsed", 0) for k, v in summary.items() if k not in ("All", "grouped")) == kinds.count("none")
+    assert summary["All"]["score"] == pytest.approx(100 * kinds.count("letter") / len(rows), abs=1e-4)
+
+
 def test_extract_answer_order():
     assert extract_answer("答案是D", ["a", "b", "c", "d"]) == "D"
     assert extract_answer("选项B正确，不是A", ["a", "b", "c", "d"]) == "B"
