@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
+import time
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
@@ -38,27 +39,41 @@ def _json(status: int, body: dict, close: bool = False) -> Response:
 
 
 async def read_body(request: Request) -> dict:
+    """The request's JSON object; a body over MAX_BODY is 413, with or without a Content-Length (a chunked
+    body is read up to the limit)."""
+    length = request.headers.get("content-length")
+    if length is not None and int(length) > MAX_BODY:    # h11 has already refused a malformed length
+        await _drain(request, 0)
+        raise _too_large(f"{int(length)} bytes")
+    raw, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            await _drain(request, size)
+            raise _too_large(f"more than {MAX_BODY} bytes")
+        raw.append(chunk)
     try:
-        length = int(request.headers.get("content-length", ""))
-    except ValueError:
-        raise RequestError(411, "Content-Length is required") from None
-    if length > MAX_BODY:
-        # read what the client is sending (up to a bound) so it sees the answer, not a reset
-        drained = 0
-        async for chunk in request.stream():
-            drained += len(chunk)
-            if drained >= DRAIN_LIMIT:
-                break
-        raise RequestError(413, f"request body of {length} bytes is over the limit of {MAX_BODY}",
-                           code="request_too_large", close=True)
-    raw = await request.body()
-    try:
-        body = json.loads(raw.decode("utf-8"))
+        body = json.loads(b"".join(raw).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RequestError(400, f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise RequestError(400, "request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise RequestError(400, "request body must be a JSON object")
     return body
+
+
+async def _drain(request: Request, read: int) -> None:
+    """Read what the client is still sending (up to a bound) so that it sees the answer, not a reset."""
+    async for chunk in request.stream():
+        read += len(chunk)
+        if read >= DRAIN_LIMIT:
+            break
+
+
+def _too_large(size: str) -> RequestError:
+    return RequestError(413, f"request body of {size} is over the limit of {MAX_BODY}",
+                        code="request_too_large", close=True)
 
 
 def watch(job: Job) -> asyncio.Event:
@@ -69,7 +84,11 @@ def watch(job: Job) -> asyncio.Event:
 
 
 async def events(job: Job, ready: asyncio.Event, request: Request | None):
-    """The job's deltas as they come; with a request, one whose client has left is cancelled."""
+    """The job's deltas as they come; with a request, one whose client has left is cancelled. The
+    connection is checked every POLL seconds, not at every token: with two cores, work on the event
+    loop's thread at each token took time from the generation thread (bench/serve.py, transformers, one
+    client: 6.6% fewer tokens/s than the former standard-library layer; 2% after)."""
+    checked = time.monotonic()
     while True:
         try:
             item = job.events.get_nowait()
@@ -81,9 +100,11 @@ async def events(job: Job, ready: asyncio.Event, request: Request | None):
                 await asyncio.wait_for(ready.wait(), POLL)
             except asyncio.TimeoutError:
                 pass
-            if request is not None and await request.is_disconnected():
-                job.cancelled.set()          # the worker stops this generation at its next token
-                raise ClientGone
+            if request is not None and time.monotonic() - checked >= POLL:
+                checked = time.monotonic()
+                if await request.is_disconnected():
+                    job.cancelled.set()      # the worker stops this generation at its next token
+                    raise ClientGone
             continue
         if item is None:
             job.finished = True

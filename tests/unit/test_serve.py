@@ -21,6 +21,7 @@ from conftest import ROOT, start_server
 openai = pytest.importorskip("openai", reason="the openai client is not installed")
 
 KEY = "sk-test-adept"
+LOGS: dict = {}          # server base URL -> the file its output goes to
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +34,7 @@ def server(tmp_path_factory):
     build_tiny_model("llama", len(tok)).save_pretrained(d)
     tok.save_pretrained(d)
     proc, base = start_server([str(d), "--api_key", KEY, "--queue_size", "32"], d.parent / "serve.log", timeout=120)
+    LOGS[base] = d.parent / "serve.log"
     yield base
     proc.terminate()
     proc.wait(timeout=30)
@@ -444,3 +446,52 @@ def test_serve_backend_vllm_hands_the_merged_directory_to_vllms_server(tmp_path,
     (adapter / "adapter_config.json").write_text("{}")
     rc = run_adept("serve", str(adapter), "--backend", "vllm", env=env)
     assert rc.returncode == 2 and rc.stderr.strip().count("\n") == 0 and "run adept merge first" in rc.stderr
+
+
+def test_deep_json_and_chunked_bodies(server):
+    """A body nested 100,000 levels deep is a 400, not a dropped connection; a chunked body (no
+    Content-Length) is read like any other, and one over the limit is a 413."""
+    import http.client
+
+    status, payload = raw_post(server, "/v1/chat/completions", b"[" * 100000 + b"]" * 100000)
+    assert status == 400 and "nested too deeply" in payload["error"]["message"]
+    host, port = server.removeprefix("http://").split(":")
+
+    def chunked(body: bytes):
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        conn.request("POST", "/v1/chat/completions", body=iter([body[:7], body[7:]]), encode_chunked=True,
+                     headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json",
+                              "Transfer-Encoding": "chunked"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+
+    status, payload = chunked(json.dumps({"model": "t", "messages": [{"role": "user", "content": "hi"}],
+                                          "max_tokens": 2}).encode())
+    assert status == 200 and payload["usage"]["completion_tokens"] <= 2
+    status, payload = chunked(json.dumps({"model": "t", "messages": [{"role": "user", "content": "x" * (5 * 2 ** 20)}]}).encode())
+    assert status == 413 and payload["error"]["code"] == "request_too_large"
+
+
+def test_clients_that_leave_leave_no_traceback_in_the_log(server):
+    """300 clients that connect and leave: before sending anything, halfway through their headers, after
+    a request they do not wait for (a chat, a wrong key). The server answers the next request and its
+    log holds no traceback."""
+    import socket
+
+    host, port = server.removeprefix("http://").split(":")
+    chat = json.dumps({"model": "t", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50}).encode()
+    requests = [b"",
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Le",
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() +
+                b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(chat)).encode() + b"\r\n\r\n" + chat,
+                b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n\r\n"]
+    for k in range(300):
+        s = socket.create_connection((host, int(port)), timeout=10)
+        if requests[k % 4]:
+            s.sendall(requests[k % 4])
+        s.close()
+    time.sleep(1.0)
+    r = client(server).chat.completions.create(model="t", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    assert r.choices[0].finish_reason in ("stop", "length")
+    log = LOGS[server].read_text(errors="replace")
+    assert "Traceback" not in log, log[-3000:]
