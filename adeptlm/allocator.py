@@ -15,16 +15,15 @@ def keep_freed_memory() -> bool:
 
     By default glibc serves large blocks (over 128 KB, a threshold that adapts up to 32 MB) with
     fresh mmaps, so each step's activations land on new pages that the kernel must fault in and
-    zero: about 10% of a LoRA step of the embedded model here, and about 7% of an exam. With mmap
-    off and trimming off, freed blocks are reused; peak RSS measured within a few percent of the
-    default. A no-op away from glibc (returns False).
+    zero: a sizeable share of a LoRA step and of an exam on CPU. With mmap off and trimming off,
+    freed blocks are reused, and peak RSS stays close to the default's (bench/RESULTS.md, "Memory").
+    A no-op away from glibc (returns False).
 
     Trimming is off altogether (-1, as mallopt(3) documents), not merely raised: with a 1 GB
     threshold, gemma3-270m's logits (a [tokens, 262144] fp32 block is about 1 GB at 1,000
-    tokens) freed at the heap's top were handed back and faulted in again every step: 21-25 s of
-    system CPU in 6 PT steps, against 8-12 s without trimming, and the 6 steps 30-34 s instead
-    of 37-41 s. The
-    process keeps its peak heap until it exits, which is what a training or scoring run wants.
+    tokens) freed at the heap's top were handed back and faulted in again every step, which showed
+    as system CPU time in every PT step (bench/RESULTS.md). The process keeps its peak heap until
+    it exits, which is what a training or scoring run wants.
     """
     import ctypes
     import ctypes.util

@@ -30,10 +30,9 @@ def _broadcast_cache(past, rows: int):
     return cache
 
 
-# What one more forward pass costs, in padded tokens' worth of work. On the embedded model on this
-# project's 2-core machine a forward's fixed cost fitted to about 47 tokens, and small batches run
-# their matmuls less efficiently on top (1 x 128 tokens: 339 tokens/s, 8 x 128: 544); 128 gave the
-# fastest 0-shot C-Eval run of the values tried (64, 128).
+# What one more forward pass costs, in padded tokens' worth of work: a forward's fixed cost, plus
+# small batches running their matmuls less efficiently. 128 gave the fastest 0-shot C-Eval run of
+# the values tried (64, 128) on the embedded model on a 2-core CPU.
 BATCH_OVERHEAD_TOKENS = 128
 
 

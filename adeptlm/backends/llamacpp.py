@@ -42,9 +42,9 @@ class LlamaCppBackend(Backend):
     the longest prefix shared with the previous sequence, so a shared exam header, demonstrations
     and a question's context under its options cost only their new tokens, and a continuation's
     tokens go in one decode with logits asked at each of them. Putting several questions in one
-    decode as parallel sequences gains nothing here: llama.cpp's prompt throughput on this 2-core
-    machine is flat from 64 to 1024 tokens a decode (610-830 tokens/s for q8_0, f16, bf16, f32 and
-    q4_0; perf finds 73% of a q8_0 decode in its matmul loop). Several answers are generated together
+    decode as parallel sequences gains nothing on a small CPU: llama.cpp's prompt throughput there is
+    flat from 64 to 1024 tokens a decode, the matmul loop being most of a decode (bench/RESULTS.md,
+    "Exams through llama.cpp"). Several answers are generated together
     (`_steps`, serving's batches) in a second context with one sequence per answer, since
     llama-cpp-python's Llama class runs one sequence per context.
     """
@@ -152,8 +152,8 @@ class LlamaCppBackend(Backend):
 
         Not through the parallel sequences of _steps: exam prompts share a long header that the main
         context's cache reuses from one question to the next, and in the unified cache every row's
-        attention spans all rows' cells; on the C-Eval slice (80 questions, generate mode, q8_0 of the
-        embedded model) the batched path took 145-158 s against 46 s this way."""
+        attention spans all rows' cells, so the batched path was about three times slower on an exam
+        (bench/RESULTS.md, "Exams through llama.cpp")."""
         out = []
         for ids in prompts:
             new: list[int] = []

@@ -85,9 +85,9 @@ def watch(job: Job) -> asyncio.Event:
 
 async def events(job: Job, ready: asyncio.Event, request: Request | None):
     """The job's deltas as they come; with a request, one whose client has left is cancelled. The
-    connection is checked every POLL seconds, not at every token: with two cores, work on the event
-    loop's thread at each token took time from the generation thread (bench/serve.py, transformers, one
-    client: 6.6% fewer tokens/s than the former standard-library layer; 2% after)."""
+    connection is checked every POLL seconds, not at every token: on a small CPU, work on the event
+    loop's thread at each token takes time from the generation thread (bench/RESULTS.md, "Serving's
+    HTTP layer on uvicorn")."""
     checked = time.monotonic()
     while True:
         try:

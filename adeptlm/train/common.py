@@ -264,8 +264,8 @@ def _trainer_class():
             step on the 256-record bench), which tilts training toward short replies. A constant
             divisor makes every trained token weigh the same over the epoch, however the batches were
             grouped: the epoch's gradient is that of the token-mean loss. Each logged step loss is still
-            the stock one, the step's own token mean (see _stock_value). Measured on the 256-record
-            bench: held-out loss 1.6039 -> 1.5956. Taken only with --cpu_kernels on (speed.py).
+            the stock one, the step's own token mean (see _stock_value). Its effect on held-out loss:
+            bench/RESULTS.md (SFT against TRL). Taken only with --cpu_kernels on (speed.py).
             """
             counted = super()._get_num_items_in_batch(batch_samples, device)
             self._stock_items = None

@@ -1,9 +1,9 @@
 """LoRA's input dropout with a cheaper random-number source and mask.
 
 PEFT puts an nn.Dropout before every LoRA A matrix (7 per layer in the usual setting). On CPU,
-torch draws that mask with a Mersenne-Twister Bernoulli at roughly 8 ns an element: about 15% of
-a LoRA step of the embedded model measured here. Here the mask comes from NumPy's SFC64 generator,
-16 random bits per element (a third of the time of PCG64 at 32 bits, measured here), and is
+torch draws that mask with a Mersenne-Twister Bernoulli, a noticeable share of a LoRA step
+(bench/RESULTS.md). Here the mask comes from NumPy's SFC64 generator, 16 random bits per element
+(cheaper than PCG64 at 32 bits), and is
 applied as a float multiplier: multiplying by a boolean tensor makes torch promote it to float on
 every use, which cost more than the multiply itself.
 
@@ -37,7 +37,7 @@ class _MaskedScale(torch.autograd.Function):
 
 
 def _multiplier(keep: torch.Tensor, scale: float, dtype: torch.dtype) -> torch.Tensor:
-    # uint8 -> float converts about 6x faster than bool -> float in torch 2.13 on this CPU
+    # uint8 -> float converts several times faster than bool -> float (torch 2.13, CPU)
     return keep.to(dtype).mul_(scale)
 
 

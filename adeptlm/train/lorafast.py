@@ -13,7 +13,7 @@ input, x * mask / (1 - p), to form the gradient of A: one float per input elemen
 7 adapted projections, 1.2 GB at 4 x 512 tokens of the embedded model (by count), while the projections
 of one input (q, k, v; gate, up) share x itself. _LoraDropout keeps x (shared), the one-byte mask
 and the r-wide h instead, and forms the dropped input again in the backward pass (one more pass over
-x per projection). Measured in bench/RESULTS.md (SFT, issue 22 item 6).
+x per projection). Its effect: bench/RESULTS.md ("SFT: LoRA dropout without a float copy").
 """
 
 from __future__ import annotations

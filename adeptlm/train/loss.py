@@ -1,17 +1,16 @@
 """Cross-entropy over the vocabulary with a cheaper backward pass.
 
 torch's cross_entropy backward goes through nll_loss (a zeroed gradient as large as the logits,
-with one entry set per row) and then log_softmax's backward, which on this CPU took ~270 ms a step
-for 944 trained positions x 49,152 tokens: 7x its forward. The gradient of a summed cross-entropy
+with one entry set per row) and then log_softmax's backward, which on CPU costs several times the
+forward (bench/RESULTS.md). The gradient of a summed cross-entropy
 is softmax(logits) - onehot(target); here it is formed in place in the saved log-probabilities
 (exp, one subtraction per row, one scaling), which are not needed afterwards.
 
 head_cross_entropy goes one step further where the head is a plain projection: it computes the
 logits itself, so it owns their buffer and takes log_softmax in place, and scales the gradient
-after the projection back to the hidden size. Paired against sum_cross_entropy after the head
-(bench/RESULTS.md, issue 22): gemma3-270m's peak RSS 1.0 GB lower in PT and 1.1-1.7 GB lower in
-SFT (its logits are 262,144 wide), PT 3-5% faster; SmolLM2 SFT 0.3-0.5 GB lower, speed within
-the noise.
+after the projection back to the hidden size: one logits-sized buffer instead of two, which
+matters most for gemma3-270m's 262,144-wide vocabulary (paired figures: bench/RESULTS.md, "The
+head's cross-entropy in one logits-sized buffer").
 """
 
 from __future__ import annotations

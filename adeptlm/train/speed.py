@@ -1,6 +1,7 @@
 """One switch for the training loop's CPU speed paths: --cpu_kernels auto | on | off.
 
-The speed paths were each measured on this project's 2-core CPU, in fp32, one process or CPU DDP:
+The speed paths, each compared with the stock path in bench/RESULTS.md (fp32 on CPU, one process or
+CPU DDP):
 - the LM head and cross-entropy only at trained positions, in one buffer as large as the logits:
   log_softmax and the backward pass both in place (common.py's AdeptTrainer.compute_loss, loss.py);
 - a fused LoRA forward (lorafast.py) and a cheaper dropout mask (dropout.py);
@@ -52,7 +53,7 @@ def bf16_matmul_supported() -> bool:
 def matmul_precision(mode: str):
     """--cpu_matmul_precision for the duration of a stage, restored after (torch 2.13's
     torch.backends.mkldnn.matmul.fp32_precision: "ieee" exact, "bf16" bfloat16 inputs with fp32
-    accumulation, like TF32 on GPUs). Measured in bench/RESULTS.md (SFT, issue 22 item 6)."""
+    accumulation, like TF32 on GPUs). Speed and loss: bench/RESULTS.md (SFT with --cpu_matmul_precision bf16)."""
     import torch
 
     from ..errors import AdeptError
