@@ -77,7 +77,11 @@ def cmd_train(stage: str, argv: list[str]) -> int:
         from .train.dpo import run_dpo as run
     else:
         from .train.sft import run_sft as run
-    with matmul_precision(cfg.compat.cpu_matmul_precision):
+    from pathlib import Path
+
+    from .lock import hold
+
+    with hold(Path(cfg.training.output_dir), f"adept {stage}"), matmul_precision(cfg.compat.cpu_matmul_precision):
         run(cfg)
     import torch.distributed as dist
 

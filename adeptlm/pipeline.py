@@ -21,6 +21,7 @@ from pathlib import Path
 from .atomic import write_text
 from .config import read_yaml_mapping
 from .errors import AdeptError
+from .lock import hold
 from .runrecord import read_run, write_run
 
 
@@ -557,7 +558,11 @@ class Run:
 def run_recipe(recipe_path: Path | None = None, quick: bool = False, output_root: Path | None = None) -> Path:
     recipe = load_recipe(recipe_path, quick)
     root = Path(output_root or recipe.get("output_dir") or "runs") / recipe["name"]
-    root.mkdir(parents=True, exist_ok=True)
+    with hold(root, f"adept run {recipe['name']}"):    # before anything in it is written
+        return _run_stages(recipe, root)
+
+
+def _run_stages(recipe: dict, root: Path) -> Path:
     (root / "recipe.json").write_text(json.dumps(recipe, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     run = Run(recipe, root)
     steps = [("data", run.stage_data), ("contamination", run.stage_contamination),
