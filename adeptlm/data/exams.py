@@ -106,6 +106,8 @@ def read_exam_csv(path: Path, split: str) -> tuple[str, str, list[Question]]:
     if not text.strip():
         raise InputError(path, "empty file: expected exam questions in CSV")
     rows = _rows_with_lines(path, text)
+    if not rows:
+        raise InputError(path, "no questions: every row is empty")
     first = [c.strip() for c in rows[0][1]]
     lower = [c.lower() for c in first]
     if "question" in lower:
@@ -123,7 +125,7 @@ def read_exam_csv(path: Path, split: str) -> tuple[str, str, list[Question]]:
     else:
         layout, body = "mmlu", rows
         cols = {"question": 0, "a": 1, "b": 2, "c": 3, "d": 4, "answer": 5}
-    width = len(rows[0][1])
+    width = 6 if layout == "mmlu" else len(rows[0][1])   # MMLU's files have no header to take it from
     # Only the C-Eval test split is published without answers.
     need_answer = not (layout == "ceval" and split == "test")
     subject = path.stem[: -len(split) - 1] if path.stem.endswith("_" + split) else path.stem

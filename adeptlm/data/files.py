@@ -9,6 +9,8 @@ from typing import Any, Iterator
 
 from ..errors import InputError
 
+TOO_DEEP = "invalid JSON: nested too deeply (arrays or objects inside one another beyond Python's recursion limit)"
+
 
 def read_text(path: Path) -> str:
     """Read a UTF-8 file (a BOM is allowed); non-UTF-8 bytes stop with their line number."""
@@ -21,6 +23,27 @@ def read_text(path: Path) -> str:
             path, f"not UTF-8: byte 0x{data[exc.start]:02x} cannot be decoded; save the file as UTF-8",
             line=line,
         ) from None
+
+
+def load_json(path: Path) -> Any:
+    """A whole UTF-8 JSON file; invalid or too deeply nested JSON stops with its line."""
+    text = read_text(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"invalid JSON: {exc.msg}", line=exc.lineno) from None
+    except RecursionError:
+        raise InputError(path, TOO_DEEP) from None
+
+
+def load_json_line(path: Path, line: int, raw: str) -> Any:
+    """One line of a JSON-lines file."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"invalid JSON: {exc.msg} (column {exc.colno})", line=line) from None
+    except RecursionError:
+        raise InputError(path, TOO_DEEP, line=line) from None
 
 
 def line_of(text: str, offset: int) -> int:
@@ -62,6 +85,8 @@ def _iter_array(path: Path, text: str, start: int) -> Iterator[tuple[int, Any]]:
             obj, end = decoder.raw_decode(text, i)
         except json.JSONDecodeError as exc:
             raise InputError(path, f"invalid JSON: {exc.msg}", line=exc.lineno) from None
+        except RecursionError:     # the decoder recurses once per level of nesting
+            raise InputError(path, TOO_DEEP, line=line_of(text, i)) from None
         yield line_of(text, i), obj
         i = _skip_ws(text, end)
         if i >= len(text):
@@ -81,10 +106,7 @@ def _iter_lines(path: Path, text: str) -> Iterator[tuple[int, Any]]:
     for lineno, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
-        try:
-            yield lineno, json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise InputError(path, f"invalid JSON: {exc.msg} (column {exc.colno})", line=lineno) from None
+        yield lineno, load_json_line(path, lineno, raw)
 
 
 def require_str(path: Path, line: int, rec: dict, key: str, *, allow_empty: bool = False,

@@ -12,7 +12,6 @@ resampling averages out).
 
 from __future__ import annotations
 
-import json
 import random
 import statistics
 from pathlib import Path
@@ -29,13 +28,12 @@ def read_votes(path: Path) -> list[dict]:
     votes = []
     if not path.is_file():
         return votes
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    from ..data.files import load_json_line, read_text
+
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            v = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(path, f"not JSON ({exc.msg})", line=n) from None
+        v = load_json_line(path, n, line)
         if not isinstance(v, dict) or v.get("winner") not in WINNERS or not v.get("a") or not v.get("b"):
             raise InputError(path, "a vote needs a, b and winner (a, b or tie)", line=n, field="winner")
         votes.append(v)

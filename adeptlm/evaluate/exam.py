@@ -381,14 +381,14 @@ def read_exclusions(path: Path | None) -> set[tuple[str, str, str]]:
     """(subject, split, id) of the items a --exclude file names (adept data contamination --output's shape)."""
     if path is None:
         return set()
-    from ..data.files import read_text
+    from ..data.files import load_json
 
     if not path.is_file():
         raise InputError(path, "no such file (--exclude)")
-    try:
-        items = json.loads(read_text(path)).get("items")
-    except (json.JSONDecodeError, AttributeError) as exc:
-        raise InputError(path, f"not a JSON object with 'items' ({exc})") from None
+    data = load_json(path)
+    if not isinstance(data, dict):
+        raise InputError(path, "expected a JSON object with 'items' (adept data contamination --output writes one)")
+    items = data.get("items")
     if not isinstance(items, list):
         raise InputError(path, "'items' must be a list of {subject, split, id}")
     out = set()

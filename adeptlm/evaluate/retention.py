@@ -12,7 +12,6 @@ Far more sensitive than a small general exam, and measured where a user notices 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Sequence
@@ -114,14 +113,12 @@ def run_retention(base_spec: str, tuned_spec: str, data: Path | None, prompts: S
 
 
 def read_prompts(path: Path) -> list[str]:
-    from ..data.files import read_text
+    from ..data.files import load_json
 
     try:
-        prompts = json.loads(read_text(path))
+        prompts = load_json(path)
     except OSError as exc:
         raise AdeptError(f"{path}: cannot read the prompts: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise AdeptError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
     if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
         raise AdeptError(f"{path}: prompts are a JSON list of strings")
     return prompts

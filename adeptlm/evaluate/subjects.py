@@ -7,7 +7,6 @@ user's own subject exam names its subjects and groups them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,13 +186,12 @@ def load_mapping(root: Path) -> dict | None:
     path = root / "subject_mapping.json" if root.is_dir() else root.parent / "subject_mapping.json"
     if not path.is_file():
         return None
-    from ..data.files import read_text
+    from ..data.files import load_json
     from ..errors import InputError
 
-    try:
-        data = json.loads(read_text(path))
-    except json.JSONDecodeError as exc:
-        raise InputError(path, f"invalid JSON: {exc.msg}", line=exc.lineno) from None
+    data = load_json(path)
+    if not isinstance(data, dict):
+        raise InputError(path, "expected a JSON object: subject -> [English name, Chinese name, category]")
     for key, value in data.items():
         if not (isinstance(value, list) and len(value) == 3 and all(isinstance(v, str) for v in value)):
             raise InputError(path, "expected [English name, Chinese name, category]", field=key)
