@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from .errors import AdeptError
+
 
 def temp_sibling(target: Path, kind: str = "tmp") -> Path:
     return target.parent / f".{target.name}.{kind}-{os.getpid()}"
@@ -79,15 +81,34 @@ def replace(tmp: Path, target: Path, keep_existing: bool = False) -> None:
         os.replace(tmp, target)
 
 
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _size(n: float) -> str:
+    return f"{n / 2 ** 30:.2f} GiB" if n >= 2 ** 30 else f"{n / 2 ** 20:.1f} MiB"
+
+
+def check_space(target: Path, need: int) -> None:
+    """Stop before a large write that the target's filesystem has no room for."""
+    free = shutil.disk_usage(target.parent).free
+    if free < need:
+        raise AdeptError(f"{target}: not enough disk space: about {_size(need)} needed, {_size(free)} free on "
+                         f"{target.parent}; free some space or write elsewhere")
+
+
 @contextmanager
 def atomic_output(target: Path | str, kind: str = "tmp", directory: bool = False,
-                  keep_existing: bool = False) -> Iterator[Path]:
+                  keep_existing: bool = False, need: int | None = None) -> Iterator[Path]:
     """Yield a temporary sibling of target to write (a file, or a directory made here when
     directory=True); it is renamed onto target when the block ends and removed if the block raises.
-    Temporaries of the same target left by killed runs are removed first. keep_existing: see replace."""
+    Temporaries of the same target left by killed runs are removed first. keep_existing: see replace.
+    need: the bytes the write will take, checked against the free space first; a disk that fills up
+    anyway (ENOSPC, EDQUOT) stops with one line naming the target, after the temporary is removed."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale(target)
+    if need:
+        check_space(target, need)
     tmp = temp_sibling(target, kind)
     _remove(tmp)
     if directory:
@@ -95,6 +116,14 @@ def atomic_output(target: Path | str, kind: str = "tmp", directory: bool = False
     try:
         yield tmp
         replace(tmp, target, keep_existing)
+    except OSError as exc:
+        _remove(tmp)
+        if exc.errno not in FULL:
+            raise
+        free = shutil.disk_usage(target.parent).free
+        needed = f"about {_size(need)} needed, " if need else ""
+        raise AdeptError(f"{target}: the disk filled up while writing ({exc.strerror}): {needed}{_size(free)} free "
+                         f"on {target.parent} once the partial output was removed; nothing was written") from None
     except BaseException:
         _remove(tmp)
         raise

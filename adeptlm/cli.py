@@ -612,6 +612,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             print(f"adept: error: {exc}", file=sys.stderr)
             return exc.exit_code
+        except OSError as exc:
+            if debug or not _disk_full(exc):
+                raise
+            return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -627,6 +631,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("adept: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if args.debug or not _disk_full(exc):
+            raise
+        return 2
+
+
+def _disk_full(exc: OSError) -> bool:
+    """A write that found the disk full, where no atomic output turned it into an AdeptError first
+    (a training checkpoint, an exam's CSV): one line instead of a traceback."""
+    import errno
+
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return False
+    where = f"{exc.filename}: " if exc.filename else ""
+    print(f"adept: error: {where}the disk is full ({exc.strerror}); free some space and run again (training "
+          "resumes from its last whole checkpoint)", file=sys.stderr)
+    return True
 
 
 if __name__ == "__main__":

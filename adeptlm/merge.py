@@ -263,8 +263,9 @@ def merge(base_model: str | None, lora_models: list[str], output_dir: str | Path
                              "does not interpolate; merge it at --alpha 1")
         for ad in plan.adapters:
             ad.pairs = {k: (a, b, scale * alpha, *rest) for k, (a, b, scale, *rest) in ad.pairs.items()}
-    # also removes what a killed merge into the same directory left behind
-    with atomic_output(out, directory=True) as tmp:
+    # also removes what a killed merge into the same directory left behind; the merged shards take
+    # about what the base's take
+    with atomic_output(out, directory=True, need=sum(s.path.stat().st_size for s in plan.shards)) as tmp:
         weight_map, total = _write_shards(plan, tmp, progress)
         _write_metadata(plan, tmp, weight_map, total)
         AutoTokenizer.from_pretrained(plan.tokenizer_dir).save_pretrained(tmp)

@@ -127,6 +127,23 @@ def base_shards(base: Path) -> list[Shard]:
                      "pytorch_model.bin.index.json")
 
 
+def parameter_count(model_dir: Path) -> int:
+    """Elements in a checkpoint's tensors (from the safetensors headers; a .bin file counted as fp32)."""
+    total = 0
+    for shard in base_shards(model_dir):
+        if shard.kind != "safetensors":
+            total += shard.path.stat().st_size // 4
+            continue
+        header, _ = read_header(shard.path)
+        for name, info in header.items():
+            if name != "__metadata__":
+                n = 1
+                for d in info["shape"]:
+                    n *= d
+                total += n
+    return total
+
+
 class ShardReader:
     """Tensor names, layouts and data of one base shard, one tensor in memory at a time."""
 

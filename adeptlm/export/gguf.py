@@ -292,6 +292,22 @@ def _tensor_type(gguf, outtype: str, name: str, shape: tuple[int, ...]):
     return want if shape[-1] % block == 0 else Q.F16
 
 
+# bytes per weight of each direct output type; the others are quantised from an f16 scratch file that
+# sits beside the result until it is done
+BYTES_PER_WEIGHT = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32}
+
+
+def _bytes_needed(model: str, outtype: str, direct) -> int | None:
+    from ..shards import parameter_count
+
+    try:
+        n = parameter_count(resolve_model(model))
+    except (AdeptError, OSError):
+        return None                 # the writer reports the model's own problem
+    per = BYTES_PER_WEIGHT[outtype] if outtype in direct and outtype in BYTES_PER_WEIGHT else 2.0 + 1.0
+    return int(n * per)
+
+
 def export_gguf(model: str, output: str | Path, outtype: str = "f16", pretokenizer: str | None = None,
                 progress: bool = True, converter: str | Path | None = None) -> ExportResult:
     """Write MODEL as a GGUF file (atomically: a temporary sibling, renamed when complete). With
@@ -307,7 +323,8 @@ def export_gguf(model: str, output: str | Path, outtype: str = "f16", pretokeniz
             raise AdeptError("--pretokenizer is adept's own exporter's option; llama.cpp's converter names "
                              "the pre-tokenizer itself")
         write, direct = _converted(check_script(Path(converter).expanduser())), CONVERTER_TYPES
-    with atomic_output(out) as tmp:  # also removes what a killed export of the same file left behind
+    # also removes what a killed export of the same file left behind
+    with atomic_output(out, need=_bytes_needed(model, outtype, direct)) as tmp:
         if outtype not in direct:
             # the scratch name matches the temporaries atomic_output removes after a kill
             with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.f16-{os.getpid()}-") as scratch:

@@ -379,7 +379,15 @@ def resume_point(cfg: TrainConfig) -> str | None:
             (out / "run.json").unlink(missing_ok=True)
         return None
     last = get_last_checkpoint(str(out))
-    if last:
+    # a checkpoint cut short (a full disk, a kill while saving) has no trainer_state.json, which the
+    # Trainer writes after the weights and optimizer: resume from the newest whole one instead
+    steps = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit()
+                   else -1, reverse=True)
+    whole = next((str(p) for p in steps if (p / "trainer_state.json").is_file()), None)
+    if last and whole != last:
+        log(f"{last} is incomplete (no trainer_state.json): " + (f"resuming from {whole}" if whole else "starting afresh"))
+        last = whole
+    elif last:
         log(f"resuming from {last} (pass --overwrite_output_dir to start afresh)")
     return last
 

@@ -217,3 +217,34 @@ def test_chat_on_a_gguf_with_a_system_prompt_answers_as_the_hf_model(tmp_path, t
     hf = run_adept("chat", str(d), *flags, input=lines, timeout=300)
     assert gg.returncode == 0 and hf.returncode == 0, gg.stderr[-1500:] + hf.stderr[-1500:]
     assert gg.stdout.count("\n") == 2 and gg.stdout == hf.stdout   # a random model writes odd bytes: count newlines
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, tiny_tokenizer, monkeypatch):
+    """ENOSPC injected into the GGUF writer, direct (q8_0) and through the f16 scratch file (q4_k_m):
+    one line naming the output, no file and no scratch left; too little free space is refused first."""
+    import errno
+    import importlib.util
+    from collections import namedtuple
+
+    from adeptlm import atomic
+
+    _, d = save(tmp_path, "qwen2", tiny_tokenizer)
+    real = gguf.GGUFWriter.write_tensor_data
+
+    def full(self, tensor, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensor_data", full)
+    outtypes = ["q8_0"] + (["q4_k_m"] if importlib.util.find_spec("llama_cpp") else [])
+    for outtype in outtypes:
+        with pytest.raises(AdeptError) as err:
+            export_gguf(str(d), tmp_path / "out.gguf", outtype, progress=False)
+        assert "\n" not in str(err.value) and str(tmp_path / "out.gguf") in str(err.value)
+        assert "disk filled up" in str(err.value)
+        assert [p.name for p in tmp_path.iterdir() if "out" in p.name] == []
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensor_data", real)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: usage(10 ** 9, 10 ** 9 - 1000, 1000))
+    with pytest.raises(AdeptError, match="not enough disk space"):
+        export_gguf(str(d), tmp_path / "out.gguf", "f16", progress=False)
+    assert [p.name for p in tmp_path.iterdir() if "out" in p.name] == []

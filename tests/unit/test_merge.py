@@ -215,3 +215,38 @@ def test_interrupted_merge_leaves_nothing_that_looks_finished(tmp_path, tiny_tok
         merge(str(base), [str(ad)], tmp_path / "merged", progress=False)
     out = merge(str(base), [str(ad)], tmp_path / "merged", overwrite=True, progress=False)
     assert not (out / "keep.txt").exists() and (out / "run.json").is_file()
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, tiny_tokenizer, monkeypatch):
+    """ENOSPC injected into the shard writer mid-merge: one line naming the output, no partial
+    directory; and a filesystem reported too small is refused before anything is written."""
+    import errno
+    from collections import namedtuple
+
+    from adeptlm import atomic
+    from adeptlm import merge as merge_mod
+
+    base = tmp_path / "base"
+    save_base(build_tiny_model("llama", len(tiny_tokenizer)), tiny_tokenizer, base, "sharded")
+    ad = make_adapter(base, tmp_path / "lora", seed=8)
+    real = merge_mod.ShardWriter.write
+    calls = {"n": 0}
+
+    def full(self, name, tensor):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, name, tensor)
+
+    monkeypatch.setattr(merge_mod.ShardWriter, "write", full)
+    with pytest.raises(AdeptError) as err:
+        merge(str(base), [str(ad)], tmp_path / "merged", progress=False)
+    assert "\n" not in str(err.value) and str(tmp_path / "merged") in str(err.value)
+    assert "disk filled up" in str(err.value) and "No space left on device" in str(err.value)
+    assert list(tmp_path.glob("*merged*")) == []
+    monkeypatch.setattr(merge_mod.ShardWriter, "write", real)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: usage(10 ** 9, 10 ** 9 - 1000, 1000))
+    with pytest.raises(AdeptError, match=r"not enough disk space: about .* needed, 0.0 MiB free"):
+        merge(str(base), [str(ad)], tmp_path / "merged", progress=False)
+    assert list(tmp_path.glob("*merged*")) == []

@@ -430,3 +430,24 @@ def test_gpu_defaults_and_liger_refusal(tmp_path, tiny_model_dir, capsys, monkey
         code = main(["sft", *common_flags(tiny_model_dir, tmp_path / "o", steps=1), "--dataset_dir", str(data),
                      "--use_liger_kernel", "True"])
         assert code == 2 and "--use_liger_kernel needs Liger-Kernel" in capsys.readouterr().err
+
+
+def test_resume_skips_a_checkpoint_cut_short(tmp_path):
+    """A checkpoint without trainer_state.json (written last by the Trainer) was cut short by a full disk
+    or a kill while saving: training resumes from the newest whole one, or afresh."""
+    from types import SimpleNamespace
+
+    from adeptlm.train.common import resume_point
+
+    cfg = SimpleNamespace(training=SimpleNamespace(output_dir=str(tmp_path), resume_from_checkpoint=None),
+                          compat=SimpleNamespace(overwrite_output_dir=False))
+    for step, whole in ((2, True), (10, True), (12, False)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if whole:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert resume_point(cfg) == str(tmp_path / "checkpoint-10")
+    (tmp_path / "checkpoint-12" / "trainer_state.json").write_text("{}")
+    assert resume_point(cfg) == str(tmp_path / "checkpoint-12")
+    for step in (2, 10, 12):
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").unlink()
+    assert resume_point(cfg) is None
