@@ -195,7 +195,11 @@ def gguf_tokenizer(gguf: Path):
     dest = adeptlm_home() / "tokenizers" / f"{gguf.stem}-{key[:16]}"
     if (dest / "adeptlm-tokenizer.json").is_file():
         return AutoTokenizer.from_pretrained(dest)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except Exception as exc:  # noqa: BLE001  transformers and gguf-py raise whatever a damaged file makes them meet
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise AdeptError(f"{gguf}: not a GGUF file whose tokenizer can be read ({reason})") from None
     _prune_tokenizers(dest.parent)
     try:
         with atomic_output(dest, directory=True, keep_existing=True) as tmp:

@@ -62,8 +62,12 @@ class LlamaCppBackend(Backend):
             raise AdeptError("running a .gguf file with llama.cpp needs llama-cpp-python: "
                              "pip install llama-cpp-python (or pass --backend transformers)") from None
         refuse_amx_build()
-        self.llm = Llama(str(path), n_ctx=n_ctx, n_batch=self.n_batch, logits_all=False, verbose=False,
-                         n_threads=os.cpu_count() or 1)
+        try:
+            self.llm = Llama(str(path), n_ctx=n_ctx, n_batch=self.n_batch, logits_all=False, verbose=False,
+                             n_threads=os.cpu_count() or 1)
+        except ValueError as exc:      # llama-cpp-python's "Failed to load model from file"
+            from ..errors import AdeptError
+            raise AdeptError(f"{path}: llama.cpp cannot load this file ({exc})") from None
         self.tokenizer, self.batch_size, self.n_ctx = tokenizer, 1, n_ctx
         self.path, self._embedder, self._batcher = Path(path), None, None
         self.model_id = self.path.stem

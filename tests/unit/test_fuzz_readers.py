@@ -172,3 +172,44 @@ def test_inputs_that_once_failed(tmp_path, case):
     with pytest.raises(AdeptError):
         read(kind, path)
     check(kind, path)
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory) -> bytes:
+    """A GGUF of a tiny random llama with the test tokenizer (a few hundred tokens): the seed the GGUF
+    reader is fuzzed from."""
+    from adeptlm.export.gguf import export_gguf
+    from adeptlm.templates import CHATML
+    from conftest import build_tiny_model, build_tiny_tokenizer
+
+    d = tmp_path_factory.mktemp("gguf-seed")
+    tok = build_tiny_tokenizer(CHATML)
+    build_tiny_model("llama", len(tok)).save_pretrained(d / "m")
+    tok.save_pretrained(d / "m")
+    export_gguf(str(d / "m"), d / "seed.gguf", "f16", progress=False)
+    return (d / "seed.gguf").read_bytes()
+
+
+def test_mutated_gguf_files_give_a_tokenizer_or_one_line(tmp_path, tiny_gguf, monkeypatch):
+    """The tokenizer read from a GGUF (what adept chat, serve, exams and the export check do first with
+    a .gguf): a damaged file is one line naming it. Mutations keep the 24-byte header's magic and
+    version mostly, so the parser gets past them and meets damaged fields and tensor tables."""
+    from adeptlm.models import gguf_tokenizer
+
+    monkeypatch.setenv("ADEPTLM_HOME", str(tmp_path / "home"))
+    gguf_tokenizer(_write(tmp_path, "seed.gguf", tiny_gguf))        # the seed itself reads
+
+    @settings(max_examples=max(10, EXAMPLES // 3), derandomize=True, deadline=20000, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                     HealthCheck.data_too_large])
+    @given(st.integers(8, 4096), mutated(b""), st.booleans())
+    def fuzz(at, piece, truncate):
+        data = bytearray(tiny_gguf)
+        data = data[:at] if truncate else data[:at] + bytearray(piece or b"\xff") + data[at + len(piece or b"x"):]
+        path = _write(tmp_path, "f.gguf", bytes(data))
+        try:
+            gguf_tokenizer(path)
+        except AdeptError as exc:
+            assert "\n" not in str(exc) and str(path.resolve()) in str(exc), str(exc)
+
+    fuzz()
