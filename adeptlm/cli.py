@@ -12,7 +12,7 @@ import sys
 
 from . import __version__
 from .allocator import ask_for_huge_pages, keep_freed_memory
-from .errors import AdeptError
+from .errors import AdeptError, one_line
 from .evaluate.protocol import str2bool
 
 
@@ -610,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
         except AdeptError as exc:
             if debug:
                 raise
-            print(f"adept: error: {exc}", file=sys.stderr)
+            print(f"adept: error: {one_line(str(exc))}", file=sys.stderr)
             return exc.exit_code
         except OSError as exc:
             if debug or not _disk_full(exc):
@@ -626,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     except AdeptError as exc:
         if args.debug:
             raise
-        print(f"adept: error: {exc}", file=sys.stderr)
+        print(f"adept: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("adept: interrupted", file=sys.stderr)

@@ -32,4 +32,10 @@ class InputError(AdeptError):
         if self.line is not None:
             place += f":{self.line}" if self.where == "line" else f": row {self.line}"
         field = f" field '{self.field}':" if self.field else ""
-        return f"{place}:{field} {self.message}"
+        return one_line(f"{place}:{field} {self.message}")
+
+
+def one_line(text: str) -> str:
+    """Line breaks that came in with the user's data (a field name, a value) shown escaped, so an error
+    stays one line."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
