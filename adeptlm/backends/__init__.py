@@ -12,19 +12,41 @@ from .llamacpp import LlamaCppBackend
 from .vllm import VLLMBackend
 
 
-def load_backend(spec: str | None, batch_size: int = 8, n_ctx: int = 4096, dtype: str = "float32",
-                 tokenizer: str | None = None) -> Backend:
-    """llama.cpp for a .gguf file (its tokenizer read from the file, or from `tokenizer`), transformers
-    for any other model adept accepts (a known name, a HF directory, a LoRA adapter applied unmerged)."""
-    if spec and str(spec).endswith(".gguf"):
-        from pathlib import Path
+KINDS = {"transformers": HFBackend, "llama.cpp": LlamaCppBackend, "vllm": VLLMBackend}
 
-        from ..errors import AdeptError
 
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise AdeptError(f"{path}: no such GGUF file")
-        return LlamaCppBackend.load(path, tokenizer, n_ctx=n_ctx)
+def load_backend(spec: str | None, backend: str = "auto", batch_size: int = 8, n_ctx: int = 4096,
+                 dtype: str = "float32", tokenizer: str | None = None, mode: str | None = None) -> Backend:
+    """The one place a model spec becomes a backend. auto: llama.cpp for a .gguf file (its tokenizer
+    read from the file, or from `tokenizer`) when llama-cpp-python is installed, transformers for
+    anything else adept accepts (a known name, a HF directory, a LoRA adapter applied unmerged, or a
+    .gguf without llama.cpp). `mode`, an exam formulation, is checked against the backend's
+    capabilities before anything is loaded."""
+    import importlib.util
+    from pathlib import Path
+
+    from ..errors import AdeptError
+
+    is_gguf = str(spec or "").endswith(".gguf")
+    if is_gguf and not Path(spec).expanduser().is_file():
+        raise AdeptError(f"{Path(spec).expanduser()}: no such GGUF file")
+    kind = backend
+    if kind == "auto":
+        kind = "llama.cpp" if is_gguf and importlib.util.find_spec("llama_cpp") else "transformers"
+    if kind not in KINDS:
+        raise AdeptError(f"unknown --backend {backend}: expected auto, {', '.join(KINDS)}")
+    cls = KINDS[kind]
+    if kind == "llama.cpp" and not is_gguf:
+        raise AdeptError(f"--backend llama.cpp needs a .gguf model, not {spec}")
+    if kind == "vllm" and (is_gguf or (mode is not None and mode != "generate")):
+        raise AdeptError("--backend vllm runs --mode generate on a HF model directory (letter and cloze "
+                         "scores need every next-token logit: use the transformers backend for them)")
+    if mode is not None and mode not in ("both", "generate") and not cls.scores:
+        raise AdeptError(f"--mode {mode} needs every next-token logit, which the {kind} backend does not give")
+    if cls is LlamaCppBackend:
+        return LlamaCppBackend.load(Path(spec).expanduser(), tokenizer, n_ctx=n_ctx)
+    if cls is VLLMBackend:
+        return VLLMBackend.load(spec, dtype=dtype)
     return HFBackend.load(spec, dtype=dtype, batch_size=batch_size)
 
 

@@ -117,10 +117,44 @@ def text_deltas(tokens: Iterator[int], tokenizer, stops_at: Sequence[int], param
 
 
 class Backend:
-    """The shared half of a backend; subclasses set `tokenizer` and `name`, and define `_tokens`."""
+    """The contract every backend keeps, and the shared half of it.
+
+    A backend sets `tokenizer`, `name`, `model_id` and `n_ctx`, and says what it can do through its
+    capability flags; a caller checks a flag instead of a backend's name. What each flag promises:
+
+    - `scores`: `last_logits` and `continuation_logprobs` (every next-token logit: the letter and
+      cloze formulations, perplexity, the export check);
+    - `generate`: greedy batches of ids (the generate formulation, replay, retention, arena);
+    - `streams`: `_tokens` (sampled text through `stream`: chat and serve);
+    - `batches`: `_steps` (several sequences decoded together: `stream_batch`);
+    - `embeds`: `embed`.
+
+    Prompts become ids here only (`chat_prompt`, `encode`), so every backend sees the same ids.
+    """
 
     name = "backend"
     tokenizer = None
+    scores = False
+    streams = True
+    batches = False   # whether _steps decodes several sequences together (then stream_batch works)
+    embeds = False
+
+    @property
+    def formulations(self) -> tuple[str, ...]:
+        """The exam formulations this backend can score (evaluate/exam.py's modes)."""
+        return ("letter", "cloze", "generate") if self.scores else ("generate",)
+
+    def last_logits(self, requests: Sequence["ScoreRequest"]):
+        """Each prompt's logits for its next token (one row per request)."""
+        raise NotImplementedError(f"{self.name} returns no logits (scores = False)")
+
+    def continuation_logprobs(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[float]:
+        """The summed log-probability of each continuation after its context."""
+        raise NotImplementedError(f"{self.name} returns no logits (scores = False)")
+
+    def generate(self, prompts: Sequence[list[int]], max_new_tokens: int, stop_ids: Sequence[int]) -> list[list[int]]:
+        """Greedy continuations of each prompt, the stop token excluded."""
+        raise NotImplementedError(f"{self.name} does not generate")
 
     @cached_property
     def template(self):
@@ -156,8 +190,6 @@ class Backend:
 
     def _tokens(self, ids: list[int], params: GenParams) -> Iterator[int]:
         raise NotImplementedError(f"{self.name} does not stream")
-
-    batches = False   # whether _steps decodes several sequences together (then stream_batch works)
 
     def _steps(self, prompts: Sequence[list[int]], params: GenParams, max_new: int,
                finished: Sequence[bool]) -> Iterator[list[int | None]]:

@@ -62,7 +62,7 @@ def plan_batches(lengths: Sequence[int], max_rows: int, overhead: int = BATCH_OV
 
 class HFBackend(Backend):
     name = "transformers"
-    batches = True
+    scores = batches = embeds = True
 
     def __init__(self, model, tokenizer, batch_size: int = 8, model_id: str = "model"):
         self.model, self.tokenizer, self.batch_size, self.model_id = model, tokenizer, batch_size, model_id

@@ -49,7 +49,7 @@ class LlamaCppBackend(Backend):
     llama-cpp-python's Llama class runs one sequence per context.
     """
     name = "llama.cpp"
-    batches = True
+    scores = batches = embeds = True
     n_batch = 512        # tokens per llama_decode call, in both contexts
 
     def __init__(self, path, tokenizer, n_ctx: int = 4096):

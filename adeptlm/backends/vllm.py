@@ -13,6 +13,7 @@ class VLLMBackend(Backend):
     does not return (only the top-k log-probabilities), so those modes stay on transformers."""
 
     name = "vllm"
+    scores = False            # vLLM gives top-k log-probabilities, not every next-token logit
 
     def __init__(self, llm, tokenizer, model_id: str = "model", n_ctx: int = 4096):
         self.llm, self.tokenizer, self.model_id, self.n_ctx = llm, tokenizer, model_id, n_ctx

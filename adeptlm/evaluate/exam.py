@@ -191,28 +191,11 @@ def _rank_world() -> tuple[int, int]:
 
 
 def load_backend(cfg: ExamConfig):
-    """transformers for HF directories and adapters; llama.cpp for .gguf files (unless told otherwise);
-    vLLM when asked, for generate mode."""
-    import importlib.util
+    """The exam's backend, through the one resolver (backends.load_backend)."""
+    from ..backends import load_backend as resolve
 
-    from ..backends import HFBackend, LlamaCppBackend, VLLMBackend
-
-    is_gguf = str(cfg.model or "").endswith(".gguf")
-    kind = cfg.backend
-    if kind == "auto":
-        kind = "llama.cpp" if is_gguf and importlib.util.find_spec("llama_cpp") else "transformers"
-    if kind == "llama.cpp":
-        if not is_gguf:
-            raise AdeptError(f"--backend llama.cpp needs a .gguf model, not {cfg.model}")
-        return LlamaCppBackend.load(cfg.model, cfg.tokenizer)
-    if kind == "vllm":
-        if cfg.mode != "generate" or is_gguf:
-            raise AdeptError("--backend vllm runs --mode generate on a HF model directory (letter and cloze "
-                             "scores need every next-token logit: use the transformers backend for them)")
-        return VLLMBackend.load(cfg.model, dtype=cfg.dtype)
-    if kind != "transformers":
-        raise AdeptError(f"unknown --backend {cfg.backend}: expected auto, transformers, llama.cpp or vllm")
-    return HFBackend.load(cfg.model, dtype=cfg.dtype, batch_size=cfg.batch_size)
+    return resolve(cfg.model, cfg.backend, batch_size=cfg.batch_size, dtype=cfg.dtype, tokenizer=cfg.tokenizer,
+                   mode=cfg.mode)
 
 
 def run_exam(cfg: ExamConfig, backend=None) -> dict:

@@ -303,3 +303,26 @@ def test_hf_continuations_reuse_their_context_and_match_whole_sequences(hf, tiny
                 logprobs = torch.log_softmax(hf.model(input_ids=torch.tensor([c + x])).logits[0].float(), -1)
                 want.append(sum(logprobs[len(c) - 1 + k, t].item() for k, t in enumerate(x)))
         assert hf.continuation_logprobs(pairs) == pytest.approx(want, abs=1e-4)
+
+
+def test_the_backend_contract_and_its_one_resolver(tmp_path, tiny_model_dir):
+    """Every backend declares what it can do; the resolver refuses what a backend cannot do before
+    loading anything, with one line, and callers read the flags, not names."""
+    from adeptlm.backends import KINDS, Backend, load_backend
+    from adeptlm.errors import AdeptError
+
+    flags = {k: (c.scores, c.batches, c.embeds) for k, c in KINDS.items()}
+    assert flags == {"transformers": (True, True, True), "llama.cpp": (True, True, True), "vllm": (False, False, False)}
+    for method in ("last_logits", "continuation_logprobs", "generate", "embed"):
+        assert getattr(Backend, method) is not None     # declared on the contract, not only on subclasses
+    with pytest.raises(NotImplementedError, match="returns no logits"):
+        Backend().last_logits([])
+    hf = load_backend(str(tiny_model_dir), mode="cloze")
+    assert hf.formulations == ("letter", "cloze", "generate") and hf.name == "transformers"
+    for kwargs, message in [(dict(backend="vllm", mode="letter"), "--mode generate"),
+                            (dict(backend="llama.cpp"), "needs a .gguf model"),
+                            (dict(backend="onnx"), "unknown --backend onnx")]:
+        with pytest.raises(AdeptError, match=message):
+            load_backend(str(tiny_model_dir), **kwargs)
+    with pytest.raises(AdeptError, match="no such GGUF file"):
+        load_backend(str(tmp_path / "missing.gguf"))
