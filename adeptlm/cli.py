@@ -272,7 +272,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .serve.engine import load_engine
-    from .serve.server import Server
+    from .serve.api import Server
 
     if args.backend == "vllm":
         return _serve_vllm(args)

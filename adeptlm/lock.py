@@ -32,8 +32,10 @@ def hold(directory: Path, what: str):
         yield
         return
     directory = Path(directory)
+    created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     f = open(directory / LOCK_NAME, "a+", encoding="utf-8")
+    held = False
     try:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -46,6 +48,15 @@ def hold(directory: Path, what: str):
         f.truncate()
         f.write(f"{what} (pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
         f.flush()
+        held = True
         yield
     finally:
+        if held and created and [p.name for p in directory.iterdir()] == [LOCK_NAME]:
+            # a stage that stopped before writing anything leaves no directory behind; the file goes
+            # while still locked, so no other process can take a lock on it in between
+            (directory / LOCK_NAME).unlink(missing_ok=True)
+            try:
+                directory.rmdir()
+            except OSError:
+                pass        # another process has just started writing there
         f.close()   # closing the file releases the lock

@@ -22,30 +22,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adeptlm.backends import Delta  # noqa: E402
 from adeptlm.errors import AdeptError  # noqa: E402
-from adeptlm.serve.server import (CHAT_PAGE, DRAIN_LIMIT, MAX_BODY, Job, RequestError, Server,  # noqa: E402
+from adeptlm.serve.server import (CHAT_PAGE, DRAIN_LIMIT, MAX_BODY, Job, RequestError, Worker,  # noqa: E402
                                   fit_context, parse_embedding_input, parse_messages, parse_params,
                                   parse_prompt, response_ids)
 
 
-class StdlibHttp:
-    def __init__(self, server: "StdlibServer", host: str, port: int):
-        self.httpd = ThreadingHTTPServer((host, port), handler_class(server))
+class StdlibServer(Worker):
+    """The same worker as adeptlm.serve.api.Server, under the former HTTP layer."""
+
+    def __init__(self, engine, host: str, port: int, **worker):
+        super().__init__(engine, **worker)
+        self.httpd = ThreadingHTTPServer((host, port), handler_class(self))
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
 
     def serve_forever(self) -> None:
+        self.start()
         self.httpd.serve_forever()
 
-    def shutdown(self) -> None:
-        self.httpd.shutdown()
 
-
-class StdlibServer(Server):
-    def _http(self, host: str, port: int, **limits):
-        return StdlibHttp(self, host, port)
-
-
-def handler_class(server: Server):
+def handler_class(server: Worker):
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"

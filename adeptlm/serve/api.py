@@ -22,8 +22,9 @@ from starlette.exceptions import HTTPException
 from .. import __version__
 from ..backends import Delta
 from ..errors import AdeptError
-from .server import (CHAT_PAGE, DRAIN_LIMIT, MAX_BODY, Job, RequestError, fit_context, parse_embedding_input,
-                     parse_messages, parse_params, parse_prompt, response_ids)
+from .asgi import HttpServer
+from .server import (CHAT_PAGE, DRAIN_LIMIT, MAX_BODY, Job, RequestError, Worker, fit_context,
+                     parse_embedding_input, parse_messages, parse_params, parse_prompt, response_ids)
 
 POLL = 0.25   # seconds between checks that a waiting client is still there
 
@@ -237,3 +238,24 @@ def build_app(server) -> FastAPI:
                 job.cancelled.set()
 
     return app
+
+
+class Server(Worker):
+    """`adept serve`: the worker with its HTTP layer, on a socket bound here (port 0: any free one,
+    known before serving)."""
+
+    def __init__(self, engine, host: str = "127.0.0.1", port: int = 8000, max_connections: int = 1024,
+                 keep_alive: float = 5.0, **worker):
+        super().__init__(engine, **worker)
+        self.http = HttpServer(build_app(self), host, port, max_connections=max_connections, keep_alive=keep_alive)
+
+    @property
+    def port(self) -> int:
+        return self.http.port
+
+    def serve_forever(self) -> None:
+        self.start()
+        self.http.serve_forever()
+
+    def shutdown(self) -> None:
+        self.http.shutdown()

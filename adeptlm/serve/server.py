@@ -11,7 +11,8 @@ batch (transformers) or as parallel sequences (llama.cpp). Errors are JSON in Op
 wrong.
 
 This module is the engine side (the queue, the worker, the request parsers); the HTTP side is
-api.py (FastAPI routes) on asgi.py (uvicorn on a socket bound up front).
+api.py (FastAPI routes and the Server a caller starts) on asgi.py (uvicorn on a socket bound up
+front).
 """
 
 from __future__ import annotations
@@ -154,10 +155,12 @@ def parse_prompt(body: dict) -> str:
     return prompt
 
 
-class Server:
-    def __init__(self, engine, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-                 queue_size: int = 16, model_id: str | None = None, max_batch: int = 8,
-                 batch_wait: float = 0.03, max_connections: int = 1024, keep_alive: float = 5.0):
+class Worker:
+    """The engine side of a server: the bounded job queue and the one thread that generates, batching
+    jobs that sample alike. An HTTP layer (api.Server) puts jobs in and reads their events."""
+
+    def __init__(self, engine, api_key: str | None = None, queue_size: int = 16, model_id: str | None = None,
+                 max_batch: int = 8, batch_wait: float = 0.03):
         self.engine, self.api_key = engine, api_key
         self.model_id = model_id or engine.model_id
         self.jobs: queue.Queue = queue.Queue(maxsize=queue_size)
@@ -166,17 +169,6 @@ class Server:
         self.batched = 0                  # requests decoded together with others (in /health)
         self.max_batch, self.batch_wait = max_batch, batch_wait
         self.worker = threading.Thread(target=self._work, daemon=True)
-        self.http = self._http(host, port, max_connections=max_connections, keep_alive=keep_alive)
-
-    def _http(self, host: str, port: int, **limits):
-        from .api import build_app
-        from .asgi import HttpServer
-
-        return HttpServer(build_app(self), host, port, **limits)
-
-    @property
-    def port(self) -> int:
-        return self.http.port
 
     def submit(self, job: Job) -> Job:
         try:
@@ -251,12 +243,8 @@ class Server:
         self.cancelled += len(gone)
         self.batched += len(batch)
 
-    def serve_forever(self) -> None:
+    def start(self) -> None:
         self.worker.start()
-        self.http.serve_forever()
-
-    def shutdown(self) -> None:
-        self.http.shutdown()
 
 def _batchable(a: Job, b: Job) -> bool:
     """Rows of one batch share the sampler: the same temperature and top-p, and no seed of their own."""

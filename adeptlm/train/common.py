@@ -193,7 +193,7 @@ def _trainer_class():
     from transformers import Trainer
     from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
-    from .loss import head_cross_entropy
+    from .loss import decoder_and_head, head_cross_entropy
 
     class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
         """Length-grouped shuffling that depends only on (seed, epoch).
@@ -225,7 +225,7 @@ def _trainer_class():
             Models whose head does more than a projection, and DDP-wrapped models (their forward
             must run through the wrapper), take the stock path.
             """
-            parts = _decoder_and_head(model)
+            parts = decoder_and_head(model)
             if return_outputs or parts is None or "labels" not in inputs:
                 out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
                 if return_outputs:
@@ -304,21 +304,6 @@ def _mean_items_per_step(ds, args) -> float | None:
     per_step = args.train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
     steps = -(-len(ds) // per_step)
     return total / steps if total else None
-
-
-PLAIN_HEAD_MODELS = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text")
-
-
-def _decoder_and_head(model):
-    """(decoder, lm_head) of a causal LM whose logits are lm_head(decoder(...)) and nothing more;
-    None otherwise, or when the model is wrapped (DDP) rather than a plain or PEFT model."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    cfg = getattr(base, "config", None)
-    if cfg is None or cfg.model_type not in PLAIN_HEAD_MODELS or getattr(cfg, "final_logit_softcapping", None):
-        return None
-    if not (hasattr(base, "get_decoder") and hasattr(base, "get_output_embeddings")):
-        return None
-    return base.get_decoder(), base.get_output_embeddings()
 
 
 def _progress_callback():

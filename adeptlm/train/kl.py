@@ -37,13 +37,13 @@ def kl_to_base_trainer(parent, beta: float):
     import torch
 
     from ..errors import AdeptError
-    from .common import _decoder_and_head
+    from .loss import decoder_and_head
 
     class KLToBaseTrainer(parent):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if return_outputs or "labels" not in inputs:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            parts = _decoder_and_head(model)
+            parts = decoder_and_head(model)
             if parts is None or not hasattr(model, "disable_adapter"):
                 raise AdeptError("--kl_to_base needs a LoRA adapter on a model whose logits are a plain projection "
                                  "(llama, mistral, qwen2, qwen3, gemma3 without soft-capping), unwrapped (no DDP)")

@@ -127,3 +127,20 @@ def head_cross_entropy(hidden: torch.Tensor, head, target: torch.Tensor) -> torc
             or hidden.dim() != 2 or target.shape != hidden.shape[:1]:
         return sum_cross_entropy(head(hidden).float(), target)
     return _HeadCrossEntropy.apply(hidden, linear.weight, linear.bias, target)
+
+
+# causal LMs whose logits are lm_head(decoder(...)) and nothing more: the head's product can move
+# into the loss
+PLAIN_HEAD_MODELS = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text")
+
+
+def decoder_and_head(model):
+    """(decoder, lm_head) of a causal LM whose logits are lm_head(decoder(...)) and nothing more;
+    None otherwise, or when the model is wrapped (DDP) rather than a plain or PEFT model."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cfg = getattr(base, "config", None)
+    if cfg is None or cfg.model_type not in PLAIN_HEAD_MODELS or getattr(cfg, "final_logit_softcapping", None):
+        return None
+    if not (hasattr(base, "get_decoder") and hasattr(base, "get_output_embeddings")):
+        return None
+    return base.get_decoder(), base.get_output_embeddings()

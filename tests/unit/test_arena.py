@@ -88,7 +88,7 @@ def test_a_judge_served_by_adept_serve_votes_with_its_rationale(tmp_path, tiny_m
     shown: since the answers are shown in random order, both models win some battles."""
     from adeptlm.backends import Backend
     from adeptlm.serve.engine import Engine
-    from adeptlm.serve.server import Server
+    from adeptlm.serve.api import Server
 
     class FirstIsBetter(Backend):
         name, model_id, n_ctx = "judge", "judge", 100000

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from adeptlm.cli import main
 from adeptlm.runrecord import read_run
-from adeptlm.train.common import _decoder_and_head
+from adeptlm.train.loss import decoder_and_head
 from adeptlm.train.kl import kl_terms
 from conftest import build_tiny_model
 from test_train import RECORDS, common_flags, write_jsonl
@@ -26,7 +26,7 @@ def test_kl_terms_equal_a_hand_computation(tiny_tokenizer):
     labels[0, :5] = -100
     labels[1, :8] = -100
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
-    ce, kl, n = kl_terms(model, *_decoder_and_head(model), inputs)
+    ce, kl, n = kl_terms(model, *decoder_and_head(model), inputs)
     logits = model(input_ids=ids).logits[:, :-1]
     with model.disable_adapter():
         ref = model(input_ids=ids).logits[:, :-1]
@@ -66,7 +66,7 @@ def test_zero_is_no_flag_and_a_positive_beta_stays_nearer_the_base(tmp_path, tin
         enc = tok([r["output"] for r in RECORDS], return_tensors="pt", padding=True)
         labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
         with torch.no_grad():
-            _, kl, n = kl_terms(model, *_decoder_and_head(model), {**enc, "labels": labels})
+            _, kl, n = kl_terms(model, *decoder_and_head(model), {**enc, "labels": labels})
         return float(kl) / n
 
     assert mean_kl(braked) < mean_kl(tmp_path / "plain")

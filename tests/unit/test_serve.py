@@ -261,7 +261,7 @@ def test_a_client_that_leaves_frees_the_worker(tiny_tokenizer, stream):
     import threading
 
     from adeptlm.serve.engine import Engine
-    from adeptlm.serve.server import Server
+    from adeptlm.serve.api import Server
 
     srv = Server(Engine(slow_backend(tiny_tokenizer)), port=0, api_key=KEY)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -313,7 +313,7 @@ def test_waiting_requests_that_sample_alike_are_decoded_together():
     import threading
 
     from adeptlm.backends import Delta, GenParams
-    from adeptlm.serve.server import Job, Server
+    from adeptlm.serve.server import Job, Worker
 
     runs = []
 
@@ -329,7 +329,7 @@ def test_waiting_requests_that_sample_alike_are_decoded_together():
             for row in range(len(prompts)):
                 yield row, Delta("", "stop", 1, 1)
 
-    srv = Server(Recorder(), port=0, max_batch=3)
+    srv = Worker(Recorder(), max_batch=3)
     plain, hot, seeded = GenParams(), GenParams(temperature=1.3), GenParams(seed=1)
     jobs = [Job("chat", [k], p) for k, p in enumerate([plain, plain, seeded, hot, plain, plain, hot])]
     for j in jobs:
@@ -407,7 +407,7 @@ def test_connection_limit_and_idle_timeout(tiny_tokenizer):
     import threading
 
     from adeptlm.serve.engine import Engine
-    from adeptlm.serve.server import Server
+    from adeptlm.serve.api import Server
 
     srv = Server(Engine(slow_backend(tiny_tokenizer)), port=0, max_connections=3, keep_alive=0.5)
     threading.Thread(target=srv.serve_forever, daemon=True).start()

@@ -359,7 +359,8 @@ def test_trained_positions_loss_equals_the_stock_loss_and_gradients(tmp_path, ti
     from peft import LoraConfig, get_peft_model
     from transformers import TrainingArguments
 
-    from adeptlm.train.common import _decoder_and_head, _trainer_class
+    from adeptlm.train.common import _trainer_class
+    from adeptlm.train.loss import decoder_and_head
     from conftest import build_tiny_model
 
     model = get_peft_model(build_tiny_model(arch, len(tiny_tokenizer)),
@@ -372,7 +373,7 @@ def test_trained_positions_loss_equals_the_stock_loss_and_gradients(tmp_path, ti
     mask = torch.ones_like(ids)
     mask[2, 9:] = 0
     batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
-    assert _decoder_and_head(model) is not None  # the fast path is the one under test
+    assert decoder_and_head(model) is not None  # the fast path is the one under test
     trainer = _trainer_class()(model=model, args=TrainingArguments(str(tmp_path), use_cpu=True, report_to=[]))
     n = None if items is None else torch.tensor(items)
     fast = trainer.compute_loss(model, dict(batch), num_items_in_batch=n)
