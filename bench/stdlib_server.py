@@ -24,7 +24,7 @@ from adeptlm.backends import Delta  # noqa: E402
 from adeptlm.errors import AdeptError  # noqa: E402
 from adeptlm.serve.server import (CHAT_PAGE, DRAIN_LIMIT, MAX_BODY, Job, RequestError, Worker,  # noqa: E402
                                   fit_context, parse_embedding_input, parse_messages, parse_params,
-                                  parse_prompt, response_ids)
+                                  parse_prompt, response_ids, whole_response)
 
 
 class StdlibServer(Worker):
@@ -113,12 +113,7 @@ def handler_class(server: Worker):
                 self.close_connection = True   # the client left; its generation was cancelled
 
         def _queue(self, job: Job) -> Job:
-            try:
-                server.jobs.put_nowait(job)
-            except queue.Full:
-                raise RequestError(503, "the server is busy: request queue is full, retry later",
-                                   kind="server_busy", code="queue_full") from None
-            return job
+            return server.submit(job)
 
         def _embeddings(self, body: dict) -> None:
             texts = parse_embedding_input(body)
@@ -192,15 +187,7 @@ def handler_class(server: Worker):
             for d in self._events(job):
                 text += d.text
                 last = d
-            rid, created = response_ids(chat)
-            usage = {"prompt_tokens": last.prompt_tokens, "completion_tokens": last.completion_tokens,
-                     "total_tokens": last.prompt_tokens + last.completion_tokens}
-            choice = ({"index": 0, "message": {"role": "assistant", "content": text},
-                       "finish_reason": last.finish_reason or "stop"} if chat else
-                      {"index": 0, "text": text, "logprobs": None, "finish_reason": last.finish_reason or "stop"})
-            self._send_json(200, {"id": rid, "object": "chat.completion" if chat else "text_completion",
-                                  "created": created, "model": server.model_id, "choices": [choice],
-                                  "usage": usage})
+            self._send_json(200, whole_response(chat, text, last, server.model_id))
 
         def _stream(self, job: Job, chat: bool) -> None:
             rid, created = response_ids(chat)

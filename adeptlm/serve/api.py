@@ -24,7 +24,8 @@ from ..backends import Delta
 from ..errors import AdeptError
 from .asgi import HttpServer
 from .server import (CHAT_PAGE, DRAIN_LIMIT, MAX_BODY, Job, RequestError, Worker, fit_context,
-                     parse_embedding_input, parse_messages, parse_params, parse_prompt, response_ids)
+                     parse_embedding_input, parse_messages, parse_params, parse_prompt, response_ids,
+                     whole_response)
 
 POLL = 0.25   # seconds between checks that a waiting client is still there
 
@@ -200,14 +201,7 @@ def build_app(server) -> FastAPI:
         async for d in events(job, ready, request):
             text += d.text
             last = d
-        rid, created = response_ids(chat)
-        usage = {"prompt_tokens": last.prompt_tokens, "completion_tokens": last.completion_tokens,
-                 "total_tokens": last.prompt_tokens + last.completion_tokens}
-        choice = ({"index": 0, "message": {"role": "assistant", "content": text},
-                   "finish_reason": last.finish_reason or "stop"} if chat else
-                  {"index": 0, "text": text, "logprobs": None, "finish_reason": last.finish_reason or "stop"})
-        return _json(200, {"id": rid, "object": "chat.completion" if chat else "text_completion",
-                           "created": created, "model": server.model_id, "choices": [choice], "usage": usage})
+        return _json(200, whole_response(chat, text, last, server.model_id))
 
     async def stream(job: Job, ready: asyncio.Event, chat: bool):
         """Server-sent events in OpenAI's chunk shape. Starlette cancels this generator when the client

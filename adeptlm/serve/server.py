@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..backends import GenParams
+from ..backends import Delta, GenParams
 
 MAX_BODY = 4 * 2 ** 20
 DRAIN_LIMIT = 64 * 2 ** 20   # an over-large body is read and dropped up to this size, so the 413 reaches the client
@@ -250,6 +250,19 @@ def _batchable(a: Job, b: Job) -> bool:
     """Rows of one batch share the sampler: the same temperature and top-p, and no seed of their own."""
     return all(j.kind != "embeddings" and j.params.seed is None for j in (a, b)) and \
         (b.params.temperature, b.params.top_p) == (a.params.temperature, a.params.top_p)
+
+
+def whole_response(chat: bool, text: str, last: Delta, model_id: str) -> dict:
+    """A non-streamed answer in OpenAI's shape (chat.completion or text_completion), its usage from the
+    last delta's counts."""
+    rid, created = response_ids(chat)
+    usage = {"prompt_tokens": last.prompt_tokens, "completion_tokens": last.completion_tokens,
+             "total_tokens": last.prompt_tokens + last.completion_tokens}
+    choice = ({"index": 0, "message": {"role": "assistant", "content": text},
+               "finish_reason": last.finish_reason or "stop"} if chat else
+              {"index": 0, "text": text, "logprobs": None, "finish_reason": last.finish_reason or "stop"})
+    return {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
+            "model": model_id, "choices": [choice], "usage": usage}
 
 
 def response_ids(chat: bool) -> tuple[str, int]:
