@@ -21,12 +21,44 @@ from contextlib import contextmanager
 
 CHOICES = ("auto", "on", "off")
 
+# The speed paths override private methods of transformers' Trainer and PEFT's LoRA layer and lean on
+# torch's and accelerate's behaviour; they were written against and tested with these releases
+# (major.minor). Outside them `auto` takes the stock path and says so once; `on` still forces them.
+TESTED_WITH = {"torch": "2.13", "transformers": "5.25", "peft": "0.21", "accelerate": "1.16"}
+
+
+def untested_versions(installed: dict[str, str] | None = None) -> list[str]:
+    """The installed packages whose release differs from TESTED_WITH, as "name version" strings."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for name, tested in TESTED_WITH.items():
+        try:
+            found = (installed or {}).get(name) or version(name)
+        except PackageNotFoundError:
+            continue
+        if ".".join(found.split("+")[0].split(".")[:2]) != tested:
+            out.append(f"{name} {found}")
+    return out
+
+
+_warned: set = set()
+
 
 def kernels_on(cfg) -> bool:
     """Whether this training run takes the speed paths (cfg: a TrainConfig)."""
     mode = getattr(cfg.compat, "cpu_kernels", "auto")  # argparse keeps it to CHOICES
     if mode != "auto":
         return mode == "on"
+    other = untested_versions()
+    if other:
+        key = tuple(other)
+        if key not in _warned:
+            _warned.add(key)
+            tested = ", ".join(f"{k} {v}" for k, v in TESTED_WITH.items())
+            print(f"adept: the CPU speed paths were tested with {tested}; found {', '.join(other)}: training on "
+                  "the stock Trainer and PEFT path (--cpu_kernels on forces the speed paths)", flush=True)
+        return False
     import torch
 
     t = cfg.training

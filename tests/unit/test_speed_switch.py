@@ -107,3 +107,25 @@ def test_cpu_matmul_precision_holds_for_the_stage_only(tiny_model_dir, tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "AVX512_BF16 or AMX" in err[0]
     assert len(seen) == 2 and torch.backends.mkldnn.matmul.fp32_precision == before
+
+
+def test_untested_library_versions_take_the_stock_path_with_one_line(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """The speed paths override private methods: with a release other than the ones they were tested with
+    (faked here), `auto` trains on the stock path and says so once; `on` still forces them."""
+    from adeptlm.train import speed
+
+    assert speed.untested_versions({"torch": "2.13.0+cpu", "transformers": "5.26.1", "peft": "0.21.2",
+                                    "accelerate": "1.16.0"}) == ["transformers 5.26.1"]
+    assert speed.untested_versions(dict(speed.TESTED_WITH)) == []
+    monkeypatch.setattr(speed, "untested_versions", lambda installed=None: ["peft 0.99.0"])
+    monkeypatch.setattr(speed, "_warned", set())
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    out = tmp_path / "auto"
+    assert main(["sft", *_flags(tiny_model_dir, data, out, "auto")]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("the CPU speed paths were tested with") == 1 and "found peft 0.99.0" in printed
+    run = read_run(out)["metrics"]
+    assert run["cpu_kernels"] is False and len(run["loss_history"]) == 6
+    assert kernels_on(parse_train_args("sft", ["--model_name_or_path", str(tiny_model_dir), "--output_dir",
+                                               str(tmp_path / "on"), "--cpu_kernels", "on"])) is True
