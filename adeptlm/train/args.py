@@ -100,9 +100,18 @@ class CompatArguments:
     cpu_kernels: str = field(default="auto", metadata={
         "choices": ["auto", "on", "off"],
         "help": "the CPU speed paths (LM head at trained positions, fused LoRA forward, cheaper dropout masks, "
-                "allocator, epoch-constant loss divisor, epoch-seeded length sampler): auto = on for fp32 CPU "
-                "training without FSDP/DeepSpeed/k-bit, off = the stock Trainer and PEFT path (see "
-                "adeptlm/train/speed.py)"})
+                "allocator): auto = on for fp32 CPU training without FSDP/DeepSpeed/k-bit with the library "
+                "releases they were tested with, off = the stock Trainer and PEFT path (adeptlm/train/speed.py). "
+                "Speed only: what is trained is set by --loss_divisor and --length_sampler"})
+    loss_divisor: str = field(default="auto", metadata={
+        "choices": ["auto", "epoch", "step"],
+        "help": "what each optimizer step's summed loss is divided by: epoch = the epoch's mean trained tokens "
+                "per step (every trained token weighs the same, however batches were grouped), step = the "
+                "step's own count (the Trainer's); auto = epoch where the CPU speed paths run, else step"})
+    length_sampler: str = field(default="auto", metadata={
+        "choices": ["auto", "seeded", "stock"],
+        "help": "length-grouped batches: seeded = shuffled from (seed, epoch) alone, so a resumed run sees the "
+                "same batches; stock = the Trainer's (global RNG); auto = seeded where the CPU speed paths run"})
     cpu_matmul_precision: str = field(default="ieee", metadata={
         "choices": ["ieee", "bf16"],
         "help": "how CPU matrix products in fp32 training are computed: ieee = full fp32; bf16 = oneDNN rounds "

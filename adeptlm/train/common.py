@@ -188,7 +188,11 @@ class PackedCollator:
                 "position_ids": column("position_ids", 0), "use_cache": False}
 
 
-def _trainer_class():
+def _trainer_class(speed: bool = True, epoch_divisor: bool = True, seeded_sampler: bool = True):
+    """The Trainer with what was asked of it: the LM head and loss at trained positions (speed only),
+    the epoch-constant loss divisor and the epoch-seeded length sampler (each changes what is trained,
+    so each has its own flag: --loss_divisor, --length_sampler). Written against transformers 5.25's
+    private compute_loss / _get_num_items_in_batch / _get_train_sampler (speed.TESTED_WITH)."""
     import torch
     from transformers import Trainer
     from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
@@ -214,23 +218,20 @@ def _trainer_class():
             g.manual_seed(self.seed + self.epoch)
             return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=g))
 
-    class AdeptTrainer(Trainer):
+    class TrainedPositionsLoss(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             """The LM head and cross-entropy only where a label is trained.
 
             The stock path projects every position (prompt, padding) onto the whole vocabulary
             (49,152 for the embedded model) and then ignores most of it; here the decoder's hidden
             states are gathered at the trained positions first. Same loss, same reduction as the
-            model's own (sum / num_items_in_batch, see _get_num_items_in_batch; else the mean).
-            Models whose head does more than a projection, and DDP-wrapped models (their forward
-            must run through the wrapper), take the stock path.
+            model's own (sum / num_items_in_batch; else the mean). Models whose head does more than
+            a projection, and DDP-wrapped models (their forward must run through the wrapper), take
+            the stock path.
             """
             parts = decoder_and_head(model)
             if return_outputs or parts is None or "labels" not in inputs:
-                out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-                if return_outputs:
-                    return out
-                return self._stock_value(out, num_items_in_batch)
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             decoder, head = parts
             target = inputs["labels"][:, 1:]
             keep = target != -100
@@ -243,7 +244,12 @@ def _trainer_class():
                     loss = loss * self.accelerator.num_processes
             else:
                 loss = loss / max(int(keep.sum()), 1)
-            return self._stock_value(loss, num_items_in_batch)
+            return loss
+
+    class EpochDivisor(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            return out if return_outputs else self._stock_value(out, num_items_in_batch)
 
         def _stock_value(self, loss, num_items_in_batch):
             """The loss with the gradient of the epoch-constant divisor but the value the stock Trainer
@@ -260,12 +266,11 @@ def _trainer_class():
 
             The stock divisor is the step's own count of trained tokens, so every step weighs the
             same and a token in a batch of short records weighs more than one in a batch of long
-            records. With length-grouped batches those counts differ many-fold (73 to 1,850 tokens a
-            step on the 256-record bench), which tilts training toward short replies. A constant
-            divisor makes every trained token weigh the same over the epoch, however the batches were
-            grouped: the epoch's gradient is that of the token-mean loss. Each logged step loss is still
-            the stock one, the step's own token mean (see _stock_value). Its effect on held-out loss:
-            bench/RESULTS.md (SFT against TRL). Taken only with --cpu_kernels on (speed.py).
+            records. With length-grouped batches those counts differ many-fold, which tilts training
+            toward short replies. A constant divisor makes every trained token weigh the same over the
+            epoch, however the batches were grouped: the epoch's gradient is that of the token-mean
+            loss. Each logged step loss is still the stock one, the step's own token mean (see
+            _stock_value). Its effect on held-out loss: bench/RESULTS.md (SFT against TRL).
             """
             counted = super()._get_num_items_in_batch(batch_samples, device)
             self._stock_items = None
@@ -281,6 +286,7 @@ def _trainer_class():
             self._stock_items = counted  # what the stock Trainer divides by: the logged value uses it
             return torch.as_tensor(mean, dtype=torch.float32, device=device) if torch.is_tensor(counted) else mean
 
+    class SeededSampler(Trainer):
         def _get_train_sampler(self, train_dataset=None):
             ds = train_dataset if train_dataset is not None else self.train_dataset
             if self.args.train_sampling_strategy != "group_by_length" or ds is None:
@@ -290,7 +296,20 @@ def _trainer_class():
             return EpochSeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
                                                    lengths=lengths, seed=seed)
 
-    return AdeptTrainer
+    # the divisor first: its compute_loss wraps whichever loss runs below it
+    bases = [c for c, on in ((EpochDivisor, epoch_divisor), (SeededSampler, seeded_sampler),
+                             (TrainedPositionsLoss, speed)) if on]
+    if not bases:
+        return Trainer
+    return type("AdeptTrainer", tuple(bases), {})
+
+
+def semantics(cfg, fast: bool) -> tuple[bool, bool]:
+    """(epoch-constant loss divisor, epoch-seeded sampler): as asked, or with `auto` where the CPU speed
+    paths run (the setting they were measured in)."""
+    divisor = getattr(cfg.compat, "loss_divisor", "auto")
+    sampler = getattr(cfg.compat, "length_sampler", "auto")
+    return (fast if divisor == "auto" else divisor == "epoch"), (fast if sampler == "auto" else sampler == "seeded")
 
 
 def _mean_items_per_step(ds, args) -> float | None:
@@ -406,11 +425,9 @@ def train_and_save(cfg: TrainConfig, stage: str, model, tokenizer, train_ds, eva
     from .speed import kernels_on
 
     fast = kernels_on(cfg)
+    epoch_divisor, seeded = semantics(cfg, fast)
     if trainer_class is None:
-        if fast:
-            chosen = _trainer_class()
-        else:
-            from transformers import Trainer as chosen
+        chosen = _trainer_class(speed=fast, epoch_divisor=epoch_divisor, seeded_sampler=seeded)
         if cfg.lora.kl_to_base:
             from .kl import kl_to_base_trainer
 
@@ -432,6 +449,8 @@ def train_and_save(cfg: TrainConfig, stage: str, model, tokenizer, train_ds, eva
     metrics = {"train_loss": result.training_loss, "train_runtime_s": round(time.time() - t0, 2),
                "global_step": trainer.state.global_step,
                "trained_tokens_seen": int(trainer.state.num_input_tokens_seen), "cpu_kernels": fast}
+    if trainer_class is None:       # TRL's trainers keep their own
+        metrics.update(loss_divisor="epoch" if epoch_divisor else "step", length_sampler="seeded" if seeded else "stock")
     metrics["distributed"] = {"type": str(trainer.accelerator.distributed_type).split(".")[-1],
                               "processes": trainer.accelerator.num_processes, "fsdp": bool(trainer.is_fsdp_enabled),
                               "deepspeed": bool(trainer.is_deepspeed_enabled)}

@@ -3,16 +3,16 @@
 The speed paths, each compared with the stock path in bench/RESULTS.md (fp32 on CPU, one process or
 CPU DDP):
 - the LM head and cross-entropy only at trained positions, in one buffer as large as the logits:
-  log_softmax and the backward pass both in place (common.py's AdeptTrainer.compute_loss, loss.py);
+  log_softmax and the backward pass both in place (common.py's TrainedPositionsLoss, loss.py);
 - a fused LoRA forward (lorafast.py) and a cheaper dropout mask (dropout.py);
-- glibc keeping freed memory for reuse (allocator.py);
-- and two changes to the Trainer's private methods that go with them: an epoch-constant loss divisor
-  (every trained token weighs the same however batches were grouped) and a length-grouped sampler
-  seeded by epoch (a resumed run sees the same batches).
+- glibc keeping freed memory for reuse (allocator.py).
 
 `auto` turns them on only in that setting (no GPU in use, no bf16/fp16, no FSDP/DeepSpeed, no k-bit
-quantisation) and runs the stock Trainer and PEFT path everywhere else; `off` is the stock path
-throughout (tests/unit/test_speed_switch.py trains both ways and compares them); `on` forces them.
+quantisation, the library releases in TESTED_WITH) and runs the stock Trainer and PEFT path everywhere
+else; `off` is the stock path throughout; `on` forces them. The switch changes speed only: the two
+changes to what is trained that were measured with these paths, an epoch-constant loss divisor and a
+length-grouped sampler seeded by epoch, have their own flags (--loss_divisor, --length_sampler, whose
+`auto` follows this switch). tests/unit/test_speed_switch.py trains both ways with them held equal.
 """
 
 from __future__ import annotations

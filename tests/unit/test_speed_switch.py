@@ -1,5 +1,7 @@
 """--cpu_kernels: `off` is the stock Trainer + PEFT path (same adapter as one built by hand with their
-public APIs); `auto` takes the speed paths only for fp32 CPU training without FSDP/DeepSpeed/k-bit."""
+public APIs); `auto` takes the speed paths only for fp32 CPU training without FSDP/DeepSpeed/k-bit and
+with the library releases they were tested with; with --loss_divisor and --length_sampler held equal,
+the switch changes speed only."""
 
 from __future__ import annotations
 
@@ -129,3 +131,27 @@ def test_untested_library_versions_take_the_stock_path_with_one_line(tiny_model_
     assert run["cpu_kernels"] is False and len(run["loss_history"]) == 6
     assert kernels_on(parse_train_args("sft", ["--model_name_or_path", str(tiny_model_dir), "--output_dir",
                                                str(tmp_path / "on"), "--cpu_kernels", "on"])) is True
+
+
+def test_the_speed_switch_changes_speed_only(tmp_path, tiny_model_dir):
+    """With --loss_divisor and --length_sampler held equal, --cpu_kernels on and off train the same
+    adapter (no dropout: its masks come from another generator on the fast path): the switch changes
+    how fast, not what is trained. Each semantic flag alone does change the adapter."""
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    adapters = {}
+    for kernels, divisor, sampler in [("on", "epoch", "seeded"), ("off", "epoch", "seeded"),
+                                      ("on", "step", "stock"), ("off", "step", "stock")]:
+        out = tmp_path / f"{kernels}-{divisor}-{sampler}"
+        assert main(["sft", *_flags(tiny_model_dir, data, out, kernels), "--loss_divisor", divisor,
+                     "--length_sampler", sampler]) == 0
+        run = read_run(out)["metrics"]
+        assert (run["cpu_kernels"], run["loss_divisor"], run["length_sampler"]) == (kernels == "on", divisor, sampler)
+        adapters[kernels, divisor] = load_file(out / "adapter_model.safetensors")
+    for divisor in ("epoch", "step"):
+        fast, stock = adapters["on", divisor], adapters["off", divisor]
+        for k in stock:
+            torch.testing.assert_close(fast[k], stock[k], rtol=0, atol=1e-6, msg=f"{divisor} {k}")
+    moved = max((adapters["off", "epoch"][k] - adapters["off", "step"][k]).abs().max().item()
+                for k in adapters["off", "step"] if "lora_B" in k)
+    assert moved > 1e-3          # the divisor is a change to what is trained, not to speed
