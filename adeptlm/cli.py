@@ -613,8 +613,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"adept: error: {one_line(str(exc))}", file=sys.stderr)
             return exc.exit_code
         except OSError as exc:
-            if debug or not _disk_full(exc):
+            if debug or not _full_disk_message(exc):
                 raise
+            print(_full_disk_message(exc), file=sys.stderr)
             return 2
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -632,22 +633,22 @@ def main(argv: list[str] | None = None) -> int:
         print("adept: interrupted", file=sys.stderr)
         return 130
     except OSError as exc:
-        if args.debug or not _disk_full(exc):
+        if args.debug or not _full_disk_message(exc):
             raise
+        print(_full_disk_message(exc), file=sys.stderr)
         return 2
 
 
-def _disk_full(exc: OSError) -> bool:
-    """A write that found the disk full, where no atomic output turned it into an AdeptError first
-    (a training checkpoint, an exam's CSV): one line instead of a traceback."""
-    import errno
+def _full_disk_message(exc: OSError) -> str | None:
+    """One line for a write that found the disk full where no atomic output turned it into an
+    AdeptError first (a training checkpoint, an exam's CSV); None for any other OSError."""
+    from .atomic import FULL
 
-    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-        return False
+    if exc.errno not in FULL:
+        return None
     where = f"{exc.filename}: " if exc.filename else ""
-    print(f"adept: error: {where}the disk is full ({exc.strerror}); free some space and run again (training "
-          "resumes from its last whole checkpoint)", file=sys.stderr)
-    return True
+    return (f"adept: error: {where}the disk is full ({exc.strerror}); free some space and run again (training "
+            "resumes from its last whole checkpoint)")
 
 
 if __name__ == "__main__":

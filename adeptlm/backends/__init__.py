@@ -38,11 +38,11 @@ def load_backend(spec: str | None, backend: str = "auto", batch_size: int = 8, n
     cls = KINDS[kind]
     if kind == "llama.cpp" and not is_gguf:
         raise AdeptError(f"--backend llama.cpp needs a .gguf model, not {spec}")
-    if kind == "vllm" and (is_gguf or (mode is not None and mode != "generate")):
-        raise AdeptError("--backend vllm runs --mode generate on a HF model directory (letter and cloze "
-                         "scores need every next-token logit: use the transformers backend for them)")
-    if mode is not None and mode not in ("both", "generate") and not cls.scores:
-        raise AdeptError(f"--mode {mode} needs every next-token logit, which the {kind} backend does not give")
+    if kind == "vllm" and is_gguf:
+        raise AdeptError("--backend vllm runs on a HF model directory, not a .gguf file")
+    if mode not in (None, "generate") and not cls.scores:   # letter, cloze and both score every option
+        raise AdeptError(f"--mode {mode} needs every next-token logit, which the {kind} backend does not give: "
+                         "use --mode generate, or the transformers backend")
     if cls is LlamaCppBackend:
         return LlamaCppBackend.load(Path(spec).expanduser(), tokenizer, n_ctx=n_ctx)
     if cls is VLLMBackend:

@@ -4,6 +4,7 @@ stops the next run."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def test_a_live_holder_is_refused_and_a_killed_one_is_taken_over(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     with hold(tmp_path / "run", "adept run demo"):       # the kernel released the dead holder's lock
-        assert str(__import__("os").getpid()) in (tmp_path / "run" / LOCK_NAME).read_text()
+        assert str(os.getpid()) in (tmp_path / "run" / LOCK_NAME).read_text()
     with hold(tmp_path / "run", "again"):                 # and this process released its own
         pass
 
