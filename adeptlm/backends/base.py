@@ -148,6 +148,12 @@ class Backend:
         """Each prompt's logits for its next token (one row per request)."""
         raise NotImplementedError(f"{self.name} returns no logits (scores = False)")
 
+    def next_token_scores(self, requests: Sequence["ScoreRequest"], token_ids: Sequence[int]) -> list[list[float]]:
+        """Scores of each of `token_ids` as the next token after each request, comparable within a
+        request (the letter formulation's argmax): here the logits, from `last_logits`."""
+        rows = self.last_logits(requests)
+        return [[float(row[t]) for t in token_ids] for row in rows]
+
     def continuation_logprobs(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[float]:
         """The summed log-probability of each continuation after its context."""
         raise NotImplementedError(f"{self.name} returns no logits (scores = False)")

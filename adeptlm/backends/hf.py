@@ -30,6 +30,18 @@ def _broadcast_cache(past, rows: int):
     return cache
 
 
+def _cache_name() -> str:
+    """The keyword (and output field) of the key/value cache: `cache` in the transformers this project
+    pins (5.25), `past_key_values` before the rename (5.19, which vLLM's environment has; 5.25 still
+    takes the old name, with a deprecation warning on every call)."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    return "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+CACHE = _cache_name()
+
+
 # What one more forward pass costs, in padded tokens' worth of work: a forward's fixed cost, plus
 # small batches running their matmuls less efficiently. 128 gave the fastest 0-shot C-Eval run of
 # the values tried (64, 128) on the embedded model on a 2-core CPU.
@@ -87,7 +99,7 @@ class HFBackend(Backend):
         if past is not None:
             mask = torch.cat([torch.ones(ids.shape[0], offset, dtype=mask.dtype), mask], dim=1)
         extra = {"logits_to_keep": keep} if keep is not None else {}
-        return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=past,
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, **{CACHE: past},
                           use_cache=past is not None, **extra).logits
 
     def last_logits(self, requests: Sequence[ScoreRequest]):
@@ -102,7 +114,7 @@ class HFBackend(Backend):
             for prefix, idx in groups.items():
                 past = None
                 if prefix:
-                    past = self.model(input_ids=torch.tensor([prefix]), use_cache=True).cache
+                    past = getattr(self.model(input_ids=torch.tensor([prefix]), use_cache=True), CACHE)
                 plan = plan_batches([len(requests[i].ids) - len(prefix) for i in idx], self.batch_size)
                 for chunk in ([idx[k] for k in batch] for batch in plan):
                     suffixes = [requests[i].ids[len(prefix):] for i in chunk]
@@ -183,7 +195,7 @@ class HFBackend(Backend):
                 keep = sorted({n - 1 for n in lengths})
                 res = self.model(input_ids=ids, attention_mask=self._with_prefix(mask, len(shared)),
                                  position_ids=len(shared) + torch.arange(ids.shape[1]).expand(len(batch), -1),
-                                 cache=cache, use_cache=True, logits_to_keep=torch.tensor(keep))
+                                 **{CACHE: cache}, use_cache=True, logits_to_keep=torch.tensor(keep))
                 first = torch.log_softmax(res.logits.float(), dim=-1)
                 later = []  # (row of this batch, pair index) of continuations longer than one token
                 for row, (k, n) in enumerate(zip(batch, lengths)):
@@ -195,7 +207,7 @@ class HFBackend(Backend):
                     continue
                 width = max(len(pairs[i][1]) - 1 for _, i in later)
                 if len(shared) + ids.shape[1] + width < window - 1:
-                    self._score_over(res.cache, mask, len(shared), later, lengths, pairs, out)
+                    self._score_over(getattr(res, CACHE), mask, len(shared), later, lengths, pairs, out)
                 else:
                     self._score_whole(shared, past, [(rests[batch[row]], i) for row, i in later], pairs, out)
         return out
@@ -221,7 +233,7 @@ class HFBackend(Backend):
             start = torch.tensor([offset + lengths[row] for row, _ in chunk]).unsqueeze(1)
             logits = self.model(input_ids=ids, attention_mask=self._with_prefix(torch.cat([ctx_mask[rows], mask], 1),
                                                                                 offset),
-                                position_ids=start + torch.arange(ids.shape[1]), cache=picked, use_cache=True).logits
+                                position_ids=start + torch.arange(ids.shape[1]), **{CACHE: picked}, use_cache=True).logits
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             for row, (_, i) in enumerate(chunk):
                 cont = pairs[i][1]
@@ -249,10 +261,11 @@ class HFBackend(Backend):
 
         if not ids:
             return base
-        return self.model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, offset + len(ids), dtype=torch.long),
-                          position_ids=torch.arange(offset, offset + len(ids)).unsqueeze(0),
-                          cache=None if base is None else _broadcast_cache(base, 1), use_cache=True,
-                          logits_to_keep=1).cache
+        out = self.model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, offset + len(ids), dtype=torch.long),
+                         position_ids=torch.arange(offset, offset + len(ids)).unsqueeze(0),
+                         **{CACHE: None if base is None else _broadcast_cache(base, 1)}, use_cache=True,
+                         logits_to_keep=1)
+        return getattr(out, CACHE)
 
     def generate(self, prompts: Sequence[list[int]], max_new_tokens: int, stop_ids: Sequence[int]) -> list[list[int]]:
         """Greedy continuations (token ids, stop token excluded), batch_size prompts at a time.

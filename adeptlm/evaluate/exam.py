@@ -122,8 +122,9 @@ def score_subject(backend, layout: str, prompts: Sequence[Prompt], questions: Se
     tok = backend.tokenizer
     if mode == "letter":
         cands = letter_candidates(tok, layout)
-        logits = backend.last_logits([ScoreRequest(p.ids, p.prefix_len) for p in prompts])
-        scores = [[max(float(row[i]) for i in ids) for ids in cands] for row in logits]
+        flat = sorted({i for ids in cands for i in ids})
+        rows = backend.next_token_scores([ScoreRequest(p.ids, p.prefix_len) for p in prompts], flat)
+        scores = [[max(row[flat.index(i)] for i in ids) for ids in cands] for row in rows]
         return [LETTERS[max(range(4), key=lambda k: s[k])] for s in scores], {}
     if mode == "cloze":
         lls, pairs = cloze_logprobs(backend, layout, prompts, questions)

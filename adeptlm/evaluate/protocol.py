@@ -78,8 +78,9 @@ class ExamConfig:
                       choices=("float32", "bfloat16", "float16", "auto"), same=True)
     max_new_tokens: int = _opt(32, "generate mode: tokens to generate", kind=int, same=True)
     backend: str = _opt("auto", "auto: llama.cpp for a .gguf file when llama-cpp-python is installed, else "
-                        "transformers; vllm: --mode generate through vLLM",
-                        choices=("auto", "transformers", "llama.cpp", "vllm"), recipe=False, same=True)
+                        "transformers; vllm: a merged HF directory on vLLM (every mode; needs the environment "
+                        "`make vllm` builds). In a recipe: the before and after evaluations' backend",
+                        choices=("auto", "transformers", "llama.cpp", "vllm"), same=True)
     tokenizer: str | None = _opt(None, "llama.cpp backend: model whose HF tokenizer builds the prompts (default: "
                                  "the GGUF's own)", recipe=False)
     prompt_style: str = _opt("auto", "header and answer cue: auto = the exam's own layout; mmlu = English "

@@ -111,6 +111,8 @@ async def events(job: Job, ready: asyncio.Event, request: Request | None):
         if item is None:
             job.finished = True
             return
+        if isinstance(item, RequestError):
+            raise item
         if isinstance(item, Exception):
             raise RequestError(500, f"generation failed: {item}", kind="server_error")
         yield item
@@ -119,7 +121,7 @@ async def events(job: Job, ready: asyncio.Event, request: Request | None):
 def build_app(server) -> FastAPI:
     engine = server.engine
     app = FastAPI(title="adept serve", version=__version__, redoc_url=None,
-                  description="An OpenAI-compatible server over one model (llama.cpp or transformers). Bodies "
+                  description="An OpenAI-compatible server over one model (llama.cpp, transformers or vLLM). Bodies "
                               "are OpenAI's: see https://platform.openai.com/docs/api-reference.")
 
     @app.exception_handler(RequestError)
@@ -171,6 +173,9 @@ def build_app(server) -> FastAPI:
     @app.post("/v1/embeddings", summary="mean-pooled, unit-length embeddings of up to 256 texts")
     async def embeddings(request: Request):
         auth(request)
+        if not engine.backend.embeds:
+            raise RequestError(400, f"the {engine.name} backend gives no embeddings", "model",
+                               code="embeddings_unsupported")
         texts = parse_embedding_input(await read_body(request))
         tokens = sum([await run_in_threadpool(engine.count, t) for t in texts])
         job = Job("embeddings", texts, None)

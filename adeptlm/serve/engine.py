@@ -1,7 +1,7 @@
 """Streaming text generation for `adept chat` and `adept serve`, over any backend.
 
 An Engine is a backend (backends/: transformers for model directories and adapters, llama.cpp for
-.gguf files) behind a lock, with the two calls the OpenAI API needs: a chat (the conversation
+.gguf files, vLLM for merged directories) behind a lock, with the two calls the OpenAI API needs: a chat (the conversation
 becomes ids through the backend's chat_prompt, the same ids an exam or replay would build) and a
 plain completion. Both yield text deltas with special tokens removed, then one final delta with the
 finish reason and the token counts, so callers never see template tokens such as <|im_end|>.
@@ -43,6 +43,11 @@ class Engine:
         """Whether concurrent requests can be decoded together (transformers and llama.cpp can)."""
         return self.backend.batches
 
+    @property
+    def continuous(self) -> bool:
+        """Whether requests join the running ones at any step (vLLM's scheduler): start/step/abort."""
+        return getattr(self.backend, "continuous", False)
+
     def generate_batch(self, prompts: list[list[int]], params: list[GenParams], cancelled) -> Iterator[tuple]:
         with self.lock:
             yield from self.backend.stream_batch(prompts, params, cancelled)
@@ -61,8 +66,10 @@ class Engine:
         self.backend.close()
 
 
-def load_engine(spec: str | None, n_ctx: int = 4096, dtype: str = "float32", tokenizer: str | None = None) -> Engine:
-    """llama.cpp for a .gguf file, transformers for any other model adept accepts (backends.load_backend)."""
+def load_engine(spec: str | None, n_ctx: int = 4096, dtype: str = "float32", tokenizer: str | None = None,
+                backend: str = "auto") -> Engine:
+    """auto: llama.cpp for a .gguf file, transformers for any other model adept accepts; or the
+    backend named (backends.load_backend)."""
     from ..backends import load_backend
 
-    return Engine(load_backend(spec, n_ctx=n_ctx, dtype=dtype, tokenizer=tokenizer))
+    return Engine(load_backend(spec, backend, n_ctx=n_ctx, dtype=dtype, tokenizer=tokenizer))

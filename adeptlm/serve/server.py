@@ -6,7 +6,8 @@ the OpenAPI page at /docs. Prompts are tokenized before they are queued, so a pr
 the context is refused (400, context_length_exceeded) at once, and usage counts are the rendered
 prompt's tokens. Generation runs on one worker thread that takes jobs from a bounded queue: a full
 queue answers 503 at once instead of letting clients hang; jobs waiting together are decoded in one
-batch (transformers) or as parallel sequences (llama.cpp). Errors are JSON in OpenAI's shape
+batch (transformers) or as parallel sequences (llama.cpp), and on vLLM a job joins the running ones
+at the engine's next step (its own scheduler's continuous batching). Errors are JSON in OpenAI's shape
 ({"error": {"message", "type", "param", "code"}}) with a 4xx status for anything the request got
 wrong.
 
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..backends import Delta, GenParams
+from ..backends import Delta, Detokenizer, GenParams
 
 MAX_BODY = 4 * 2 ** 20
 DRAIN_LIMIT = 64 * 2 ** 20   # an over-large body is read and dropped up to this size, so the 413 reaches the client
@@ -179,6 +180,8 @@ class Worker:
         return job
 
     def _work(self) -> None:
+        if getattr(self.engine, "continuous", False):   # an engine with its own scheduler (vLLM)
+            return self._work_continuous()
         # taken from the queue but not batchable with the job at hand; the queue is read again only
         # once these are done, so the queue's bound still bounds what waits
         pending: deque = deque()
@@ -242,6 +245,79 @@ class Worker:
                 j.put(exc)
         self.cancelled += len(gone)
         self.batched += len(batch)
+
+    def _work_continuous(self) -> None:
+        """For an engine with its own scheduler (vLLM): a job joins the running ones at the next step
+        instead of waiting for a batch to end, and its tokens go out as each step makes them. The
+        queue is read between steps, so its bound still bounds what waits."""
+        backend = self.engine.backend
+        running: dict[str, tuple[Job, Detokenizer]] = {}
+        shared: set[str] = set()
+        while True:
+            shared &= running.keys()
+            block = not running
+            while len(running) < self.max_batch:
+                try:
+                    job = self.jobs.get(block=block)
+                except queue.Empty:
+                    break
+                block = False
+                if job.cancelled.is_set() or job.kind == "embeddings":
+                    if job.kind == "embeddings" and not job.cancelled.is_set():
+                        job.put(RequestError(400, f"the {self.engine.name} backend gives no embeddings",
+                                             "model", code="embeddings_unsupported"))
+                    job.put(None)
+                    continue
+                try:
+                    with self.engine.lock:
+                        rid = backend.start(job.payload, job.params, job.params.max_tokens)
+                except Exception as exc:       # reported to that request only; the server goes on
+                    job.put(exc)
+                    job.put(None)
+                    continue
+                running[rid] = (job, Detokenizer(backend.tokenizer, backend.stop_ids, job.params, len(job.payload)))
+                if len(running) > 1:       # each request that shared a step with another counts once
+                    fresh = running.keys() - shared
+                    self.batched += len(fresh)
+                    shared.update(fresh)
+            gone = [rid for rid, (job, _) in running.items() if job.cancelled.is_set()]
+            if gone:
+                with self.engine.lock:
+                    backend.abort(gone)
+                for rid in gone:
+                    running.pop(rid)[0].put(None)
+                self.cancelled += len(gone)
+            if not running:
+                continue
+            try:
+                with self.engine.lock:
+                    moved = backend.step()
+            except Exception as exc:
+                for job, _ in running.values():
+                    job.put(exc)
+                    job.put(None)
+                running.clear()
+                continue
+            ended = []
+            for rid, new, finished in moved:
+                if rid not in running:
+                    continue
+                job, detok = running[rid]
+                for t in new:
+                    for d in detok.push(t):
+                        job.put(d)
+                    if detok.done:
+                        break
+                if detok.done or finished:
+                    for d in detok.finish():
+                        job.put(d)
+                    job.put(None)
+                    ended.append(rid)
+                    if not finished:       # a stop string, or max_tokens counted here first
+                        with self.engine.lock:
+                            backend.abort([rid])
+            for rid in ended:
+                running.pop(rid)
 
     def start(self) -> None:
         self.worker.start()

@@ -312,15 +312,14 @@ def test_the_backend_contract_and_its_one_resolver(tmp_path, tiny_model_dir):
     from adeptlm.errors import AdeptError
 
     flags = {k: (c.scores, c.batches, c.embeds) for k, c in KINDS.items()}
-    assert flags == {"transformers": (True, True, True), "llama.cpp": (True, True, True), "vllm": (False, False, False)}
-    for method in ("last_logits", "continuation_logprobs", "generate", "embed"):
+    assert flags == {"transformers": (True, True, True), "llama.cpp": (True, True, True), "vllm": (True, True, False)}
+    for method in ("last_logits", "next_token_scores", "continuation_logprobs", "generate", "embed"):
         assert getattr(Backend, method) is not None     # declared on the contract, not only on subclasses
     with pytest.raises(NotImplementedError, match="returns no logits"):
         Backend().last_logits([])
     hf = load_backend(str(tiny_model_dir), mode="cloze")
     assert hf.formulations == ("letter", "cloze", "generate") and hf.name == "transformers"
-    for kwargs, message in [(dict(backend="vllm", mode="letter"), "--mode generate"),
-                            (dict(backend="llama.cpp"), "needs a .gguf model"),
+    for kwargs, message in [(dict(backend="llama.cpp"), "needs a .gguf model"),
                             (dict(backend="onnx"), "unknown --backend onnx")]:
         with pytest.raises(AdeptError, match=message):
             load_backend(str(tiny_model_dir), **kwargs)

