@@ -26,11 +26,12 @@ def _engine_environment() -> None:
     # The engine core in this process: no second process to spawn (spawning re-imports the caller's
     # main module, which adept's console script cannot guard) or to leave behind after a kill.
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    # vLLM's INFO and WARNING lines (about 50 at start-up, its own set-up advice among them) are its
+    # vLLM's INFO and WARNING lines (dozens at start-up, its own set-up advice among them) are its
     # diagnostics, not adept's output; its errors still show.
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-    # vLLM's CPU build reserves 4 GiB of key/value cache unless told; 2 GiB holds 45 sequences of
-    # 1,024 tokens of the embedded model, far more than a 2-core machine runs at once.
+    # Unless told, vLLM's CPU build sizes its key/value cache as a fraction (gpu_memory_utilization) of
+    # the memory left after loading, most of the machine's RAM; 2 GiB holds 45 sequences of 1,024
+    # tokens of the embedded model, far more than a 2-core machine runs at once.
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     # vLLM's CPU worker drops torch to one thread "for serving" unless OMP_NUM_THREADS is set.
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
