@@ -164,10 +164,11 @@ def test_mutated_files_give_a_result_or_one_line(tmp_path, seed_name):
 
 @pytest.mark.parametrize("case", sorted(p.name for p in REGRESSIONS.glob("*/*")) if REGRESSIONS.is_dir() else [])
 def test_inputs_that_once_failed(tmp_path, case):
-    """tests/fuzz_regressions/KIND/FILE: a file that once gave a traceback, read as KIND reads it."""
+    """tests/fuzz_regressions/KIND/NAME--FILE.case: a file that once gave a traceback, read as KIND reads
+    it, under the name FILE a reader needs (stored with .case so that no stored file looks like real data)."""
     src = next(REGRESSIONS.glob(f"*/{case}"))
     kind = src.parent.name
-    name = case.split("--", 1)[1] if "--" in case else case    # NAME--FILE keeps the file name a reader needs
+    name = case.removesuffix(".case").split("--", 1)[-1]
     path = _write(tmp_path, name, src.read_bytes())
     with pytest.raises(AdeptError):
         read(kind, path)
