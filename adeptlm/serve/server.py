@@ -262,10 +262,7 @@ class Worker:
                 except queue.Empty:
                     break
                 block = False
-                if job.cancelled.is_set() or job.kind == "embeddings":
-                    if job.kind == "embeddings" and not job.cancelled.is_set():
-                        job.put(RequestError(400, f"the {self.engine.name} backend gives no embeddings",
-                                             "model", code="embeddings_unsupported"))
+                if job.cancelled.is_set():    # (embeddings never get here: the route checks `embeds`)
                     job.put(None)
                     continue
                 try:
