@@ -166,7 +166,7 @@ class Worker:
         self.model_id = model_id or engine.model_id
         self.jobs: queue.Queue = queue.Queue(maxsize=queue_size)
         self.created = int(time.time())
-        self.cancelled = 0                # generations stopped because their client left (in /health)
+        self.cancelled = 0                # requests stopped or dropped because their client left (in /health)
         self.batched = 0                  # requests decoded together with others (in /health)
         self.max_batch, self.batch_wait = max_batch, batch_wait
         self.worker = threading.Thread(target=self._work, daemon=True)
@@ -206,6 +206,8 @@ class Worker:
                         except queue.Empty:
                             break
                         (batch if _batchable(job, other) else pending).append(other)
+            left = [j for j in batch if j.cancelled.is_set()]
+            self.cancelled += len(left)           # their clients left while they waited: never started
             batch = [j for j in batch if not j.cancelled.is_set()] or [job]
             try:
                 if len(batch) > 1:
@@ -218,7 +220,7 @@ class Worker:
 
     def _run_one(self, job: Job) -> None:
         try:
-            if job.cancelled.is_set():
+            if job.cancelled.is_set():        # (counted when the batch was formed)
                 return
             if job.kind == "embeddings":
                 job.put(self.engine.embed(job.payload))
@@ -262,7 +264,8 @@ class Worker:
                 except queue.Empty:
                     break
                 block = False
-                if job.cancelled.is_set():    # (embeddings never get here: the route checks `embeds`)
+                if job.cancelled.is_set():    # its client left while it waited: never started
+                    self.cancelled += 1       # (embeddings never get here: the route checks `embeds`)
                     job.put(None)
                     continue
                 try:

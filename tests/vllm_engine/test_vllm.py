@@ -115,10 +115,15 @@ def test_serve_streams_a_chat_on_vllms_engine(tmp_path):
             client.embeddings.create(model="expert", input=["a"])
         assert err.value.body["code"] == "embeddings_unsupported"
 
-        long = client.chat.completions.create(model="expert", stream=True, temperature=0.8, max_tokens=400,
+        # greedy, this prompt loops until max_tokens (400 of 400 under transformers): 2000 tokens would
+        # take about 100 s, so an answer ended within 60 s was aborted. (At temperature 0.8 it could
+        # end on its own before the server saw the client go, and nothing would be aborted.)
+        long = client.chat.completions.create(model="expert", stream=True, temperature=0, max_tokens=2000,
                                               messages=[{"role": "user", "content": "Write a long story."}])
-        next(iter(long))
-        long.close()                           # the client leaves after its first chunk
+        for c in long:                         # the first chunk is the role alone, sent before any token
+            if c.choices and c.choices[0].delta.content:
+                break
+        long.close()                           # the client leaves after its first words
         deadline = time.time() + 60
         while json.loads(urllib.request.urlopen(base + "/health").read())["cancelled"] < 1:
             assert time.time() < deadline, "the abandoned request was never aborted"
