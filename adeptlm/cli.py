@@ -1,5 +1,6 @@
 """The one `adept` command. Each sub-command is a plain function, attached to its argparse parser in
-build_parser with set_defaults(func=...); pt, sft and dpo parse their own flags (cmd_train).
+build_parser with set_defaults(func=...); the training stages (pt, sft, dpo: the registry in train/stages.py)
+parse their own flags (cmd_train).
 
 Errors a user can act on (`AdeptError`, `InputError`) print as one line and exit with status 2;
 `--debug` shows the traceback instead.
@@ -63,20 +64,16 @@ def cmd_data_contamination(args: argparse.Namespace) -> int:
 
 
 def cmd_train(stage: str, argv: list[str]) -> int:
-    """pt / sft: parsed by transformers' HfArgumentParser so every TrainingArguments flag works."""
+    """A training stage (train/stages.py): parsed by transformers' HfArgumentParser so every
+    TrainingArguments flag (and the stage's TRL config flags) works."""
     from .train.args import parse_train_args
-
     from .train.speed import kernels_on, matmul_precision
+    from .train.stages import get
 
     cfg = parse_train_args(stage, argv)
     if kernels_on(cfg):
         keep_freed_memory()
-    if stage == "pt":
-        from .train.pt import run_pt as run
-    elif stage == "dpo":
-        from .train.dpo import run_dpo as run
-    else:
-        from .train.sft import run_sft as run
+    run = get(stage).run
     from pathlib import Path
 
     from .lock import hold
@@ -94,7 +91,6 @@ def cmd_train(stage: str, argv: list[str]) -> int:
     return 0
 
 
-TRAIN_STAGES = ("pt", "sft", "dpo")
 
 
 def cmd_eval_exam(args: argparse.Namespace) -> int:
@@ -554,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_arena)
 
     p = sub.add_parser("run", help="the whole loop from a YAML recipe (default: the bundled demo)",
-                       description="Chain baseline evaluation, pt, sft, (dpo), merge, evaluation, GGUF export, "
+                       description="Chain baseline evaluation, the training stages (pt, sft, dpo), merge, evaluation, GGUF export, "
                                    "export check and report from a YAML recipe; each stage writes runs/<name>/<stage>/ "
                                    "and a rerun skips finished stages and resumes an interrupted one. Without a "
                                    "recipe: the bundled demo (a fictional subject on the embedded model); "
@@ -570,9 +566,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     # Listed here for `adept --help`; their own flags are parsed by cmd_train (see main).
-    sub.add_parser("pt", help="continued pre-training on subject text (LoRA, QLoRA, full); see adept pt --help")
-    sub.add_parser("sft", help="instruction tuning with loss on assistant replies; see adept sft --help")
-    sub.add_parser("dpo", help="preference tuning (DPO on TRL) with LoRA or full weights; see adept dpo --help")
+    from .train.stages import stages
+
+    for st in stages():
+        sub.add_parser(st.name, help=f"{st.summary}; see adept {st.name} --help")
     return parser
 
 
@@ -584,7 +581,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv[:1]
     rest = argv[1:] if debug else argv
-    if rest and rest[0] in TRAIN_STAGES:
+    from .train.stages import NAMES
+
+    if rest and rest[0] in NAMES:
         try:
             return cmd_train(rest[0], rest[1:])
         except AdeptError as exc:

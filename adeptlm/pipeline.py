@@ -23,6 +23,7 @@ from .config import read_yaml_mapping
 from .errors import AdeptError
 from .lock import hold
 from .runrecord import read_run, write_run
+from .train.stages import NAMES as TRAIN_NAMES, chained, get as get_stage
 
 
 def iter_records(path: Path):
@@ -60,7 +61,7 @@ def load_recipe(path: Path | None, quick: bool) -> dict:
     recipe = read_yaml_mapping(path, "recipe")
     if "name" not in recipe:
         raise AdeptError(f"{path}: a recipe is a mapping with at least 'name'")
-    unknown = set(recipe) - {"name", "model", "data", "eval", "replay", "mix", "pt", "sft", "dpo", "select", "export",
+    unknown = set(recipe) - {"name", "model", "data", "eval", "replay", "mix", *TRAIN_NAMES, "select", "export",
                              "quick", "output_dir", "exams", "retention", "contamination"}
     if unknown:
         raise AdeptError(f"{path}: unknown recipe key(s) {', '.join(sorted(unknown))}")
@@ -86,8 +87,9 @@ def load_recipe(path: Path | None, quick: bool) -> dict:
 # Flags of the training stages that the run sets itself (its model, data, output and chaining).
 RUN_SET_FLAGS = ("model_name_or_path", "dataset_dir", "data_cache_dir", "output_dir", "peft_path")
 # data: keys of a recipe with its own files, and the kind each must hold (adeptlm.data.detect)
-DATA_KINDS = {"corpus": "corpus", "instructions": "instructions", "preferences": "preferences", "exam": "exam",
-              "general_exam": "exam", "select_exam": "exam", "heldout": "corpus"}
+DATA_KINDS = {"corpus": "corpus", "instructions": "instructions", "preferences": "preferences", "exam": "exam", "general_exam": "exam", "select_exam": "exam", "heldout": "corpus"}
+# of those, what a recipe on the bundled subject (data: {builtin: true}) may add
+BUILTIN_OWN = ("preferences",)
 
 
 # retention: general text and prompts for the probes, and the forgetting budget the report checks
@@ -185,14 +187,20 @@ def check_recipe(recipe: dict, path: Path) -> None:
         from .select import check_select
 
         check_select(recipe["select"] or {}, str(path))
-    for stage in ("pt", "sft", "dpo"):
-        if recipe.get(stage):
-            check_stage_flags(stage, recipe[stage], str(path), RUN_SET_FLAGS)
+    for stage in chained(recipe):
+        check_stage_flags(stage, recipe[stage], str(path), RUN_SET_FLAGS)
     for name, folder in (recipe.get("exams") or {}).items():
         load_data(Path(str(folder)), "exam")
     data = recipe.get("data") or {"builtin": True}
     if not isinstance(data, dict):
         raise AdeptError(f"{path}: data: expected a mapping (builtin: true, or corpus: / instructions: / ... paths)")
+    # the bundled subject has no preference data: a recipe on it may bring its own
+    own = [k for k in (BUILTIN_OWN if data.get("builtin") else DATA_KINDS) if data.get(k)]
+    for key in own:
+        target = Path(str(data[key]))
+        if not target.exists():
+            raise AdeptError(f"{path}: data.{key}: {target} does not exist")
+        load_data(target, DATA_KINDS[key])  # a bad record stops here: file, line and field
     if data.get("builtin"):
         return
     if "select" in recipe and not data.get("select_exam"):
@@ -201,12 +209,6 @@ def check_recipe(recipe: dict, path: Path) -> None:
     unknown = set(data) - set(DATA_KINDS) - {"builtin"}
     if unknown:
         raise AdeptError(f"{path}: data.{sorted(unknown)[0]}: not a data key (one of {', '.join(DATA_KINDS)})")
-    for key, kind in DATA_KINDS.items():
-        if data.get(key):
-            target = Path(str(data[key]))
-            if not target.exists():
-                raise AdeptError(f"{path}: data.{key}: {target} does not exist")
-            load_data(target, kind)  # a bad record stops here: file, line and field
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -249,7 +251,7 @@ class Run:
             d = self.dir("data")
             return {"corpus": d / "corpus", "instructions": d / "instructions", "exam": d / "exam",
                     "general_exam": d / "general_exam", "select_exam": d / "select_exam", "heldout": d / "heldout",
-                    "preferences": d / "preferences" if self.recipe.get("dpo") else None}
+                    **{k: Path(str(data[k])) if data.get(k) else None for k in BUILTIN_OWN}}
         return {k: Path(v) if v else None for k, v in data.items()}
 
     def stage_data(self) -> None:
@@ -393,12 +395,29 @@ class Run:
             argv += [f"--{k}", flag_value(v)]
         return argv
 
-    def stage_pt(self) -> None:
-        self._train("pt", ["--model_name_or_path", self.model, "--dataset_dir", str(self.data_paths()["corpus"]),
-                           "--data_cache_dir", str(self.root / "cache" / "pt"), *self._flags("pt")])
+    def stage_train(self, stage: str) -> None:
+        """A training stage of the registry on the recipe's data of its kind, continuing the adapter of
+        the stage before it (the first starts from the model)."""
+        kind = get_stage(stage).data
+        argv = ["--model_name_or_path", self.model, "--dataset_dir", str(self.train_data(stage, kind))]
+        if kind in ("corpus", "instructions"):   # tokenized once, kept beside the run
+            argv += ["--data_cache_dir", str(self.root / "cache" / stage)]
+        prev = self.last_adapter(stage)
+        if prev:
+            argv += ["--peft_path", str(prev)]
+        self._train(stage, argv + self._flags(stage))
+
+    def train_data(self, stage: str, kind: str) -> Path:
+        if kind == "instructions":
+            return self.sft_data()
+        paths = self.data_paths()
+        found = paths.get(kind)
+        if not found:
+            raise AdeptError(f"the recipe has a {stage} stage but no data.{kind}")
+        return found
 
     def last_adapter(self, before: str) -> Path | None:
-        order = [s for s in ("pt", "sft", "dpo") if self.recipe.get(s)]
+        order = chained(self.recipe)
         prior = order[: order.index(before)] if before in order else order
         return self.dir(prior[-1]) if prior else None
 
@@ -457,24 +476,6 @@ class Run:
                    "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in drawn))
         log(f"sft: {want} records of {source} mixed in ({cfg.get('ratio', 1.0)} per subject record)")
 
-    def stage_sft(self) -> None:
-        argv = ["--model_name_or_path", self.model, "--dataset_dir", str(self.sft_data()),
-                "--data_cache_dir", str(self.root / "cache" / "sft")]
-        prev = self.last_adapter("sft")
-        if prev:
-            argv += ["--peft_path", str(prev)]
-        self._train("sft", argv + self._flags("sft"))
-
-    def stage_dpo(self) -> None:
-        paths = self.data_paths()
-        if not paths.get("preferences"):
-            raise AdeptError("the recipe has a dpo stage but no data.preferences")
-        argv = ["--model_name_or_path", self.model, "--dataset_dir", str(paths["preferences"])]
-        prev = self.last_adapter("dpo")
-        if prev:
-            argv += ["--peft_path", str(prev)]
-        self._train("dpo", argv + self._flags("dpo"))
-
     # ---------------------------------------------------------------- selection
     def stage_select(self) -> None:
         """The trained adapter at several scales and its checkpoints, scored on the selection exam and
@@ -486,7 +487,7 @@ class Run:
         cfg = self.recipe.get("select") or {}
         adapter = self.last_adapter("select")
         if adapter is None:
-            raise AdeptError("the recipe trains nothing: add a pt, sft or dpo stage")
+            raise AdeptError(f"the recipe trains nothing: add a training stage ({', '.join(TRAIN_NAMES)})")
         # the candidates are adapters at several scales, which only the transformers backend applies
         ev = exam_config(self.recipe, model=self.model, output_dir=self.dir("select"), backend="transformers")
         if ev.mode == "both":  # the formulation the reported exams are read in
@@ -510,7 +511,7 @@ class Run:
 
         adapter, alpha = self.last_adapter("merge"), 1.0
         if adapter is None:
-            raise AdeptError("the recipe trains nothing: add a pt, sft or dpo stage")
+            raise AdeptError(f"the recipe trains nothing: add a training stage ({', '.join(TRAIN_NAMES)})")
         chosen = read_run(self.dir("select")) if "select" in self.recipe else None
         if chosen:  # the selection stage's choice: a checkpoint or the adapter, at its scale
             adapter, alpha = Path(chosen["metrics"]["adapter"]), float(chosen["metrics"]["alpha"])
@@ -570,9 +571,8 @@ def _run_stages(recipe: dict, root: Path) -> Path:
              ("baseline", lambda: run._evaluate("baseline", run.model))]
     if recipe.get("replay"):
         steps.append(("replay", run.stage_replay))
-    for s in ("pt", "sft", "dpo"):
-        if recipe.get(s):
-            steps.append((s, getattr(run, f"stage_{s}")))
+    for s in chained(recipe):
+        steps.append((s, lambda s=s: run.stage_train(s)))
     if "select" in recipe:
         steps.append(("select", run.stage_select))
     steps += [("merge", run.stage_merge), ("after", lambda: run._evaluate("after", str(run.dir("merge")))),

@@ -15,6 +15,7 @@ from pathlib import Path
 from ..atomic import write_text
 from ..errors import AdeptError
 from ..runrecord import read_run
+from ..train.stages import NAMES as TRAIN_NAMES
 
 
 def _summary(path: Path) -> dict | None:
@@ -101,6 +102,19 @@ def _chart_bars(rows: list[dict], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def method_line(run: dict | None) -> str:
+    """A training stage's method, settings and the last values its trainer logged, from its run.json."""
+    m = (run or {}).get("metrics") or {}
+    method = m.get("method")
+    if not method:
+        return ""
+    settings = ", ".join(f"{k} {','.join(map(str, v)) if isinstance(v, list) else v}"
+                         for k, v in method.items() if k != "name" and v is not None)
+    last = (m.get("method_history") or [{}])[-1]
+    logged = ", ".join(f"{k} {v:.3g}" for k, v in last.items() if k != "step" and isinstance(v, (int, float)))
+    return f"{method['name']} ({settings})" + (f", at the last logged step: {logged}" if logged else "")
 
 
 def _chart_loss(histories: dict[str, list[dict]], path: Path) -> None:
@@ -386,7 +400,7 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
     ppl_b = base_run.get("metrics", {}).get("heldout_perplexity")
     ppl_a = after_run.get("metrics", {}).get("heldout_perplexity")
     histories = {s: (read_run(root / s) or {}).get("metrics", {}).get("loss_history", [])
-                 for s in ("pt", "sft", "dpo") if (root / s).is_dir()}
+                 for s in TRAIN_NAMES if (root / s).is_dir()}
     check = (read_run(root / "check") or {}).get("metrics")
     export = read_run(root / "export") or {}
 
@@ -427,10 +441,11 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
                 f"{limit}; the same protocol before and after")
     versions = after_run.get("versions", {})
     training = []
-    for stage in ("pt", "sft", "dpo"):
+    for stage in TRAIN_NAMES:
         d = (read_run(root / stage) or {}).get("data") or {}
-        if d.get("records") is not None or d.get("tokens") is not None:
+        if any(d.get(k) is not None for k in ("records", "tokens", "train_pairs")):
             what = (f"{d['records']} records" if d.get("records") is not None
+                    else f"{d['train_pairs']} preference pairs" if d.get("train_pairs") is not None
                     else f"{d.get('documents', '?')} documents, {d.get('tokens')} tokens")
             training.append(f"{stage} {what} ({', '.join(Path(f).name for f in d.get('files', []))})")
     replay = (read_run(root / "replay") or {}).get("metrics")
@@ -438,6 +453,9 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
         training.append(f"of the SFT records, {replay['records']} are the base model's own answers to general "
                         "questions (replay against forgetting)")
     data_line = "training data: " + "; ".join(training) if training else ""
+    methods = [m for s in TRAIN_NAMES if (m := method_line(read_run(root / s)))]
+    if methods:
+        data_line = "; ".join(([data_line] if data_line else []) + ["training: " + "; ".join(methods)])
     check_lines = []
     if check:
         check_lines.append(f"tokenization: {check['tokenization_texts'] - len(check['tokenization_mismatches'])}/"

@@ -15,6 +15,7 @@ from typing import Optional
 
 from ..config import read_yaml_mapping
 from ..errors import AdeptError
+from .stages import get as get_stage
 
 
 @dataclass
@@ -35,26 +36,26 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     dataset_dir: Optional[str] = field(default=None, metadata={
-        "help": "training data: a directory (PT: .txt / .jsonl files; SFT: .json / .jsonl files) or one file"})
+        "help": "training data: a directory of files or one file (its kind: see this command's description)"})
     data_cache_dir: Optional[str] = field(default=None, metadata={
         "help": "where tokenized data is cached, keyed by a fingerprint of files, tokenizer and settings "
                 "(default: <output_dir>/data_cache)"})
     validation_split_percentage: float = field(default=0.05, metadata={
-        "help": "PT: share of blocks held out for evaluation, as a FRACTION like the seed (0.05 = 5%%); 0 for none"})
+        "help": "share of blocks held out for evaluation, as a FRACTION like the seed (0.05 = 5%%); 0 for none"})
     validation_file: Optional[str] = field(default=None, metadata={
-        "help": "SFT: a file of evaluation records; if it also sits in dataset_dir it is left out of training"})
+        "help": "a file of evaluation records; if it also sits in dataset_dir it is left out of training"})
     block_size: Optional[int] = field(default=None, metadata={
-        "help": "PT: tokens per training block (default min(1024, model max length))"})
+        "help": "tokens per training block (default min(1024, model max length))"})
     packing: str = field(default="documents", metadata={
-        "help": "PT: documents (whole documents packed into blocks by best fit, cut only when longer than a "
+        "help": "documents (whole documents packed into blocks by best fit, cut only when longer than a "
                 "block; each attends only to itself, as inference sees text; its first token is not trained) "
                 "or stream (documents joined and cut every block_size tokens, blocks attending across "
                 "documents, as the seed's group_texts)", "choices": ["documents", "stream"]})
-    max_seq_length: int = field(default=1024, metadata={"help": "SFT: longest record in tokens"})
+    max_seq_length: int = field(default=1024, metadata={"help": "longest record in tokens"})
     max_prompt_length: Optional[int] = field(default=None, metadata={
-        "help": "DPO: drop (and count) pairs whose rendered prompt is longer than this many tokens"})
+        "help": "drop (and count) pairs whose rendered prompt is longer than this many tokens"})
     truncation: str = field(default="truncate", metadata={
-        "help": "SFT: over-long records are truncated (counted and reported) or dropped",
+        "help": "over-long records are truncated (counted and reported) or dropped",
         "choices": ["truncate", "drop"]})
     preprocessing_num_workers: Optional[int] = field(default=None, metadata={
         "help": "processes used to tokenize (datasets.map num_proc)"})
@@ -77,7 +78,7 @@ class LoraArguments:
     full_finetuning: bool = field(default=False, metadata={"help": "train all weights instead of LoRA"})
     peft_path: Optional[str] = field(default=None, metadata={"help": "continue training this LoRA adapter"})
     kl_to_base: float = field(default=0.0, metadata={
-        "help": "PT/SFT with LoRA: add BETA x KL(base || tuned) at every trained token to the loss, the base's "
+        "help": "with LoRA: add BETA x KL(base || tuned) at every trained token to the loss, the base's "
                 "distribution from the same batch with the adapter disabled (a brake on forgetting; 0 = off; "
                 "adeptlm/train/kl.py)"})
     load_in_kbits: int = field(default=16, metadata={
@@ -142,6 +143,35 @@ class TrainConfig:
         return out
 
 
+# Data and LoRA options that only some stages use, by the kind of data (or the trainer) they belong
+# to: hidden from the other stages' --help and refused there (stages.Stage.data, .kl_to_base).
+ONLY_FOR = {"validation_split_percentage": ("corpus",), "block_size": ("corpus",), "packing": ("corpus",),
+            "max_eval_samples": ("corpus", "instructions"), "data_cache_dir": ("corpus", "instructions"),
+            "preprocessing_num_workers": ("corpus", "instructions"),
+            "validation_file": ("instructions", "preferences"),
+            "max_seq_length": ("instructions",), "truncation": ("instructions",),
+            "max_prompt_length": ("preferences",), "kl_to_base": ("kl_to_base",)}
+
+
+# ... except where the seed's own script for that stage accepted the option and ignored it: a note, not an error
+SEED_IGNORED = {("sft", "validation_split_percentage"): "the seed's SFT accepted it and held nothing out; "
+                                                        "adept sft evaluates on --validation_file"}
+
+
+def foreign_options(stage: str) -> set[str]:
+    """The options of ONLY_FOR that `adept <stage>` does not use."""
+    st = get_stage(stage)
+    own = {st.data} | ({"kl_to_base"} if st.kl_to_base else set())
+    return {name for name, kinds in ONLY_FOR.items() if not own & set(kinds)}
+
+
+def _users(name: str) -> str:
+    from .stages import stages
+
+    return ", ".join(f"adept {s.name}" for s in stages()
+                     if ({s.data} | ({"kl_to_base"} if s.kl_to_base else set())) & set(ONLY_FOR[name]))
+
+
 # Defaults that differ from TrainingArguments' own: a CPU-friendly, resumable run.
 STAGE_DEFAULTS = {
     "output_dir": None,  # set per stage
@@ -157,14 +187,18 @@ STAGE_DEFAULTS = {
 
 
 def _parser(stage: str):
-    from transformers import HfArgumentParser, TrainingArguments
+    import argparse
 
-    training_args = TrainingArguments
-    if stage == "dpo":
-        from trl import DPOConfig  # TrainingArguments plus beta, loss_type, max_length
-        training_args = DPOConfig
-    return HfArgumentParser((ModelArguments, DataArguments, LoraArguments, CompatArguments, training_args),
-                            prog=f"adept {stage}", description=STAGE_HELP[stage])
+    from transformers import HfArgumentParser
+
+    st = get_stage(stage)
+    parser = HfArgumentParser((ModelArguments, DataArguments, LoraArguments, CompatArguments, st.config()),
+                              prog=f"adept {stage}", description=st.description)
+    hidden = foreign_options(stage)
+    for action in parser._actions:   # argparse's list of options (public in practice, read-only here)
+        if action.dest in hidden:
+            action.help = argparse.SUPPRESS
+    return parser
 
 
 def flag_value(value) -> str:
@@ -182,7 +216,8 @@ def check_stage_flags(stage: str, flags: dict, where: str, reserved: tuple[str, 
 
     if not isinstance(flags, dict):
         raise AdeptError(f"{where}: {stage}: expected a mapping of `adept {stage}` flags, got {type(flags).__name__}")
-    by_flag = {o.lstrip("-"): a for a in _parser(stage)._actions for o in a.option_strings}
+    hidden = foreign_options(stage)
+    by_flag = {o.lstrip("-"): a for a in _parser(stage)._actions for o in a.option_strings if a.dest not in hidden}
     for key, value in flags.items():
         if key in reserved:
             raise AdeptError(f"{where}: {stage}.{key}: set by the recipe's run itself; remove it")
@@ -221,15 +256,15 @@ def parse_train_args(stage: str, argv: list[str]) -> TrainConfig:
 
     # Without a GPU, say so: accelerate then runs several processes as CPU DDP over gloo (with
     # use_cpu unset it set up a process group whose loss scaling did not match one process).
+    st = get_stage(stage)
     defaults = dict(STAGE_DEFAULTS, output_dir=f"runs/{stage}", use_cpu=not torch.cuda.is_available(),
-                    **gpu_defaults())
-    if stage == "dpo":
-        defaults.update(learning_rate=5e-6, max_length=1024)
+                    **gpu_defaults(), **st.defaults)
+    hidden = foreign_options(stage)
     argv = list(argv)
     if argv and not argv[0].startswith("-") and argv[0].endswith((".yaml", ".yml")):
         cfg_path = Path(argv.pop(0))
         loaded = read_yaml_mapping(cfg_path, "config file")
-        known = {a.dest for a in parser._actions}
+        known = {a.dest for a in parser._actions} - hidden
         unknown = sorted(set(loaded) - known)
         if unknown:
             raise AdeptError(f"{cfg_path}: unknown option(s) {', '.join(unknown)}: see `adept {stage} --help`")
@@ -242,6 +277,13 @@ def parse_train_args(stage: str, argv: list[str]) -> TrainConfig:
         model, data, lora, compat, training = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as exc:  # unknown flags, bad values: one line, exit 2
         raise AdeptError(f"adept {stage}: {exc}") from None
+    for part in (data, lora):
+        for f in fields(part):
+            if f.name in hidden and getattr(part, f.name) != f.default:
+                if (stage, f.name) in SEED_IGNORED:
+                    print(f"adept: --{f.name} is ignored by adept {stage}: {SEED_IGNORED[stage, f.name]}", flush=True)
+                    continue
+                raise AdeptError(f"--{f.name} is not an option of adept {stage} (it is one of {_users(f.name)})")
     if compat.evaluation_strategy:
         training.eval_strategy = type(training.eval_strategy)(compat.evaluation_strategy)
     if compat.warmup_ratio is not None:
@@ -259,29 +301,7 @@ def parse_train_args(stage: str, argv: list[str]) -> TrainConfig:
         if lora.full_finetuning:
             raise AdeptError("--kl_to_base needs a LoRA adapter (the base is the model with it disabled), "
                              "not --full_finetuning")
-        if stage == "dpo":
-            raise AdeptError("--kl_to_base is a PT/SFT loss term; DPO has its own reference (--beta)")
-    # TRL's DPO records carry no input_ids to group by; its batches stay random.
-    if compat.group_by_length and training.train_sampling_strategy == "random" and stage != "dpo":
+    # TRL's preference records carry no input_ids to group by; their batches stay as their config has them.
+    if compat.group_by_length and training.train_sampling_strategy == "random" and st.grouped:
         training.train_sampling_strategy = "group_by_length"
     return TrainConfig(model, data, lora, compat, training)
-
-
-STAGE_HELP = {
-    "pt": "Continued pre-training on subject text with LoRA, QLoRA or full weights. Documents are tokenized "
-          "with an end-of-text token between them and packed whole into --block_size blocks (best fit), each document "
-          "attending only to itself (--packing stream: joined, cut and attending across documents, as the seed); "
-          "the tokenized data is "
-          "cached by a fingerprint of the files, tokenizer and settings. Takes a YAML config as first argument "
-          "and/or flags (flags win); the seed's flag names work as written.",
-    "dpo": "Preference tuning (DPO) on TRL's DPOTrainer, with LoRA (default; the reference model is the same "
-           "network with the adapter disabled, no second copy), full weights, or continuing an SFT adapter "
-           "(--peft_path). Data: prompt/chosen/rejected, sharegpt conversations/chosen/rejected, or DPO-zh-en-emoji "
-           "(question, answer_zh chosen, answer_en rejected), rendered with the chat template. --beta, --loss_type "
-           "(sigmoid, ipo, hinge, ...), --max_length (prompt+reply, truncated by TRL) and --max_prompt_length "
-           "(longer pairs are dropped and counted, as the seed's DPO scripts did).",
-    "sft": "Instruction tuning (SFT) with LoRA, QLoRA or full weights. Records are rendered with the chat template "
-           "and only assistant replies (with their end-of-turn token) are trained; batches group records of "
-           "similar length. Takes a YAML config as first argument and/or flags (flags win); the seed's flag "
-           "names work as written.",
-}

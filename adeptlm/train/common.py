@@ -12,6 +12,7 @@ from ..errors import AdeptError
 from ..models import adapter_base, load_tokenizer, resolve_model
 from ..runrecord import read_run, write_run
 from .args import TrainConfig
+from .stages import get as get_stage
 
 
 def is_main_process() -> bool:
@@ -396,6 +397,13 @@ def resume_point(cfg: TrainConfig) -> str | None:
     return last
 
 
+def _plain(value):
+    """A config value as JSON holds it (TRL keeps some as lists or enums)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
+
+
 def finished_at(checkpoint: str, args) -> bool:
     """Whether the checkpoint is the end of the run these arguments ask for (same step or epoch target).
     transformers 5.24's Trainer, resumed from such a checkpoint, trains one step more than asked."""
@@ -460,13 +468,15 @@ def train_and_save(cfg: TrainConfig, stage: str, model, tokenizer, train_ds, eva
     metrics["loss_history"] = [{"step": h["step"], "loss": h["loss"],
                                 **({"kl_to_base": h["kl_to_base"]} if "kl_to_base" in h else {})}
                                for h in trainer.state.log_history if "loss" in h]
-    # DPO logs reward accuracy and margins per step: keep their history and last values.
-    reward_keys = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected")
-    rewards = [{"step": h["step"], **{k: h[k] for k in reward_keys if k in h}} for h in trainer.state.log_history
-               if "rewards/accuracies" in h and "loss" in h]
-    if rewards:
-        metrics["reward_history"] = rewards
-        metrics.update({k.replace("/", "_"): rewards[-1][k] for k in reward_keys if k in rewards[-1]})
+    # the method, its settings, and what its trainer logs per step beyond the loss (DPO's reward accuracy
+    # and margins, KTO's KL estimate, ...): their history and last values
+    st = get_stage(stage)
+    metrics["method"] = {"name": stage, **{k: _plain(getattr(args, k, None)) for k in st.settings}}
+    history = [{"step": h["step"], **{k: h[k] for k in st.metrics if k in h}} for h in trainer.state.log_history
+               if "loss" in h and any(k in h for k in st.metrics)]
+    if history:
+        metrics["method_history"] = history
+        metrics.update({k.replace("/", "_"): history[-1][k] for k in st.metrics if k in history[-1]})
     if eval_ds is not None and len(eval_ds):
         ev = trainer.evaluate()
         metrics["eval_loss"] = ev["eval_loss"]

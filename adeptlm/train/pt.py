@@ -19,6 +19,7 @@ from ..errors import AdeptError
 from ..data.tokenize import cached, end_of_text_id, fingerprint, pack_documents
 from .args import TrainConfig
 from .common import PackedCollator, load_model_for_training, log, train_and_save
+from .stages import Stage
 
 
 def run_pt(cfg: TrainConfig) -> dict:
@@ -63,3 +64,19 @@ def run_pt(cfg: TrainConfig) -> dict:
             "packing": cfg.data.packing}
     return train_and_save(cfg, "pt", model, tokenizer, ds, eval_ds, info,
                           collator=PackedCollator(tokenizer) if isolate else None)
+
+
+def _config():
+    from transformers import TrainingArguments
+
+    return TrainingArguments
+
+
+STAGE = Stage(
+    "pt", "continued pre-training on subject text (LoRA, QLoRA, full)",
+    "Continued pre-training on subject text with LoRA, QLoRA or full weights. Documents are tokenized with an "
+    "end-of-text token between them and packed whole into --block_size blocks (best fit), each document attending "
+    "only to itself (--packing stream: joined, cut and attending across documents, as the seed); the tokenized data "
+    "is cached by a fingerprint of the files, tokenizer and settings. Takes a YAML config as first argument and/or "
+    "flags (flags win); the seed's flag names work as written.",
+    data="corpus", config=_config, run=run_pt, kl_to_base=True, settings=("learning_rate",))

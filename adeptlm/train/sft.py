@@ -19,6 +19,7 @@ from ..data.tokenize import cached, encode_records, fingerprint
 from ..templates import get_template
 from .args import TrainConfig
 from .common import load_model_for_training, log, train_and_save
+from .stages import Stage
 
 
 def instruction_files(cfg: TrainConfig) -> list[Path]:
@@ -81,3 +82,17 @@ def run_sft(cfg: TrainConfig) -> dict:
     info = {"files": [str(f) for f in files], "fingerprint": fp, "template": template.name, **stats,
             "train_records": len(ds), "eval_records": len(eval_ds) if eval_ds is not None else 0}
     return train_and_save(cfg, "sft", model, tokenizer, ds, eval_ds, info)
+
+
+def _config():
+    from transformers import TrainingArguments
+
+    return TrainingArguments
+
+
+STAGE = Stage(
+    "sft", "instruction tuning with loss on assistant replies",
+    "Instruction tuning (SFT) with LoRA, QLoRA or full weights. Records are rendered with the chat template and "
+    "only assistant replies (with their end-of-turn token) are trained; batches group records of similar length. "
+    "Takes a YAML config as first argument and/or flags (flags win); the seed's flag names work as written.",
+    data="instructions", config=_config, run=run_sft, kl_to_base=True, settings=("learning_rate",))

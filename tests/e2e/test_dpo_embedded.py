@@ -38,7 +38,7 @@ def test_dpo_then_merge_then_gguf(tmp_path, shared_data):
     assert rc.returncode == 0, rc.stderr[-3000:]
     run = read_run(out)
     assert run["data"]["train_pairs"] == 5 and set(run["data"]["shapes"].values()) == {"pcr", "sharegpt", "emoji"}
-    history = run["metrics"]["reward_history"]
+    history = run["metrics"]["method_history"]
     assert [h["step"] for h in history] == list(range(1, 11))
     assert history[0]["rewards/margins"] == 0.0             # the policy starts as its reference
     first, second = ([h["rewards/margins"] for h in history[k:k + 5]] for k in (0, 5))

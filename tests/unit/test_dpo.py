@@ -61,7 +61,7 @@ def test_dpo_raises_the_margin_and_reward_accuracy(tmp_path, tiny_model_dir):
     run = read_run(out)
     assert run["stage"] == "dpo" and run["data"]["train_pairs"] == 4
     assert set(run["data"]["shapes"].values()) == {"pcr", "sharegpt", "emoji"}
-    assert run["metrics"]["rewards_accuracies"] > 0.5, run["metrics"]["reward_history"]
+    assert run["metrics"]["rewards_accuracies"] > 0.5, run["metrics"]["method_history"]
     assert (out / "adapter_model.safetensors").is_file()
 
     base, tok = load_model(str(tiny_model_dir))
@@ -115,7 +115,7 @@ def test_dpo_after_sft_is_anchored_to_the_sft_policy(tmp_path, tiny_model_dir):
                    "--learning_rate", "5e-3", "--per_device_train_batch_size", "4", "--logging_steps", "1",
                    "--report_to", "none", "--beta", "0.1", "--save_strategy", "no", "--max_length", "128")
     assert rc.returncode == 0, rc.stderr[-3000:]
-    history = read_run(out)["metrics"]["reward_history"]
+    history = read_run(out)["metrics"]["method_history"]
     first, second = history[0], history[1]
     assert first["step"] == 1
     assert abs(first["rewards/chosen"]) < 1e-5 and abs(first["rewards/rejected"]) < 1e-5, history

@@ -97,7 +97,10 @@ def test_cpu_matmul_precision_holds_for_the_stage_only(tiny_model_dir, tmp_path,
     from adeptlm.train import speed
 
     seen = []
-    monkeypatch.setattr(sft, "run_sft", lambda cfg: seen.append(torch.backends.mkldnn.matmul.fp32_precision))
+    from dataclasses import replace
+
+    monkeypatch.setattr(sft, "STAGE", replace(sft.STAGE, run=lambda cfg: seen.append(
+        torch.backends.mkldnn.matmul.fp32_precision)))   # the registry reads the module's STAGE
     before = torch.backends.mkldnn.matmul.fp32_precision
     flags = ["sft", "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path / "o")]
     monkeypatch.setattr(speed, "bf16_matmul_supported", lambda: True)
