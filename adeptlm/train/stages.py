@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 # The registered stages, in the order `adept run` chains them (each continues the adapter before it).
-NAMES = ("pt", "sft", "dpo")
+NAMES = ("pt", "sft", "dpo", "orpo")
 
 # What each kind of training data is, for help texts and errors (readers: adeptlm/data/).
 DATA_KINDS = {"corpus": "a directory of .txt files or a .jsonl/.json file with 'text'",

@@ -82,9 +82,12 @@ def test_exact_mcnemar_against_hand_computed_values():
 def test_recipe_exams_scored_before_and_after(tmp_path, tiny_model_dir, shared_data):
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (the run's export check needs it)")
     recipe = tmp_path / "tiny.yaml"
+    prefs = tmp_path / "prefs.jsonl"   # the bundled subject has none: the recipe brings its own for orpo
+    prefs.write_text("".join(json.dumps({"prompt": f"Question {i}?", "chosen": f"Answer {i}.", "rejected": "No."}) + "\n"
+                             for i in range(4)))
     recipe.write_text(f"""name: tiny
 model: {tiny_model_dir}
-data: {{builtin: true, seed: 7}}
+data: {{builtin: true, seed: 7, preferences: {prefs}}}
 exams: {{ceval: {shared_data / 'ceval'}}}
 contamination: {{drop: true}}
 eval: {{mode: letter, with_prompt: false, few_shot: false, limit: 3}}
@@ -92,11 +95,16 @@ pt: {{max_steps: 2, per_device_train_batch_size: 2, block_size: 32, lora_rank: 4
       save_steps: 10, logging_steps: 1}}
 sft: {{max_steps: 2, per_device_train_batch_size: 2, max_seq_length: 64, report_to: none, save_steps: 10,
        logging_steps: 1}}
+orpo: {{max_steps: 2, per_device_train_batch_size: 2, max_length: 64, beta: 0.2, report_to: none, save_steps: 10,
+        logging_steps: 1}}
 export: {{outtype: f32, check_tokens: 2}}
 """)
     r = run_adept("run", str(recipe), "--output_dir", str(tmp_path / "runs"), cwd=tmp_path, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     root = tmp_path / "runs" / "tiny"
+    # the registry's stages chain: orpo continued the sft adapter, which continued pt's
+    orpo = json.loads((root / "orpo" / "run.json").read_text())
+    assert orpo["config"]["peft_path"] == str(root / "sft") and orpo["metrics"]["method"]["beta"] == 0.2
     for stage in ("baseline", "after"):
         metrics = json.loads((root / stage / "run.json").read_text())["metrics"]
         assert set(metrics) >= {"exam", "general_exam", "ceval"}
@@ -129,6 +137,7 @@ export: {{outtype: f32, check_tokens: 2}}
     ret = json.loads((root / "retention" / "run.json").read_text())["metrics"]
     assert ret["text"]["tokens"] > 0 and ret["greedy"]["prompts"] == 24
     assert "## Retention (against the base model)" in report and "- Retention: mean KL" in report
+    assert "orpo 4 preference pairs (prefs.jsonl)" in report and "orpo (beta 0.2, learning_rate 8e-06)" in report
 
     # `adept report` from its command line rebuilds the same report from the run's outputs
     (root / "report.md").unlink()
