@@ -1,6 +1,6 @@
 """The one `adept` command. Each sub-command is a plain function, attached to its argparse parser in
-build_parser with set_defaults(func=...); the training stages (pt, sft, dpo: the registry in train/stages.py)
-parse their own flags (cmd_train).
+build_parser with set_defaults(func=...); the training stages (pt, sft, dpo, orpo, kto: the registry in
+train/stages.py) parse their own flags (cmd_train).
 
 Errors a user can act on (`AdeptError`, `InputError`) print as one line and exit with status 2;
 `--debug` shows the traceback instead.
@@ -550,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_arena)
 
     p = sub.add_parser("run", help="the whole loop from a YAML recipe (default: the bundled demo)",
-                       description="Chain baseline evaluation, the training stages (pt, sft, dpo), merge, evaluation, GGUF export, "
+                       description="Chain baseline evaluation, the training stages (pt, sft, dpo, orpo, kto), merge, evaluation, GGUF export, "
                                    "export check and report from a YAML recipe; each stage writes runs/<name>/<stage>/ "
                                    "and a rerun skips finished stages and resumes an interrupted one. Without a "
                                    "recipe: the bundled demo (a fictional subject on the embedded model); "

@@ -1,7 +1,7 @@
 """`adept run RECIPE.yaml`: the whole loop, stage by stage, resumable.
 
 baseline evaluation → (replay: the base model's answers to general questions) → continued
-pre-training → SFT (mixed with the replay) → (DPO) → merge → evaluation → GGUF export →
+pre-training → SFT (mixed with the replay) → (DPO, ORPO or KTO) → merge → evaluation → GGUF export →
 export check → report. Each stage writes runs/<name>/<stage>/ and, last, its run.json; a rerun
 skips every stage whose run.json exists and resumes an interrupted training stage from its newest
 checkpoint. Training stages run as child `adept` processes (a clean Trainer/accelerate state
@@ -87,9 +87,10 @@ def load_recipe(path: Path | None, quick: bool) -> dict:
 # Flags of the training stages that the run sets itself (its model, data, output and chaining).
 RUN_SET_FLAGS = ("model_name_or_path", "dataset_dir", "data_cache_dir", "output_dir", "peft_path")
 # data: keys of a recipe with its own files, and the kind each must hold (adeptlm.data.detect)
-DATA_KINDS = {"corpus": "corpus", "instructions": "instructions", "preferences": "preferences", "exam": "exam", "general_exam": "exam", "select_exam": "exam", "heldout": "corpus"}
+DATA_KINDS = {"corpus": "corpus", "instructions": "instructions", "preferences": "preferences", "feedback": "feedback",
+              "exam": "exam", "general_exam": "exam", "select_exam": "exam", "heldout": "corpus"}
 # of those, what a recipe on the bundled subject (data: {builtin: true}) may add
-BUILTIN_OWN = ("preferences",)
+BUILTIN_OWN = ("preferences", "feedback")
 
 
 # retention: general text and prompts for the probes, and the forgetting budget the report checks
@@ -194,7 +195,7 @@ def check_recipe(recipe: dict, path: Path) -> None:
     data = recipe.get("data") or {"builtin": True}
     if not isinstance(data, dict):
         raise AdeptError(f"{path}: data: expected a mapping (builtin: true, or corpus: / instructions: / ... paths)")
-    # the bundled subject has no preference data: a recipe on it may bring its own
+    # the bundled subject has no preference data: a recipe on it may bring its own for dpo, orpo or kto
     own = [k for k in (BUILTIN_OWN if data.get("builtin") else DATA_KINDS) if data.get(k)]
     for key in own:
         target = Path(str(data[key]))
@@ -285,7 +286,8 @@ class Run:
 
         ngram = int((self.recipe.get("contamination") or {}).get("ngram", NGRAM))
         paths = self.data_paths()
-        training = [paths[k] for k in ("corpus", "instructions", "preferences") if paths.get(k) and paths[k].exists()]
+        training = [paths[k] for k in ("corpus", "instructions", "preferences", "feedback")
+                    if paths.get(k) and paths[k].exists()]
         metrics = {}
         for key, folder in self.exam_folders().items():
             found, checked = find_overlaps(folder, training, ngram)
@@ -411,9 +413,10 @@ class Run:
         if kind == "instructions":
             return self.sft_data()
         paths = self.data_paths()
-        found = paths.get(kind)
+        found = paths.get(kind) or (paths.get("preferences") if kind == "feedback" else None)
         if not found:
-            raise AdeptError(f"the recipe has a {stage} stage but no data.{kind}")
+            need = "data.feedback or data.preferences" if kind == "feedback" else f"data.{kind}"
+            raise AdeptError(f"the recipe has a {stage} stage but no {need}")
         return found
 
     def last_adapter(self, before: str) -> Path | None:

@@ -14,11 +14,12 @@ KIND_NAMES = {
     "corpus": "pre-training corpus",
     "instructions": "instructions",
     "preferences": "preference pairs",
+    "feedback": "unpaired feedback (KTO)",
     "exam": "multiple-choice exam",
 }
 SHAPE_NAMES = {
     "txt": ".txt documents", "json": "JSON 'text' records", "alpaca": "alpaca", "messages": "messages",
-    "sharegpt": "sharegpt", "pcr": "prompt/chosen/rejected", "emoji": "DPO-zh-en-emoji (question/answer_zh/answer_en)",
+    "sharegpt": "sharegpt", "pcr": "prompt/chosen/rejected", "feedback": "prompt/completion/label", "emoji": "DPO-zh-en-emoji (question/answer_zh/answer_en)",
     "ceval": "C-Eval layout", "cmmlu": "CMMLU layout", "mmlu": "MMLU layout (no header)",
 }
 
@@ -34,7 +35,8 @@ class CheckReport:
 
     def format(self) -> str:
         shape = " + ".join(SHAPE_NAMES.get(s, s) for s in self.loaded.shape.split("+"))
-        unit = {"corpus": "documents", "instructions": "records", "preferences": "pairs", "exam": "questions"}
+        unit = {"corpus": "documents", "instructions": "records", "preferences": "pairs", "feedback": "records",
+                "exam": "questions"}
         out = [f"path:     {self.path}",
                f"kind:     {KIND_NAMES[self.loaded.kind]} ({shape})",
                f"count:    {self.count} {unit[self.loaded.kind]} in {len(self.loaded.files)} "
@@ -109,6 +111,21 @@ def check_data(path: Path | str, model: str | None = None, template: str | None 
         if show_example:
             report.example = f"  ({recs[0].source}; trained tokens between [[ and ]])\n" + \
                 show_mask(tok, encs[0])
+    elif loaded.kind == "feedback":
+        lengths = [len(encode_prompt(tok, tmpl, r.prompt)) +
+                   len(tok(r.completion + tmpl.eot, add_special_tokens=False)["input_ids"]) for r in recs]
+        good = sum(r.desirable for r in recs)
+        report.lines.append(f"labels:   {good} desirable, {len(recs) - good} undesirable")
+        report.lines.append(f"tokens:   {_stats(lengths)} with the prompt")
+        too_long = [r.source for r, n in zip(recs, lengths) if n > max_length]
+        if not good or good == len(recs):
+            report.warnings.append("every record has the same label: KTO needs desirable and undesirable ones")
+        report.warnings += _dupes([json.dumps([r.prompt, r.completion, r.desirable], ensure_ascii=False)
+                                   for r in recs], [r.source for r in recs], "records")
+        if show_example:
+            r = recs[0]
+            report.example = f"  ({r.source})\n  prompt:     {r.prompt[-1]['content'][:300]!r}\n" \
+                             f"  completion: {r.completion[:300]!r}\n  desirable:  {str(r.desirable).lower()}"
     else:  # preferences
         lens_c, lens_r = [], []
         for pair in recs:

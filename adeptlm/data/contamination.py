@@ -52,6 +52,8 @@ def training_texts(path: Path) -> list[tuple[str, str]]:
             out.append(("\n".join(m["content"] for m in rec.messages), rec.source))
         elif loaded.kind == "preferences":
             out.append(("\n".join([*(m["content"] for m in rec.prompt), rec.chosen, rec.rejected]), rec.source))
+        elif loaded.kind == "feedback":
+            out.append(("\n".join([*(m["content"] for m in rec.prompt), rec.completion]), rec.source))
     return out
 
 

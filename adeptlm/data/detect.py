@@ -10,18 +10,19 @@ from .corpus import JSON_SUFFIXES, TEXT_SUFFIXES, Document, read_corpus_file
 from ..errors import InputError
 from .files import iter_json_records, require_object
 from .exams import Exam, exam_files, is_exam_dir, read_exam
+from .feedback import Feedback, feedback_shape, read_feedback
 from .instructions import Conversation, instruction_shape, read_instructions
 from .preferences import PreferencePair, preference_shape, read_preferences
 
-KINDS = ("corpus", "instructions", "preferences", "exam")
+KINDS = ("corpus", "instructions", "preferences", "feedback", "exam")
 
 
 @dataclass
 class Loaded:
     kind: str  # one of KINDS
-    shape: str  # the layout within the kind: txt/jsonl, alpaca/messages/sharegpt, pcr/sharegpt/emoji, ceval/...
+    shape: str  # the layout within the kind: txt/jsonl, alpaca/messages/sharegpt, pcr/sharegpt/emoji, feedback, ceval/...
     files: list[Path]
-    records: list[Any] = field(default_factory=list)  # Documents, Conversations or PreferencePairs
+    records: list[Any] = field(default_factory=list)  # Documents, Conversations, PreferencePairs or Feedback
     exam: Exam | None = None
 
 
@@ -37,13 +38,15 @@ def file_kind(path: Path) -> str:
         rec = require_object(path, line, rec)
         if preference_shape(rec):
             return "preferences"
+        if feedback_shape(rec):
+            return "feedback"
         if instruction_shape(rec):
             return "instructions"
         if "text" in rec:
             return "corpus"
         raise InputError(path, "cannot tell the kind of record: expected 'text' (corpus), 'instruction'/"
                                "'messages'/'conversations' (instructions) or 'chosen'+'rejected' / "
-                               "'answer_zh'+'answer_en' (preferences)", line=line)
+                               "'answer_zh'+'answer_en' (preferences) or 'completion'+'label' (feedback)", line=line)
     raise AssertionError("unreachable: iter_json_records raises on an empty file")
 
 
@@ -68,6 +71,8 @@ def load_data(path: Path | str, kind: str | None = None) -> Loaded:
     else:
         files = [path]
         found = file_kind(path)
+    if kind == "feedback" and found == "preferences":   # KTO splits each pair into two feedback records
+        found = "feedback"
     if kind and kind != found:
         raise InputError(path, f"expected {kind} data, found {found} data")
     if found == "exam":
@@ -84,6 +89,10 @@ def load_data(path: Path | str, kind: str | None = None) -> Loaded:
             shape, convs = read_instructions(f)
             loaded.records += convs
             shapes.append(shape)
+        elif found == "feedback":
+            shape, records = read_feedback(f)
+            loaded.records += records
+            shapes.append(shape)
         else:
             shape, pairs = read_preferences(f)
             loaded.records += pairs
@@ -92,4 +101,4 @@ def load_data(path: Path | str, kind: str | None = None) -> Loaded:
     return loaded
 
 
-__all__ = ["Loaded", "load_data", "file_kind", "KINDS", "Conversation", "PreferencePair", "Document"]
+__all__ = ["Loaded", "load_data", "file_kind", "KINDS", "Conversation", "PreferencePair", "Feedback", "Document"]

@@ -55,6 +55,12 @@ def read_preferences(path: Path) -> tuple[str, list[PreferencePair]]:
 
 
 def _pcr(path: Path, line: int, rec: dict) -> PreferencePair:
+    return PreferencePair(read_prompt(path, line, rec), reply(path, line, rec, "chosen"),
+                          reply(path, line, rec, "rejected"), f"{path}:{line}")
+
+
+def read_prompt(path: Path, line: int, rec: dict) -> list[Message]:
+    """A record's 'prompt': a string (one user turn) or a message list ending with the user's turn."""
     prompt = rec.get("prompt")
     if isinstance(prompt, str):
         prompt_msgs = [{"role": "user", "content": require_str(path, line, rec, "prompt")}]
@@ -71,11 +77,11 @@ def _pcr(path: Path, line: int, rec: dict) -> PreferencePair:
     else:
         raise InputError(path, "missing or empty: expected a string or a list of messages", line=line,
                          field="prompt")
-    return PreferencePair(prompt_msgs, _reply(path, line, rec, "chosen"), _reply(path, line, rec, "rejected"),
-                          f"{path}:{line}")
+    return prompt_msgs
 
 
-def _reply(path: Path, line: int, rec: dict, key: str) -> str:
+def reply(path: Path, line: int, rec: dict, key: str) -> str:
+    """A reply: a string, or a message list whose last message is the assistant's (TRL's conversational shape)."""
     value: Any = rec.get(key)
     if isinstance(value, list) and value and isinstance(value[-1], dict):
         value = value[-1]

@@ -148,7 +148,7 @@ class TrainConfig:
 ONLY_FOR = {"validation_split_percentage": ("corpus",), "block_size": ("corpus",), "packing": ("corpus",),
             "max_eval_samples": ("corpus", "instructions"), "data_cache_dir": ("corpus", "instructions"),
             "preprocessing_num_workers": ("corpus", "instructions"),
-            "validation_file": ("instructions", "preferences"),
+            "validation_file": ("instructions", "preferences", "feedback"),
             "max_seq_length": ("instructions",), "truncation": ("instructions",),
             "max_prompt_length": ("preferences",), "kl_to_base": ("kl_to_base",)}
 

@@ -1,7 +1,7 @@
 """The training stages, by name: the one list the CLI's verbs, their `--help`, a recipe's stage keys,
 `adept run`'s chaining and the report's training section are all drawn from.
 
-Each method lives in its own file beside this one (pt.py, sft.py, dpo.py) and
+Each method lives in its own file beside this one (pt.py, sft.py, dpo.py, orpo.py, kto.py) and
 declares a `STAGE` there: its help, the kind of data it trains on, its config class (transformers'
 TrainingArguments or TRL's own config, as TRL keeps dpo_config.py beside dpo_trainer.py), its
 defaults and its run function. Adding a method is that file and its name in NAMES.
@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 # The registered stages, in the order `adept run` chains them (each continues the adapter before it).
-NAMES = ("pt", "sft", "dpo", "orpo")
+NAMES = ("pt", "sft", "dpo", "orpo", "kto")
 
 # What each kind of training data is, for help texts and errors (readers: adeptlm/data/).
 DATA_KINDS = {"corpus": "a directory of .txt files or a .jsonl/.json file with 'text'",
               "instructions": "a directory of .json/.jsonl instruction files, or one file",
-              "preferences": "a directory of .json/.jsonl preference files (prompt/chosen/rejected, ...), or one file"}
+              "preferences": "a directory of .json/.jsonl preference files (prompt/chosen/rejected, ...), or one file",
+              "feedback": "a directory of .json/.jsonl files of prompt/completion/label records (or preference "
+                          "pairs, each split into a desirable and an undesirable record), or one file"}
 
 
 @dataclass(frozen=True)

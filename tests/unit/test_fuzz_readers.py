@@ -31,6 +31,9 @@ PCR = {"prompt": "Name a fruit.", "chosen": "An apple.", "rejected": "No."}
 SHAREGPT_PREF = [{"conversations": [{"from": "human", "value": "q"}], "chosen": {"from": "gpt", "value": "a"},
                   "rejected": {"from": "gpt", "value": "b"}}]
 EMOJI = {"question": "天气？", "answer_zh": "晴☀️", "answer_en": "Sunny."}
+FEEDBACK = [{"prompt": "Name a fruit.", "completion": "An apple.", "label": True},
+            {"prompt": [{"role": "user", "content": "你好"}], "completion": [{"role": "assistant", "content": "走开"}],
+             "label": False}]
 RECIPE = """name: fuzz
 model: smollm2-135m-instruct
 eval:
@@ -54,6 +57,7 @@ SEEDS = {
     "pcr": ("data", "p.jsonl", json.dumps(PCR) + "\n"),
     "sharegpt-pref": ("data", "sp.json", json.dumps(SHAREGPT_PREF)),
     "emoji": ("data", "e.jsonl", json.dumps(EMOJI, ensure_ascii=False) + "\n"),
+    "feedback": ("data", "f.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in FEEDBACK)),
     "corpus-txt": ("data", "c.txt", "The Quenta Isles lie west.\n\nTheir capital is Oro.\n"),
     "corpus-jsonl": ("data", "c.jsonl", json.dumps({"text": "汐澜群岛位于西方。"}, ensure_ascii=False) + "\n"),
     "ceval": ("exam", "bio_val.csv", "id,question,A,B,C,D,answer,explanation\n0,q1,a,b,c,d,A,why\n1,\"q2, x\",a,b,c,d,C,\n"),

@@ -41,7 +41,10 @@ def test_bad_recipes_stop_with_one_line_before_any_stage(tmp_path, capsys):
                            ("name: x\ncontamination: {drop: maybe}\n", "r.yaml: contamination: drop must be"),
                            (f"name: x\ndata: {{instructions: {tmp_path}/bad.json}}\nsft: {{max_seq_length: 64}}\n",
                             "bad.json:2: field 'output': expected a string, got int"),
-                           ("name: x\ndpo: {block_size: 64}\n", "r.yaml: dpo.block_size: not a flag of `adept dpo`")):
+                           ("name: x\nkto: {block_size: 64}\n", "r.yaml: kto.block_size: not a flag of `adept kto`"),
+                           (f"name: x\ndata: {{builtin: true, feedback: {tmp_path}/fb.jsonl}}\nkto: {{beta: 0.1}}\n",
+                            "fb.jsonl:1: field 'label': expected true or false")):
+        (tmp_path / "fb.jsonl").write_text('{"prompt": "a", "completion": "b", "label": 1}\n')
         (tmp_path / "bad.json").write_text('[{"instruction": "a", "output": "b"},\n'
                                            ' {"instruction": "c",\n  "output": 3}]\n')
         recipe = tmp_path / "r.yaml"
