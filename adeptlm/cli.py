@@ -387,10 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="exams (C-Eval, CMMLU, MMLU, your own), perplexity, before/after comparison",
                         description="Validate a model: multiple-choice exams, perplexity, and before/after tables.")
     esub = ev.add_subparsers(dest="eval_command", metavar="WHAT", required=True)
-    for name, what in (("ceval", "C-Eval (dev/val/test, <subject>_<split>.csv with header)"),
-                       ("cmmlu", "CMMLU (dev/test, <subject>.csv, header ,Question,A,B,C,D,Answer)"),
-                       ("mmlu", "MMLU (dev/val/test, no header)"),
-                       ("exam", "any exam in those layouts: your own subject exam")):
+    from .data import layouts
+
+    for name, what in ([(x.name, f"{x.title} ({x.files})") for x in map(layouts.get, layouts.NAMES)]
+                       + [("exam", "any exam in those layouts, 2 to 10 options: your own subject exam")]):
         _exam_arguments(esub.add_parser(name, help=what, description=f"Score a model on {what}. Prompts, "
                                         "flags and summary.json follow the seed's C-Eval script."))
     p = esub.add_parser("ppl", help="perplexity on a corpus (sliding window over each document)",

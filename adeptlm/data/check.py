@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean
 
+from . import layouts
 from .detect import Loaded, load_data
 
 KIND_NAMES = {
@@ -20,7 +21,7 @@ KIND_NAMES = {
 SHAPE_NAMES = {
     "txt": ".txt documents", "json": "JSON 'text' records", "alpaca": "alpaca", "messages": "messages",
     "sharegpt": "sharegpt", "pcr": "prompt/chosen/rejected", "feedback": "prompt/completion/label", "emoji": "DPO-zh-en-emoji (question/answer_zh/answer_en)",
-    "ceval": "C-Eval layout", "cmmlu": "CMMLU layout", "mmlu": "MMLU layout (no header)",
+    **{x.name: f"{x.title} layout" + ("" if x.header else " (no header)") for x in layouts.LAYOUTS},
 }
 
 
@@ -163,7 +164,8 @@ def _check_exam(path: Path, loaded: Loaded) -> CheckReport:
         n = sum(1 for s in exam.subjects.values() if split in s)
         answers = Counter(q.answer for s in exam.subjects.values() for q in s.get(split, []))
         gold = "no answers (submission only)" if set(answers) == {None} else \
-            "answers " + " ".join(f"{k}:{answers.get(k, 0)}" for k in "ABCD")
+            "answers " + " ".join(f"{k}:{answers.get(k, 0)}" for k in layouts.letters(
+                max(len(q.choices) for s in exam.subjects.values() for q in s.get(split, []))))
         report.lines.append(f"{split + ':':9} {exam.count(split)} questions in {n} subjects; {gold}")
     for subject, splits in exam.subjects.items():
         if "dev" not in splits:
@@ -172,6 +174,6 @@ def _check_exam(path: Path, loaded: Loaded) -> CheckReport:
             report.warnings += _dupes([q.question + "\x00" + "\x00".join(q.choices) for q in qs],
                                       [q.source for q in qs], f"questions in {subject}/{split}")
     first = next(iter(next(iter(exam.subjects.values())).values()))[0]
-    choices = "\n".join(f"  {k}. {c}" for k, c in zip("ABCD", first.choices))
+    choices = "\n".join(f"  {k}. {c}" for k, c in zip(layouts.LETTERS, first.choices))
     report.example = f"  ({first.source})\n  {first.question}\n{choices}\n  answer: {first.answer or '(none)'}"
     return report

@@ -1,4 +1,4 @@
-"""Multiple-choice exams in the C-Eval, CMMLU and MMLU layouts, detected from the files.
+"""Multiple-choice exams in the C-Eval, CMMLU and MMLU layouts (data/layouts.py), detected from the files.
 
 - C-Eval: split folders dev/ val/ test/, files `<subject>_<split>.csv`, header
   `id,question,A,B,C,D,answer[,explanation]` (test has no answer column).
@@ -6,7 +6,8 @@
   (the first column is an unnamed row index).
 - MMLU:   split folders dev/ val/ test/, files `<subject>_<split>.csv` with no header:
   `question,A,B,C,D,answer`.
-Your own subject exam works in any of these layouts.
+Your own subject exam works in any of these layouts, with 2 to 10 options (A to J) per question:
+the header's letter columns, or the width of a headerless row, say how many.
 """
 
 from __future__ import annotations
@@ -17,25 +18,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
+from . import layouts
 from .files import read_text
+from .layouts import LETTERS  # noqa: F401  (re-exported: the answer letters, A to J)
 
 SPLITS = ("dev", "val", "test")
-LETTERS = ("A", "B", "C", "D")
 
 
 @dataclass
 class Question:
     id: str
     question: str
-    choices: list[str]  # texts of A, B, C, D
-    answer: str | None  # "A".."D"; None on a test split without answers
+    choices: list[str]  # texts of options A, B, C, ... (2 to 10, as many as the file has)
+    answer: str | None  # "A", "B", ...; None on a test split without answers
     explanation: str | None
     source: str  # "file:line"
 
 
 @dataclass
 class Exam:
-    layout: str  # "ceval" | "cmmlu" | "mmlu"
+    layout: str  # a layouts.NAMES name: "ceval" | "cmmlu" | "mmlu"
     root: Path
     # subject -> split -> questions, subjects and splits in sorted order
     subjects: dict[str, dict[str, list[Question]]] = field(default_factory=dict)
@@ -89,19 +91,21 @@ def read_exam(root: Path | str) -> Exam:
         if exam is None:
             exam = Exam(layout, root)
         elif layout != exam.layout:
-            raise InputError(f, f"this file is in the {_NAMES[layout]} layout but earlier files are in the "
-                                f"{_NAMES[exam.layout]} layout", line=1)
+            raise InputError(f, f"this file is in the {_title(layout)} layout but earlier files are in the "
+                                f"{_title(exam.layout)} layout", line=1)
         exam.subjects.setdefault(subject, {})[split] = questions
     assert exam is not None
     exam.subjects = dict(sorted(exam.subjects.items()))
     return exam
 
 
-_NAMES = {"ceval": "C-Eval", "cmmlu": "CMMLU", "mmlu": "MMLU (no header)"}
+def _title(name: str) -> str:
+    lay = layouts.get(name)
+    return lay.title if lay.header else f"{lay.title} (no header)"
 
 
 def read_exam_csv(path: Path, split: str) -> tuple[str, str, list[Question]]:
-    """Read one exam CSV; returns (layout, subject, questions)."""
+    """Read one exam CSV; returns (layout name, subject, questions)."""
     text = read_text(path)
     if not text.strip():
         raise InputError(path, "empty file: expected exam questions in CSV")
@@ -109,47 +113,65 @@ def read_exam_csv(path: Path, split: str) -> tuple[str, str, list[Question]]:
     if not rows:
         raise InputError(path, "no questions: every row is empty")
     first = [c.strip() for c in rows[0][1]]
-    lower = [c.lower() for c in first]
-    if "question" in lower:
-        cols = {name: lower.index(name) for name in ("id", "question", "a", "b", "c", "d", "answer", "explanation")
-                if name in lower}
-        missing = [n.upper() if len(n) == 1 else n for n in ("question", "a", "b", "c", "d") if n not in cols]
-        if missing:
-            raise InputError(path, f"wrong CSV columns: missing {', '.join(missing)}; expected "
-                                   "id,question,A,B,C,D,answer (C-Eval) or ,Question,A,B,C,D,Answer (CMMLU)",
-                             line=rows[0][0])
-        layout = "cmmlu" if "Question" in first else "ceval"
+    lay = layouts.detect(first)
+    width = len(rows[0][1])
+    if lay.header:
+        cols, n_options = _header_columns(path, rows[0][0], first)
         body = rows[1:]
         if not body:
             raise InputError(path, "the file has a header but no questions")
+        expected = f"{width} cells like the header"
     else:
-        layout, body = "mmlu", rows
-        cols = {"question": 0, "a": 1, "b": 2, "c": 3, "d": 4, "answer": 5}
-    width = 6 if layout == "mmlu" else len(rows[0][1])   # MMLU's files have no header to take it from
+        n_options = width - 2  # question, the options, answer
+        if not layouts.MIN_OPTIONS <= n_options <= layouts.MAX_OPTIONS:
+            raise InputError(path, f"wrong number of CSV cells: {width}, expected {lay.columns_hint()} "
+                                   f"(2 to {layouts.MAX_OPTIONS} options)", line=rows[0][0])
+        cols = {"question": 0, **{x.lower(): 1 + k for k, x in enumerate(layouts.letters(n_options))},
+                "answer": width - 1}
+        body = rows
+        expected = f"{width} cells: {lay.columns_hint(n_options)}"
+    allowed = layouts.letters(n_options)
     # Only the C-Eval test split is published without answers.
-    need_answer = not (layout == "ceval" and split == "test")
+    need_answer = split != lay.unanswered_split
     subject = path.stem[: -len(split) - 1] if path.stem.endswith("_" + split) else path.stem
     questions = []
     for n, (line, row) in enumerate(body):
         if len(row) != width:
-            expected = "6 cells: question,A,B,C,D,answer" if layout == "mmlu" else f"{width} cells like the header"
             raise InputError(path, f"wrong number of CSV cells: {len(row)}, expected {expected}", line=line)
         q = row[cols["question"]].strip()
         if not q:
             raise InputError(path, "empty question", line=line, field="question")
-        choices = [row[cols[k]].strip() for k in ("a", "b", "c", "d")]
+        choices = [row[cols[k.lower()]].strip() for k in allowed]
         answer = row[cols["answer"]].strip() if "answer" in cols else ""
         if answer:
-            if answer.upper() not in LETTERS or len(answer) != 1:
-                raise InputError(path, f"answer {answer!r} is not one of A, B, C, D", line=line, field="answer")
+            if answer.upper() not in allowed or len(answer) != 1:
+                raise InputError(path, f"answer {answer!r} is not one of {layouts.letter_list(n_options)}",
+                                 line=line, field="answer")
             answer = answer.upper()
         elif need_answer:
-            raise InputError(path, f"missing answer on the {split} split: expected one of A, B, C, D", line=line,
-                             field="answer")
-        qid = row[cols["id"]].strip() if "id" in cols else (row[0].strip() if layout == "cmmlu" else str(n))
+            raise InputError(path, f"missing answer on the {split} split: expected one of "
+                                   f"{layouts.letter_list(n_options)}", line=line, field="answer")
+        qid = row[cols["id"]].strip() if "id" in cols else (row[0].strip() if lay.index_column else str(n))
         expl = row[cols["explanation"]].strip() if "explanation" in cols else None
         questions.append(Question(qid or str(n), q, choices, answer or None, expl, f"{path}:{line}"))
-    return layout, subject, questions
+    return lay.name, subject, questions
+
+
+def _header_columns(path: Path, line: int, first: list[str]) -> tuple[dict[str, int], int]:
+    """Column positions from a header row, and the number of options: its letter columns, which must
+    run A, B, C, ... without a gap (at least A to D unless the file has fewer than four)."""
+    lower = [c.lower() for c in first]
+    present = [x for x in layouts.LETTERS if x.lower() in lower]
+    n_options = len(present)
+    last = layouts.LETTERS.index(present[-1]) + 1 if present else 0
+    wanted = ("question",) + layouts.letters(max(n_options, last, 4 if n_options < 2 else 0))
+    missing = [x for x in wanted if x.lower() not in lower]
+    if missing:
+        raise InputError(path, f"wrong CSV columns: missing {', '.join(missing)}; expected "
+                               f"{layouts.get('ceval').columns_hint()} (C-Eval) or {layouts.get('cmmlu').columns_hint()} "
+                               f"(CMMLU), with 2 to {layouts.MAX_OPTIONS} option columns", line=line)
+    names = ("id", "question", "answer", "explanation") + tuple(x.lower() for x in present)
+    return {name: lower.index(name) for name in names if name in lower}, n_options
 
 
 def _rows_with_lines(path: Path, text: str) -> list[tuple[int, list[str]]]:

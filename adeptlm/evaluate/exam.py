@@ -34,6 +34,7 @@ from typing import Sequence
 
 from ..atomic import atomic_output, write_text
 from ..errors import AdeptError, InputError
+from ..data import layouts
 from ..data.exams import LETTERS, Exam, Question, exam_files, read_exam
 from ..runrecord import write_run
 from .prompts import Prompt, answer_delimiter, subject_prompts
@@ -41,10 +42,11 @@ from .protocol import FORMULATIONS, MODES, SAME_EVALUATION_KEYS, ExamConfig
 from .subjects import load_mapping, subject_info
 
 
-# The seed's (Chinese-LLaMA-Alpaca-2) answer extraction patterns, in order.
-EXTRACT_PATTERNS = [r"所以答案是(.+?)。", r"([ABCD])是正确的", r"选项([ABCD])正确", r"答案为([ABCD])",
-                    r"答案是([ABCD])", r"答案([ABCD])", r"选择([ABCD])", r"答案：([ABCD])", r"选择答案([ABCD])",
-                    r"[Aa]nswer(?: is)?:?\s*\(?([ABCD])\b"]
+# The seed's (Chinese-LLaMA-Alpaca-2) answer extraction patterns, in order; {L} is the letter class,
+# [ABCD] for four options as the seed has it, [A-E] for five, and so on.
+EXTRACT_PATTERNS = [r"所以答案是(.+?)。", r"({L})是正确的", r"选项({L})正确", r"答案为({L})",
+                    r"答案是({L})", r"答案({L})", r"选择({L})", r"答案：({L})", r"选择答案({L})",
+                    r"[Aa]nswer(?: is)?:?\s*\(?({L})\b"]
 
 
 @dataclass
@@ -63,18 +65,18 @@ def pick_split(exam: Exam, cfg: ExamConfig) -> str:
         if cfg.split not in exam.splits():
             raise AdeptError(f"{cfg.data_dir}: no '{cfg.split}' split (found {', '.join(exam.splits())})")
         return cfg.split
-    order = ["test"] if cfg.do_test else (["test"] if exam.layout == "cmmlu" else ["val", "test"])
+    order = ["test"] if cfg.do_test else list(layouts.get(exam.layout).eval_splits)
     for split in order:
         if split in exam.splits():
             return split
     raise AdeptError(f"{cfg.data_dir}: no {' or '.join(order)} split to evaluate (found {', '.join(exam.splits())})")
 
 
-def letter_candidates(tokenizer, layout: str) -> list[list[int]]:
-    """For each letter, the single-token spellings that can follow the answer cue."""
+def letter_candidates(tokenizer, layout: str, n_options: int = 4) -> list[list[int]]:
+    """For each of the first n_options letters, the single-token spellings that can follow the answer cue."""
     delim = answer_delimiter(layout)
     out = []
-    for letter in LETTERS:
+    for letter in layouts.letters(n_options):
         ids = []
         for text in (delim + letter, letter, " " + letter):
             enc = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -89,22 +91,25 @@ def letter_candidates(tokenizer, layout: str) -> list[list[int]]:
 def extract_answer(text: str, choices: Sequence[str], layout: str = "ceval") -> str | None:
     """The answer letter a generated response names, or None.
 
-    The seed's order: its patterns, then the first A-D character anywhere, then the option text the
-    response names first. The bare-character step suits Chinese answers; in English text it fires
-    on capitals inside words ("Daren", "Bello"), so for the English (mmlu) layout a letter counts
-    only as a label: at the start of a line ("B", "B.", "(B)") or after "option"/"choice".
+    The seed's order: its patterns, then the first option letter (A-D for four options) anywhere,
+    then the option text the response names first. The bare-character step suits Chinese answers;
+    in English text it fires on capitals inside words ("Daren", "Bello"), so for an English layout
+    a letter counts only as a label: at the start of a line ("B", "B.", "(B)") or after
+    "option"/"choice".
     """
+    allowed = "".join(layouts.letters(len(choices)))
+    cls = f"[{allowed}]"
     for pat in EXTRACT_PATTERNS:
-        m = re.search(pat, text)
+        m = re.search(pat.replace("{L}", cls), text)
         if m:
-            found = [c for c in m.group(1) if c in "ABCD"]
+            found = [c for c in m.group(1) if c in allowed]
             if found:
                 return found[0]
-    if layout == "mmlu":
-        m = (re.search(r"(?m)^\s*\(?([ABCD])(?:[.):]|\s*$)", text)
-             or re.search(r"(?i:option|choice)\s+\(?([ABCD])\b", text))
+    if layouts.get(layout).english:
+        m = (re.search(rf"(?m)^\s*\(?({cls})(?:[.):]|\s*$)", text)
+             or re.search(rf"(?i:option|choice)\s+\(?({cls})\b", text))
     else:
-        m = re.search(r"([ABCD])", text)
+        m = re.search(f"({cls})", text)
     if m:
         return m.group(1)
     named = sorted({c for c in choices if c}, key=len, reverse=True)  # longest first: "100" before "10"
@@ -121,11 +126,12 @@ def score_subject(backend, layout: str, prompts: Sequence[Prompt], questions: Se
 
     tok = backend.tokenizer
     if mode == "letter":
-        cands = letter_candidates(tok, layout)
+        cands = letter_candidates(tok, layout, max(len(q.choices) for q in questions))
         flat = sorted({i for ids in cands for i in ids})
         rows = backend.next_token_scores([ScoreRequest(p.ids, p.prefix_len) for p in prompts], flat)
-        scores = [[max(row[flat.index(i)] for i in ids) for ids in cands] for row in rows]
-        return [LETTERS[max(range(4), key=lambda k: s[k])] for s in scores], {}
+        scores = [[max(row[flat.index(i)] for i in ids) for ids in cands[:len(q.choices)]]
+                  for row, q in zip(rows, questions)]
+        return [LETTERS[max(range(len(s)), key=lambda k: s[k])] for s in scores], {}
     if mode == "cloze":
         lls, pairs = cloze_logprobs(backend, layout, prompts, questions)
         return cloze_picks(lls, [q.choices for q in questions])
@@ -224,8 +230,8 @@ def run_exam(cfg: ExamConfig, backend=None) -> dict:
     from ..templates import get_template
 
     style = exam.layout if cfg.prompt_style == "auto" else cfg.prompt_style
-    if style not in ("ceval", "cmmlu", "mmlu"):
-        raise AdeptError(f"unknown --prompt_style {cfg.prompt_style}: expected auto, ceval, cmmlu or mmlu")
+    if style not in layouts.NAMES:
+        raise AdeptError(f"unknown --prompt_style {cfg.prompt_style}: expected auto, {', '.join(layouts.NAMES)}")
     excluded = read_exclusions(cfg.exclude)
     if excluded:
         left = sum(1 for s in subjects for q in exam.subjects[s][split] if (s, split, q.id) in excluded)
@@ -253,7 +259,10 @@ def run_exam(cfg: ExamConfig, backend=None) -> dict:
             info = subject_info(exam.layout, subject, mapping)
             demos = choose_demos(exam, subject, cfg, take)
             has_gold = all(q.answer for q in questions)
-            asked = [rotate(q, r) for r in range(4) for q in questions] if cfg.circular else questions
+            # CircularEval: each question asked once per rotation of its options (a file's questions
+            # all have as many options as its columns)
+            rotations = len(questions[0].choices) if questions else 0
+            asked = [rotate(q, r) for r in range(rotations) for q in questions] if cfg.circular else questions
             prompts = subject_prompts(style, info, demos, asked, tok, cfg.with_prompt, template,
                                       options=cfg.mode != "cloze")
             preds, extra = score_subject(backend, style, prompts, asked, cfg.mode, cfg.max_new_tokens, stop_ids)
@@ -261,9 +270,9 @@ def run_exam(cfg: ExamConfig, backend=None) -> dict:
             if cfg.circular:
                 n = len(questions)
                 preds = preds[:n]  # the answers to the options in their own order
-                extra = {k: v[:n] if isinstance(v, list) and len(v) == 4 * n else v for k, v in extra.items()}
+                extra = {k: v[:n] if isinstance(v, list) and len(v) == rotations * n else v for k, v in extra.items()}
                 extra["correct_unrotated"] = sum(marks[:n]) if has_gold else None
-                marks = [all(marks[i + r * n] for r in range(4)) for i in range(n)]
+                marks = [all(marks[i + r * n] for r in range(rotations)) for i in range(n)]
             correct = sum(marks) if has_gold else None
             if has_gold and "preds_acc" in extra:
                 extra["correct_acc"] = sum(p == q.answer for p, q in zip(extra["preds_acc"], questions))
@@ -461,8 +470,9 @@ def build_summary(results: Sequence[SubjectResult]) -> dict:
 
 def letter_counts(results: Sequence[SubjectResult], questions: Sequence[Sequence[Question]]) -> dict:
     """Position bias: how often each letter was predicted, and how often it is the gold answer."""
-    pred = {x: 0 for x in LETTERS}
-    gold = {x: 0 for x in LETTERS}
+    most = max((len(q.choices) for qs in questions for q in qs), default=4)
+    pred = {x: 0 for x in layouts.letters(most)}
+    gold = {x: 0 for x in layouts.letters(most)}
     unanswered = 0
     for r, qs in zip(results, questions):
         for p, q in zip(r.preds, qs):
@@ -516,8 +526,9 @@ def rotate(q: Question, r: int) -> Question:
     """The question with its options rotated r places (option i shows the text of option i + r)."""
     if r == 0:
         return q
-    choices = [q.choices[(i + r) % 4] for i in range(4)]
-    answer = LETTERS[(LETTERS.index(q.answer) - r) % 4] if q.answer in LETTERS else q.answer
+    n = len(q.choices)
+    choices = [q.choices[(i + r) % n] for i in range(n)]
+    answer = LETTERS[(LETTERS.index(q.answer) - r) % n] if q.answer in LETTERS else q.answer
     return Question(q.id, q.question, choices, answer, q.explanation, q.source)
 
 
@@ -525,7 +536,8 @@ def _write_csv(path: Path, questions: Sequence[Question], preds, responses, mark
     """The seed's per-subject CSV; `correctness` is the circular verdict when marks are given."""
     with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["id", "question", "A", "B", "C", "D", "answer", "model_output", "correctness"]
+        n = max((len(q.choices) for q in questions), default=4)
+        w.writerow(["id", "question", *layouts.letters(n), "answer", "model_output", "correctness"]
                    + (["response"] if responses else []))
         for i, (q, p) in enumerate(zip(questions, preds)):
             ok = marks[i] if marks is not None else p == q.answer

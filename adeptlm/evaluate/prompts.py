@@ -16,6 +16,8 @@ mmlu_continuation task does: `The following are questions (with answers) about {
 question and its cue are the user's turn, as in the letter form, and the option is scored where the
 model's answer turn begins.
 
+The texts are the layout's (data/layouts.py); every function takes its name or the Layout.
+
 Every prompt is returned as token ids plus the length of the prefix it shares with the other
 questions of its subject (header and demonstrations), so that prefix's keys and values can be
 computed once and reused.
@@ -26,50 +28,48 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from ..data import layouts
 from ..data.exams import LETTERS, Question
+from ..data.layouts import Layout
 from .subjects import SubjectInfo
 
-CEVAL_HEADER = "以下是中国关于{}考试的单项选择题，请选出其中的正确答案。\n\n"
-MMLU_HEADER = "The following are multiple choice questions (with answers) about {}.\n\n"
-# the cloze formulation's headers: no options are shown, so the questions are not called multiple choice
-CEVAL_CLOZE_HEADER = "以下是中国关于{}考试的问题（附答案）。\n\n"
-MMLU_CLOZE_HEADER = "The following are questions (with answers) about {}.\n\n"
-CEVAL_ACK = "好的，我会结合{}相关知识回答"
-MMLU_ACK = "OK, I will answer the questions about{}."
+
+def header(layout: str | Layout, info: SubjectInfo, options: bool = True) -> str:
+    lay = layouts.get(layout)
+    return (lay.letter_header if options else lay.cloze_header).format(**lay.subject_words(info.name, info.display))
 
 
-def header(layout: str, info: SubjectInfo, options: bool = True) -> str:
-    if layout == "mmlu":  # the seed's letter header has its double space; lm-eval's continuation one has not
-        return MMLU_HEADER.format("".join(" " + w for w in info.name.split("_"))) if options else \
-            MMLU_CLOZE_HEADER.format(" ".join(info.name.split("_")))
-    return (CEVAL_HEADER if options else CEVAL_CLOZE_HEADER).format(info.display)
+def acknowledgement(layout: str | Layout, info: SubjectInfo) -> str:
+    lay = layouts.get(layout)
+    return lay.acknowledgement.format(**lay.subject_words(info.name, info.display))
 
 
-def answer_cue(layout: str) -> str:
-    return "\nAnswer:" if layout == "mmlu" else "\n答案："
+def answer_cue(layout: str | Layout) -> str:
+    return layouts.get(layout).answer_cue
 
 
-def answer_delimiter(layout: str) -> str:
+def answer_delimiter(layout: str | Layout) -> str:
     """What stands between the cue and the answer letter in a demonstration."""
-    return " " if layout == "mmlu" else ""
+    return layouts.get(layout).answer_delimiter
 
 
-def format_question(layout: str, q: Question, with_answer: bool = False, options: bool = True) -> str:
+def format_question(layout: str | Layout, q: Question, with_answer: bool = False, options: bool = True) -> str:
     """One question; options=False is the cloze form (no lettered options; the answer is its text)."""
+    lay = layouts.get(layout)
     if not options:
-        text = (f"Question: {q.question.strip()}" if layout == "mmlu" else q.question) + answer_cue(layout)
-        return text + (cloze_delimiter(layout) + answer_text(q) + "\n\n" if with_answer else "")
+        text = lay.cloze_question.format(q.question.strip()) + lay.answer_cue
+        return text + (lay.cloze_delimiter + answer_text(q) + "\n\n" if with_answer else "")
     listed = "".join(f"\n{k}. {c}" for k, c in zip(LETTERS, q.choices))
-    text = q.question + listed + answer_cue(layout)
+    text = q.question + listed + lay.answer_cue
     if with_answer:
-        text += answer_delimiter(layout) + str(q.answer) + "\n\n"
+        text += lay.answer_delimiter + str(q.answer) + "\n\n"
     return text
 
 
-def cloze_delimiter(layout: str) -> str:
+def cloze_delimiter(layout: str | Layout) -> str:
     """What stands between the cue and an option's text in the cloze form (lm-evaluation-harness's
     target_delimiter: a space in English; nothing after the full-width colon of 答案：)."""
-    return " " if layout == "mmlu" else ""
+    return layouts.get(layout).cloze_delimiter
 
 
 def answer_text(q: Question) -> str:
@@ -87,7 +87,7 @@ class Prompt:
     tail_special: bool = False
 
 
-def subject_prompts(layout: str, info: SubjectInfo, demos: Sequence[Question], questions: Sequence[Question],
+def subject_prompts(layout: str | Layout, info: SubjectInfo, demos: Sequence[Question], questions: Sequence[Question],
                     tokenizer, with_prompt: bool, template=None, options: bool = True) -> list[Prompt]:
     """Prompts for all questions of one subject (options=False: the cloze formulation)."""
     head = header(layout, info, options)
@@ -103,9 +103,7 @@ def subject_prompts(layout: str, info: SubjectInfo, demos: Sequence[Question], q
     if not demos:
         return _share_prefix([_chat(tokenizer, template, [{"role": "user", "content": head + format_question(layout, q)}],
                                     0) for q in questions])
-    ack = (MMLU_ACK.format("".join(" " + w for w in info.name.split("_"))) if layout == "mmlu"
-           else CEVAL_ACK.format(info.display))
-    turns = [{"role": "user", "content": head}, {"role": "assistant", "content": ack}]
+    turns = [{"role": "user", "content": head}, {"role": "assistant", "content": acknowledgement(layout, info)}]
     for d in demos:
         turns += [{"role": "user", "content": format_question(layout, d)},
                   {"role": "assistant", "content": str(d.answer)}]
@@ -113,7 +111,7 @@ def subject_prompts(layout: str, info: SubjectInfo, demos: Sequence[Question], q
                                 0) for q in questions])
 
 
-def _chat_cloze(tokenizer, template, layout: str, head: str, demos: Sequence[Question], q: Question) -> Prompt:
+def _chat_cloze(tokenizer, template, layout: str | Layout, head: str, demos: Sequence[Question], q: Question) -> Prompt:
     """The cloze form in the chat template, laid out as the letter form is: each question with its
     cue a user turn (the header before the first), each demonstration's answer an assistant turn
     holding the option's text, and the asked question's option scored where the model's answer

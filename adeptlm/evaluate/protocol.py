@@ -16,6 +16,7 @@ import argparse
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
+from ..data.layouts import NAMES
 from ..errors import AdeptError
 
 # letter and cloze are the two formulations of a multiple-choice question that OLMES (Gu et al.
@@ -23,7 +24,7 @@ from ..errors import AdeptError
 # alone, each option's text scored as its continuation); both runs the two and names the better one.
 FORMULATIONS = ("letter", "cloze")
 MODES = ("letter", "cloze", "both", "generate")
-PROMPT_STYLES = ("auto", "ceval", "cmmlu", "mmlu")
+PROMPT_STYLES = ("auto", *NAMES)
 
 
 def str2bool(value) -> bool:

@@ -367,7 +367,7 @@ def bias_md(root: Path, keys: list[str]) -> list[str]:
         if not all(sides.values()):
             continue
         gold = sides["after"]["gold"]
-        fmt = lambda d: " / ".join(str(d.get(x, 0)) for x in "ABCD")  # noqa: E731
+        fmt = lambda d: " / ".join(str(d.get(x, 0)) for x in gold)  # noqa: E731  (A / B / C / D, or as many as the exam has)
         lines.append(f"| {EXAM_LABELS.get(key, key)} | {fmt(gold)} | {fmt(sides['baseline']['predicted'])} | "
                      f"{fmt(sides['after']['predicted'])} |")
     if not lines:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data import layouts
+
 # C-Eval: subject -> (English name, Chinese name, category); the 4 categories of the release.
 CEVAL: dict[str, tuple[str, str, str]] = {
     "computer_network": ("Computer Network", "计算机网络", "STEM"),
@@ -164,21 +166,32 @@ def subject_info(layout: str, subject: str, mapping: dict | None = None) -> Subj
     """Name and category of a subject; a mapping file's entry wins, unknown subjects fall in 'Other'."""
     if mapping and subject in mapping:
         english, chinese, category = mapping[subject]
-        return SubjectInfo(subject, chinese if layout != "mmlu" else english, category)
-    words = subject.replace("_", " ")
-    if layout == "ceval":
-        english, chinese, category = CEVAL.get(subject, (words, words, "Other"))
-        return SubjectInfo(subject, chinese, category)
-    if layout == "cmmlu":
-        chinese, subs = CMMLU.get(subject, (words, ("other",)))
-        group = "Other"
-        for name, members in CMMLU_GROUPS.items():  # the last matching group wins
-            if any(s in members for s in subs):
-                group = name
-        return SubjectInfo(subject, chinese, group)
+        return SubjectInfo(subject, english if layouts.get(layout).english else chinese, category)
+    return _NAMED_BY.get(layout, _mmlu_info)(subject)
+
+
+def _ceval_info(subject: str) -> SubjectInfo:
+    english, chinese, category = CEVAL.get(subject, (subject.replace("_", " "),) * 2 + ("Other",))
+    return SubjectInfo(subject, chinese, category)
+
+
+def _cmmlu_info(subject: str) -> SubjectInfo:
+    chinese, subs = CMMLU.get(subject, (subject.replace("_", " "), ("other",)))
+    group = "Other"
+    for name, members in CMMLU_GROUPS.items():  # the last matching group wins
+        if any(s in members for s in subs):
+            group = name
+    return SubjectInfo(subject, chinese, group)
+
+
+def _mmlu_info(subject: str) -> SubjectInfo:
     sub = MMLU.get(subject, "other")
     category = next(c for c, members in MMLU_CATEGORIES.items() if sub in members)
-    return SubjectInfo(subject, words, category)
+    return SubjectInfo(subject, subject.replace("_", " "), category)
+
+
+# each layout's table of subject names (a layout without one is named as MMLU's unknown subjects are)
+_NAMED_BY = {"ceval": _ceval_info, "cmmlu": _cmmlu_info, "mmlu": _mmlu_info}
 
 
 def load_mapping(root: Path) -> dict | None:

@@ -50,7 +50,10 @@ CASES = [
      3, "UTF-8"),
     ("ceval-answer-outside", "bio_val.csv", "id,question,A,B,C,D,answer\n0,q1,a,b,c,d,A\n1,q2,a,b,c,d,E\n", 3,
      "not one of A, B, C, D"),
-    ("ceval-wrong-columns", "bio_val.csv", "id,question,A,B,C,answer\n0,q1,a,b,c,A\n", 1, "wrong CSV columns"),
+    # a gap in the option columns (A, C, D): three options alone would be a valid three-option exam
+    ("ceval-wrong-columns", "bio_val.csv", "id,question,A,C,D,answer\n0,q1,a,c,d,A\n", 1, "missing B"),
+    ("ceval-one-option", "bio_val.csv", "id,question,A,answer\n0,q1,a,A\n", 1, "missing B, C, D"),
+    ("mmlu-one-option", "bio_dev.csv", "q1,a,A\n", 1, "2 to 10 options"),
     ("ceval-val-missing-answer", "bio_val.csv", "id,question,A,B,C,D,answer\n0,q1,a,b,c,d,\n", 2, "missing answer"),
     ("mmlu-short-row", "bio_dev.csv", "q1,a,b,c,d,A\n\"q2, with comma\",a,b,c,D\n", 2, "wrong number of CSV cells"),
     ("cmmlu-short-row", "agro.csv", ",Question,A,B,C,D,Answer\n0,q,a,b,c,d,A\n1,\"multi\nline\",a,b,c\n", 3,
