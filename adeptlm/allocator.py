@@ -1,13 +1,28 @@
-"""Memory allocator settings for training and scoring on CPU.
+"""Memory allocator settings for training and scoring on CPU, applied only where measured to help.
 
-The commands that train or score (pt, sft, dpo, eval exam/ppl, run) call keep_freed_memory() first;
-long-lived servers do not, so they can hand memory back between requests. Every `adept` command asks
-for huge pages (ask_for_huge_pages) before anything else, as torch reads that choice only once.
+The commands that train with the CPU speed paths (train/cpu/) or score (eval exam/ppl, run) call
+keep_freed_memory() first; long-lived servers do not, so they can hand memory back between requests.
+The training commands (a stage, or `adept run`) ask for huge pages (ask_for_huge_pages) before
+anything else, as torch reads that choice only once; it was measured on training, not on exams.
+
+Both follow the CPU speed switch: `--cpu_kernels off` on a training command, or ADEPT_CPU_KERNELS=off
+in the environment for every command, leaves the allocator and torch's defaults alone.
 """
 
 from __future__ import annotations
 
 import os
+
+SWITCH_ENV = "ADEPT_CPU_KERNELS"  # auto | on | off: --cpu_kernels's default, and these settings' switch
+
+
+def switched_off(argv: list[str] | None = None) -> bool:
+    """Whether the CPU speed switch is off: in the environment, or by --cpu_kernels off in argv."""
+    if os.environ.get(SWITCH_ENV, "").strip().lower() == "off":
+        return True
+    argv = argv or []
+    return any(a == "--cpu_kernels=off" or (a == "--cpu_kernels" and argv[i + 1:i + 2] == ["off"])
+               for i, a in enumerate(argv))
 
 
 def keep_freed_memory() -> bool:
@@ -28,6 +43,8 @@ def keep_freed_memory() -> bool:
     import ctypes
     import ctypes.util
 
+    if switched_off():
+        return False
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name or "libc.so.6")
@@ -38,8 +55,9 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(M_TRIM_THRESHOLD, -1)) and bool(mallopt(M_MMAP_MAX, 0))
 
 
-def ask_for_huge_pages() -> None:
-    """Have torch madvise(MADV_HUGEPAGE) its CPU buffers of 2 MB and more.
+def ask_for_huge_pages(argv: list[str] | None = None, training: tuple[str, ...] = ()) -> bool:
+    """Have torch madvise(MADV_HUGEPAGE) its CPU buffers of 2 MB and more, for a command that trains
+    (argv's first word in `training`) unless the switch is off; returns whether it asked.
 
     Even with freed memory kept, a run touches every page of its peak memory once, mostly in its
     first step: the SFT bench's 64-record run here took 2.3-2.4 million 4 KB page faults and 19-21 s
@@ -50,4 +68,8 @@ def ask_for_huge_pages() -> None:
     A value the user has set (THP_MEM_ALLOC_ENABLE=0) is kept. Where the kernel's transparent huge
     pages are off ("never"), the advice is ignored.
     """
+    words = [a for a in (argv or []) if a != "--debug"]
+    if not words or words[0] not in training or switched_off(words):
+        return False
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    return True

@@ -67,7 +67,7 @@ def cmd_train(stage: str, argv: list[str]) -> int:
     """A training stage (train/stages.py): parsed by transformers' HfArgumentParser so every
     TrainingArguments flag (and the stage's TRL config flags) works."""
     from .train.args import parse_train_args
-    from .train.speed import kernels_on, matmul_precision
+    from .train.cpu.switch import kernels_on, matmul_precision
     from .train.stages import get
 
     cfg = parse_train_args(stage, argv)
@@ -574,15 +574,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ask_for_huge_pages()  # first: torch reads it at its first allocation
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from .train.stages import NAMES
+
+    ask_for_huge_pages(argv, (*NAMES, "run"))  # first: torch reads it at its first allocation
     from .quiet import install
 
     install()  # library warnings and log lines the user cannot act on (adeptlm/quiet.py)
-    argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv[:1]
     rest = argv[1:] if debug else argv
-    from .train.stages import NAMES
-
     if rest and rest[0] in NAMES:
         try:
             return cmd_train(rest[0], rest[1:])

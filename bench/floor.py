@@ -11,7 +11,7 @@ the exact shapes of one step, only the work that no LoRA implementation can skip
   - attention: torch's scaled_dot_product_attention, causal, forward and backward (the CPU flash
                kernel both adept and the seed's way use);
   - loss:      the cross-entropy over the vocabulary at every position (in PT every position is
-               trained), forward and backward, in adeptlm's cheapest form (train/loss.py's
+               trained), forward and backward, in adeptlm's cheapest form (train/cpu/loss.py's
                head_cross_entropy: log_softmax in place in the logits' own buffer, the gradient
                formed in place after it);
   - head_full: with --save embed (modules_to_save embed_tokens,lm_head), the LM head's weight
@@ -102,7 +102,7 @@ def loss_time(rows: int, vocab: int, repeats: int) -> float:
     buffer, the picked log-probabilities, and softmax - onehot formed in the same buffer."""
     import torch
 
-    from adeptlm.train.loss import _log_softmax_in_place, softmax_minus_onehot_
+    from adeptlm.train.cpu.loss import _log_softmax_in_place, softmax_minus_onehot_
 
     buf = torch.randn(rows, vocab)
     target = torch.randint(0, vocab, (rows,))

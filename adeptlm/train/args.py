@@ -101,8 +101,9 @@ class CompatArguments:
     cpu_kernels: str = field(default="auto", metadata={
         "choices": ["auto", "on", "off"],
         "help": "the CPU speed paths (LM head at trained positions, fused LoRA forward, cheaper dropout masks, "
-                "allocator): auto = on for fp32 CPU training without FSDP/DeepSpeed/k-bit with the library "
-                "releases they were tested with, off = the stock Trainer and PEFT path (adeptlm/train/speed.py). "
+                "allocator, huge pages): auto = on for fp32 CPU training without FSDP/DeepSpeed/k-bit with the "
+                "library releases they were tested with, off = the stock Trainer and PEFT path and the allocator's "
+                "defaults (adeptlm/train/cpu/; ADEPT_CPU_KERNELS in the environment sets the default). "
                 "Speed only: what is trained is set by --loss_divisor and --length_sampler"})
     loss_divisor: str = field(default="auto", metadata={
         "choices": ["auto", "epoch", "step"],

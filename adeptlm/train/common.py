@@ -63,8 +63,8 @@ def load_model_for_training(cfg: TrainConfig):
         return model, tokenizer
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 
-    from .dropout import use_fast_dropout
-    from .lorafast import use_lean_lora
+    from .cpu.dropout import use_fast_dropout
+    from .cpu.lorafast import use_lean_lora
 
     if quant is not None:
         model = prepare_model_for_kbit_training(
@@ -82,7 +82,7 @@ def load_model_for_training(cfg: TrainConfig):
             # with tied input/output embeddings, one trained copy must serve both
             ensure_weight_tying=bool(tied and to_save and {"embed_tokens", "lm_head"} & set(to_save)))
         model = get_peft_model(model, config)
-    from .speed import kernels_on
+    from .cpu.switch import kernels_on
 
     if kernels_on(cfg):
         use_fast_dropout(model)
@@ -190,140 +190,22 @@ class PackedCollator:
 
 
 def _trainer_class(speed: bool = True, epoch_divisor: bool = True, seeded_sampler: bool = True):
-    """The Trainer with what was asked of it: the LM head and loss at trained positions (speed only),
-    the epoch-constant loss divisor and the epoch-seeded length sampler (each changes what is trained,
-    so each has its own flag: --loss_divisor, --length_sampler). Written against transformers 5.25's
-    private compute_loss / _get_num_items_in_batch / _get_train_sampler (speed.TESTED_WITH)."""
-    import torch
+    """The Trainer with what was asked of it: the LM head and loss at trained positions (speed only,
+    cpu/trainer.py), the epoch-constant loss divisor and the epoch-seeded length sampler (each changes
+    what is trained, so each has its own flag: --loss_divisor, --length_sampler; semantics.py)."""
     from transformers import Trainer
-    from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
-    from .loss import decoder_and_head, head_cross_entropy
+    from .semantics import EpochDivisor, SeededSampler
 
-    class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
-        """Length-grouped shuffling that depends only on (seed, epoch).
-
-        The stock sampler draws from the global RNG, whose state at an epoch's start differs between
-        an uninterrupted run and one resumed mid-epoch, so the resumed run would see other batches.
-        """
-
-        def __init__(self, *args, seed: int = 0, **kw):
-            super().__init__(*args, **kw)
-            self.seed, self.epoch = seed, 0
-
-        def set_epoch(self, epoch: int) -> None:
-            self.epoch = epoch
-
-        def __iter__(self):
-            g = torch.Generator()
-            g.manual_seed(self.seed + self.epoch)
-            return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=g))
-
-    class TrainedPositionsLoss(Trainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            """The LM head and cross-entropy only where a label is trained.
-
-            The stock path projects every position (prompt, padding) onto the whole vocabulary
-            (49,152 for the embedded model) and then ignores most of it; here the decoder's hidden
-            states are gathered at the trained positions first. Same loss, same reduction as the
-            model's own (sum / num_items_in_batch; else the mean). Models whose head does more than
-            a projection, and DDP-wrapped models (their forward must run through the wrapper), take
-            the stock path.
-            """
-            parts = decoder_and_head(model)
-            if return_outputs or parts is None or "labels" not in inputs:
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            decoder, head = parts
-            target = inputs["labels"][:, 1:]
-            keep = target != -100
-            hidden = decoder(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
-                             position_ids=inputs.get("position_ids"), use_cache=False).last_hidden_state
-            loss = head_cross_entropy(hidden[:, :-1][keep], head, target[keep])
-            if num_items_in_batch is not None and self.model_accepts_loss_kwargs:
-                loss = loss / torch.as_tensor(num_items_in_batch, device=loss.device)
-                if self.args.average_tokens_across_devices:
-                    loss = loss * self.accelerator.num_processes
-            else:
-                loss = loss / max(int(keep.sum()), 1)
-            return loss
-
-    class EpochDivisor(Trainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            return out if return_outputs else self._stock_value(out, num_items_in_batch)
-
-        def _stock_value(self, loss, num_items_in_batch):
-            """The loss with the gradient of the epoch-constant divisor but the value the stock Trainer
-            would log (the step's summed loss over the step's own trained tokens), so logged losses
-            keep their usual meaning: value = loss * divisor / stock count, gradient unchanged."""
-            stock = getattr(self, "_stock_items", None)
-            if stock is None or num_items_in_batch is None or not self.model.training:
-                return loss
-            ratio = float(num_items_in_batch) / max(float(stock), 1.0)
-            return loss + (loss * ratio - loss).detach()
-
-        def _get_num_items_in_batch(self, batch_samples, device):
-            """The divisor of each optimizer step's summed loss: the epoch's mean trained tokens per step.
-
-            The stock divisor is the step's own count of trained tokens, so every step weighs the
-            same and a token in a batch of short records weighs more than one in a batch of long
-            records. With length-grouped batches those counts differ many-fold, which tilts training
-            toward short replies. A constant divisor makes every trained token weigh the same over the
-            epoch, however the batches were grouped: the epoch's gradient is that of the token-mean
-            loss. Each logged step loss is still the stock one, the step's own token mean (see
-            _stock_value). Its effect on held-out loss: bench/RESULTS.md (SFT against TRL).
-            """
-            counted = super()._get_num_items_in_batch(batch_samples, device)
-            self._stock_items = None
-            if counted is None or not self.model.training or self.args.n_gpu > 1:
-                return counted
-            if not hasattr(self, "_items_per_step"):
-                self._items_per_step = _mean_items_per_step(self.train_dataset, self.args)
-            if self._items_per_step is None:
-                return counted
-            mean = self._items_per_step
-            if not (self.args.average_tokens_across_devices and self.args.world_size > 1):
-                mean = mean / self.args.world_size  # each process divides its own share
-            self._stock_items = counted  # what the stock Trainer divides by: the logged value uses it
-            return torch.as_tensor(mean, dtype=torch.float32, device=device) if torch.is_tensor(counted) else mean
-
-    class SeededSampler(Trainer):
-        def _get_train_sampler(self, train_dataset=None):
-            ds = train_dataset if train_dataset is not None else self.train_dataset
-            if self.args.train_sampling_strategy != "group_by_length" or ds is None:
-                return super()._get_train_sampler(train_dataset)
-            lengths = ds["length"] if "length" in ds.column_names else [len(x) for x in ds["input_ids"]]
-            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-            return EpochSeededLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                                   lengths=lengths, seed=seed)
-
+    speed_class = None
+    if speed:
+        from .cpu.trainer import TrainedPositionsLoss as speed_class
     # the divisor first: its compute_loss wraps whichever loss runs below it
     bases = [c for c, on in ((EpochDivisor, epoch_divisor), (SeededSampler, seeded_sampler),
-                             (TrainedPositionsLoss, speed)) if on]
+                             (speed_class, speed)) if on]
     if not bases:
         return Trainer
     return type("AdeptTrainer", tuple(bases), {})
-
-
-def semantics(cfg, fast: bool) -> tuple[bool, bool]:
-    """(epoch-constant loss divisor, epoch-seeded sampler): as asked, or with `auto` where the CPU speed
-    paths run (the setting they were measured in)."""
-    divisor = getattr(cfg.compat, "loss_divisor", "auto")
-    sampler = getattr(cfg.compat, "length_sampler", "auto")
-    return (fast if divisor == "auto" else divisor == "epoch"), (fast if sampler == "auto" else sampler == "seeded")
-
-
-def _mean_items_per_step(ds, args) -> float | None:
-    """Trained tokens (labels[1:] != -100) of the whole dataset over optimizer steps per epoch."""
-    if ds is None or not hasattr(ds, "column_names") or "labels" not in ds.column_names or len(ds) == 0:
-        return None
-    total = 0
-    for batch in ds.select_columns(["labels"]).iter(batch_size=4096):
-        for row in batch["labels"]:
-            total += len(row) - row.count(-100) - (row[0] != -100 if row else 0)
-    per_step = args.train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
-    steps = -(-len(ds) // per_step)
-    return total / steps if total else None
 
 
 def _progress_callback():
@@ -430,7 +312,8 @@ def train_and_save(cfg: TrainConfig, stage: str, model, tokenizer, train_ds, eva
         log(f"{args.output_dir} holds this run, finished ({Path(resume).name} and run.json): nothing left to train "
             "(pass --overwrite_output_dir True to train again)")
         return done["metrics"]
-    from .speed import kernels_on
+    from .cpu.switch import kernels_on
+    from .semantics import semantics
 
     fast = kernels_on(cfg)
     epoch_divisor, seeded = semantics(cfg, fast)

@@ -37,7 +37,7 @@ def kl_to_base_trainer(parent, beta: float):
     import torch
 
     from ..errors import AdeptError
-    from .loss import decoder_and_head
+    from .cpu.loss import decoder_and_head
 
     class KLToBaseTrainer(parent):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

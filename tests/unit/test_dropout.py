@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from adeptlm.allocator import keep_freed_memory
-from adeptlm.train.dropout import FastDropout, use_fast_dropout
+from adeptlm.train.cpu.dropout import FastDropout, use_fast_dropout
 
 
 def test_drops_a_fraction_p_and_scales_the_rest():
@@ -131,18 +131,24 @@ def test_freed_gigabytes_are_reused_not_faulted_in_again():
 HUGE_PAGE_PROBE = """
 import contextlib, io, sys
 from adeptlm.cli import main
-with contextlib.redirect_stdout(io.StringIO()):
-    main(["models"])
+with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+    main(sys.argv[1:])
 import torch
 x = torch.ones(64 << 20)  # 256 MB, touched
 print(sum(int(line.split()[1]) for line in open("/proc/self/smaps") if line.startswith("AnonHugePages:")))
 """
 
 
-@pytest.mark.parametrize("setting", [None, "0"])
-def test_adept_asks_torch_for_huge_pages_unless_told_not_to(setting):
-    """`adept` sets THP_MEM_ALLOC_ENABLE before torch's first allocation, so a large tensor lands on
-    2 MB pages; a user's THP_MEM_ALLOC_ENABLE=0 is kept. Only provable where the kernel gives huge
+@pytest.mark.parametrize("command,setting,huge", [
+    (["sft", "--help"], None, True),
+    (["sft", "--help"], "0", False),                  # the user's THP_MEM_ALLOC_ENABLE=0 is kept
+    (["sft", "--cpu_kernels", "off", "--help"], None, False),   # the speed switch off
+    (["models"], None, False),                        # measured on training only
+])
+def test_adept_asks_torch_for_huge_pages_for_training_unless_told_not_to(command, setting, huge):
+    """`adept <stage>` sets THP_MEM_ALLOC_ENABLE before torch's first allocation, so a large tensor lands
+    on 2 MB pages; a user's THP_MEM_ALLOC_ENABLE=0 is kept, --cpu_kernels off asks for none, and a
+    command that does not train leaves torch's default. Only provable where the kernel gives huge
     pages on madvise alone (mode "madvise"): with "always" every buffer gets them, with "never" none."""
     import os
     import subprocess
@@ -152,12 +158,13 @@ def test_adept_asks_torch_for_huge_pages_unless_told_not_to(setting):
     mode = Path("/sys/kernel/mm/transparent_hugepage/enabled")
     if not mode.is_file() or "[madvise]" not in mode.read_text():
         pytest.skip("transparent huge pages are not in madvise mode here")
-    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    env = {k: v for k, v in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "ADEPT_CPU_KERNELS")}
     if setting is not None:
         env["THP_MEM_ALLOC_ENABLE"] = setting
-    out = subprocess.run([sys.executable, "-c", HUGE_PAGE_PROBE], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", HUGE_PAGE_PROBE, *command], env=env, capture_output=True, text=True,
+                         check=True)
     huge_kb = int(out.stdout.split()[-1])
-    if setting is None:
+    if huge:
         assert huge_kb >= 2048, out.stdout
     else:
         assert huge_kb == 0, out.stdout

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from adeptlm.cli import main
 from adeptlm.runrecord import read_run
-from adeptlm.train.loss import decoder_and_head
+from adeptlm.train.cpu.loss import decoder_and_head
 from adeptlm.train.kl import kl_terms
 from conftest import build_tiny_model
 from test_train import RECORDS, common_flags, write_jsonl

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from adeptlm.train.dropout import use_fast_dropout
-from adeptlm.train.lorafast import use_lean_lora
+from adeptlm.train.cpu.dropout import use_fast_dropout
+from adeptlm.train.cpu.lorafast import use_lean_lora
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

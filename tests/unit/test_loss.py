@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from adeptlm.train.loss import sum_cross_entropy
+from adeptlm.train.cpu.loss import sum_cross_entropy
 
 
 def test_value_and_gradient_equal_torch():
@@ -42,7 +42,7 @@ def test_shapes_are_checked_and_a_second_backward_is_refused():
 
 @pytest.mark.parametrize("bias", [False, True])
 def test_head_cross_entropy_equals_the_head_then_torch(bias):
-    from adeptlm.train.loss import head_cross_entropy
+    from adeptlm.train.cpu.loss import head_cross_entropy
 
     torch.manual_seed(1)
     head = torch.nn.Linear(16, 300, bias=bias)
@@ -63,7 +63,7 @@ def test_head_cross_entropy_equals_the_head_then_torch(bias):
 
 
 def test_log_softmax_in_place_is_torchs_to_the_bit():
-    from adeptlm.train.loss import _log_softmax_in_place
+    from adeptlm.train.cpu.loss import _log_softmax_in_place
 
     x = torch.randn(67, 5003) * 6
     want = torch.log_softmax(x, dim=-1)
@@ -76,7 +76,7 @@ def test_log_softmax_in_place_is_torchs_to_the_bit():
 def test_head_cross_entropy_finds_the_trained_copy_of_a_saved_head_and_leaves_lora_heads_to_peft():
     from peft import LoraConfig, get_peft_model
 
-    from adeptlm.train.loss import head_cross_entropy, plain_linear
+    from adeptlm.train.cpu.loss import head_cross_entropy, plain_linear
 
     class Tiny(torch.nn.Module):
         def __init__(self):

@@ -6,6 +6,7 @@ the switch changes speed only."""
 from __future__ import annotations
 
 import json
+import os
 
 import torch
 from safetensors.torch import load_file
@@ -13,7 +14,7 @@ from safetensors.torch import load_file
 from adeptlm.cli import main
 from adeptlm.runrecord import read_run
 from adeptlm.train.args import parse_train_args
-from adeptlm.train.speed import kernels_on
+from adeptlm.train.cpu.switch import kernels_on
 
 RECORDS = [{"instruction": f"Question {i}: what is {i} plus {i}?", "input": "", "output": f"It is {2 * i}." * (1 + i % 3)}
            for i in range(8)]
@@ -94,7 +95,7 @@ def test_cpu_matmul_precision_holds_for_the_stage_only(tiny_model_dir, tmp_path,
     """--cpu_matmul_precision bf16 sets oneDNN's fp32 matmul precision while the stage runs and puts
     the previous value back after; a CPU without bfloat16 matrix instructions is refused in one line."""
     import adeptlm.train.sft as sft
-    from adeptlm.train import speed
+    from adeptlm.train.cpu import switch as speed
 
     seen = []
     from dataclasses import replace
@@ -117,7 +118,7 @@ def test_cpu_matmul_precision_holds_for_the_stage_only(tiny_model_dir, tmp_path,
 def test_untested_library_versions_take_the_stock_path_with_one_line(tiny_model_dir, tmp_path, monkeypatch, capsys):
     """The speed paths override private methods: with a release other than the ones they were tested with
     (faked here), `auto` trains on the stock path and says so once; `on` still forces them."""
-    from adeptlm.train import speed
+    from adeptlm.train.cpu import switch as speed
 
     assert speed.untested_versions({"torch": "2.13.0+cpu", "transformers": "5.26.1", "peft": "0.21.2",
                                     "accelerate": "1.16.0"}) == ["transformers 5.26.1"]
@@ -158,3 +159,33 @@ def test_the_speed_switch_changes_speed_only(tmp_path, tiny_model_dir):
     moved = max((adapters["off", "epoch"][k] - adapters["off", "step"][k]).abs().max().item()
                 for k in adapters["off", "step"] if "lora_B" in k)
     assert moved > 1e-3          # the divisor is a change to what is trained, not to speed
+
+
+def test_the_allocator_and_huge_pages_follow_the_switch(tiny_model_dir, tmp_path, monkeypatch):
+    """Huge pages are asked for by training commands only (where they were measured), never with the
+    switch off; ADEPT_CPU_KERNELS=off turns the speed paths and glibc's setting off everywhere."""
+    from adeptlm import allocator
+    from adeptlm.train.cpu import switch as speed
+    from adeptlm.train.stages import NAMES
+
+    training = (*NAMES, "run")
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
+    monkeypatch.delenv(allocator.SWITCH_ENV, raising=False)
+    assert allocator.ask_for_huge_pages(["eval", "exam", "--data_dir", "x"], training) is False
+    assert allocator.ask_for_huge_pages(["sft", "--cpu_kernels", "off"], training) is False
+    assert allocator.ask_for_huge_pages(["--debug", "dpo", "--cpu_kernels=off"], training) is False
+    assert "THP_MEM_ALLOC_ENABLE" not in os.environ
+    assert allocator.ask_for_huge_pages(["--debug", "sft", "--cpu_kernels", "auto"], training) is True
+    assert os.environ["THP_MEM_ALLOC_ENABLE"] == "1"
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE")
+    monkeypatch.setenv(allocator.SWITCH_ENV, "off")
+    assert allocator.ask_for_huge_pages(["sft"], training) is False and "THP_MEM_ALLOC_ENABLE" not in os.environ
+    assert allocator.keep_freed_memory() is False  # glibc left alone
+    cfg = parse_train_args("sft", ["--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path / "o")])
+    monkeypatch.setattr(speed, "untested_versions", lambda installed=None: [])
+    assert kernels_on(cfg) is False
+    cfg.compat.cpu_kernels = "on"  # the flag wins over the environment
+    assert kernels_on(cfg) is True
+    monkeypatch.setenv(allocator.SWITCH_ENV, "auto")
+    cfg.compat.cpu_kernels = "auto"
+    assert kernels_on(cfg) is True

@@ -360,7 +360,7 @@ def test_trained_positions_loss_equals_the_stock_loss_and_gradients(tmp_path, ti
     from transformers import TrainingArguments
 
     from adeptlm.train.common import _trainer_class
-    from adeptlm.train.loss import decoder_and_head
+    from adeptlm.train.cpu.loss import decoder_and_head
     from conftest import build_tiny_model
 
     model = get_peft_model(build_tiny_model(arch, len(tiny_tokenizer)),

@@ -3,9 +3,12 @@
 The speed paths, each compared with the stock path in bench/RESULTS.md (fp32 on CPU, one process or
 CPU DDP):
 - the LM head and cross-entropy only at trained positions, in one buffer as large as the logits:
-  log_softmax and the backward pass both in place (common.py's TrainedPositionsLoss, loss.py);
+  log_softmax and the backward pass both in place (trainer.py's TrainedPositionsLoss, loss.py);
 - a fused LoRA forward (lorafast.py) and a cheaper dropout mask (dropout.py);
-- glibc keeping freed memory for reuse (allocator.py).
+- glibc keeping freed memory for reuse and huge pages for torch's buffers (adeptlm/allocator.py).
+
+ADEPT_CPU_KERNELS=auto|on|off in the environment is the default of --cpu_kernels, and switches the
+allocator settings of the commands that have no such flag (exams).
 
 `auto` turns them on only in that setting (no GPU in use, no bf16/fp16, no FSDP/DeepSpeed, no k-bit
 quantisation, the library releases in TESTED_WITH) and runs the stock Trainer and PEFT path everywhere
@@ -48,6 +51,13 @@ _warned: set = set()
 def kernels_on(cfg) -> bool:
     """Whether this training run takes the speed paths (cfg: a TrainConfig)."""
     mode = getattr(cfg.compat, "cpu_kernels", "auto")  # argparse keeps it to CHOICES
+    if mode == "auto":  # the environment's choice, for every command (allocator.py)
+        import os
+
+        from ...allocator import SWITCH_ENV
+
+        env = os.environ.get(SWITCH_ENV, "auto").strip().lower()
+        mode = env if env in CHOICES else "auto"
     if mode != "auto":
         return mode == "on"
     other = untested_versions()
@@ -65,7 +75,7 @@ def kernels_on(cfg) -> bool:
     on_cpu = bool(getattr(t, "use_cpu", False)) or not torch.cuda.is_available()
     import os
 
-    from .cpu_fsdp import asked_for
+    from ..cpu_fsdp import asked_for
 
     # FSDP or DeepSpeed named by TrainingArguments flags, or by an `accelerate launch` config (which
     # reaches the Trainer only through environment variables, accelerate 1.16)
@@ -88,7 +98,7 @@ def matmul_precision(mode: str):
     accumulation, like TF32 on GPUs). Speed and loss: bench/RESULTS.md (SFT with --cpu_matmul_precision bf16)."""
     import torch
 
-    from ..errors import AdeptError
+    from ...errors import AdeptError
 
     if mode == "ieee":
         yield

@@ -1,5 +1,5 @@
 """A leaner forward for PEFT's LoRA Linear layers (written against PEFT 0.21.2; on with --cpu_kernels,
-see speed.py; tests/unit/test_lorafast.py compares it with PEFT's own forward).
+see switch.py; tests/unit/test_lorafast.py compares it with PEFT's own forward).
 
 PEFT computes `result + lora_B(lora_A(dropout(x))) * scaling`: after the B matmul, one pass over the
 layer's whole output to scale it and another to add it, each writing a new tensor as large as the
