@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,6 +116,10 @@ def read_exam_csv(path: Path, split: str) -> tuple[str, str, list[Question]]:
     first = [c.strip() for c in rows[0][1]]
     lay = layouts.detect(first)
     width = len(rows[0][1])
+    if not lay.header:
+        # no header says how many options there are: the width most rows have does, so that the one
+        # odd row (an unquoted comma) is the one named, even when it is the first
+        width = Counter(len(row) for _, row in rows).most_common(1)[0][0]
     if lay.header:
         cols, n_options = _header_columns(path, rows[0][0], first)
         body = rows[1:]
@@ -124,8 +129,9 @@ def read_exam_csv(path: Path, split: str) -> tuple[str, str, list[Question]]:
     else:
         n_options = width - 2  # question, the options, answer
         if not layouts.MIN_OPTIONS <= n_options <= layouts.MAX_OPTIONS:
+            line = next(line for line, row in rows if len(row) == width)
             raise InputError(path, f"wrong number of CSV cells: {width}, expected {lay.columns_hint()} "
-                                   f"(2 to {layouts.MAX_OPTIONS} options)", line=rows[0][0])
+                                   f"(2 to {layouts.MAX_OPTIONS} options)", line=line)
         cols = {"question": 0, **{x.lower(): 1 + k for k, x in enumerate(layouts.letters(n_options))},
                 "answer": width - 1}
         body = rows

@@ -54,6 +54,9 @@ CASES = [
     ("ceval-wrong-columns", "bio_val.csv", "id,question,A,C,D,answer\n0,q1,a,c,d,A\n", 1, "missing B"),
     ("ceval-one-option", "bio_val.csv", "id,question,A,answer\n0,q1,a,A\n", 1, "missing B, C, D"),
     ("mmlu-one-option", "bio_dev.csv", "q1,a,A\n", 1, "2 to 10 options"),
+    # no header: the width most rows have sets the options, so an odd first row is the one named
+    ("mmlu-wide-first-row", "bio_dev.csv", "q1,a,b,c,d,e,A\nq2,a,b,c,d,B\nq3,a,b,c,d,C\n", 1,
+     "7, expected 6 cells: question,A,B,C,D,answer"),
     ("ceval-val-missing-answer", "bio_val.csv", "id,question,A,B,C,D,answer\n0,q1,a,b,c,d,\n", 2, "missing answer"),
     ("mmlu-short-row", "bio_dev.csv", "q1,a,b,c,d,A\n\"q2, with comma\",a,b,c,D\n", 2, "wrong number of CSV cells"),
     ("cmmlu-short-row", "agro.csv", ",Question,A,B,C,D,Answer\n0,q,a,b,c,d,A\n1,\"multi\nline\",a,b,c\n", 3,
