@@ -165,7 +165,7 @@ def read_exam_csv(path: Path, split: str) -> tuple[str, str, list[Question]]:
 
 def _header_columns(path: Path, line: int, first: list[str]) -> tuple[dict[str, int], int]:
     """Column positions from a header row, and the number of options: its letter columns, which must
-    run A, B, C, ... without a gap (at least A to D unless the file has fewer than four)."""
+    run A, B, C, ... without a gap, at least two (a header with fewer is told the four it lacks)."""
     lower = [c.lower() for c in first]
     present = [x for x in layouts.LETTERS if x.lower() in lower]
     n_options = len(present)
