@@ -16,9 +16,15 @@ import os
 SWITCH_ENV = "ADEPT_CPU_KERNELS"  # auto | on | off: --cpu_kernels's default, and these settings' switch
 
 
+def switch_from_env() -> str:
+    """The environment's setting of the CPU speed switch: auto (also when unset or unreadable), on or off."""
+    value = os.environ.get(SWITCH_ENV, "auto").strip().lower()
+    return value if value in ("auto", "on", "off") else "auto"
+
+
 def switched_off(argv: list[str] | None = None) -> bool:
     """Whether the CPU speed switch is off: in the environment, or by --cpu_kernels off in argv."""
-    if os.environ.get(SWITCH_ENV, "").strip().lower() == "off":
+    if switch_from_env() == "off":
         return True
     argv = argv or []
     return any(a == "--cpu_kernels=off" or (a == "--cpu_kernels" and argv[i + 1:i + 2] == ["off"])

@@ -115,18 +115,17 @@ def read_exam_csv(path: Path, split: str) -> tuple[str, str, list[Question]]:
         raise InputError(path, "no questions: every row is empty")
     first = [c.strip() for c in rows[0][1]]
     lay = layouts.detect(first)
-    width = len(rows[0][1])
-    if not lay.header:
-        # no header says how many options there are: the width most rows have does, so that the one
-        # odd row (an unquoted comma) is the one named, even when it is the first
-        width = Counter(len(row) for _, row in rows).most_common(1)[0][0]
     if lay.header:
+        width = len(rows[0][1])
         cols, n_options = _header_columns(path, rows[0][0], first)
         body = rows[1:]
         if not body:
             raise InputError(path, "the file has a header but no questions")
         expected = f"{width} cells like the header"
     else:
+        # no header says how many options there are: the width most rows have does, so that the one
+        # odd row (an unquoted comma) is the one named, even when it is the first
+        width = Counter(len(row) for _, row in rows).most_common(1)[0][0]
         n_options = width - 2  # question, the options, answer
         if not layouts.MIN_OPTIONS <= n_options <= layouts.MAX_OPTIONS:
             line = next(line for line, row in rows if len(row) == width)

@@ -197,12 +197,12 @@ def _trainer_class(speed: bool = True, epoch_divisor: bool = True, seeded_sample
 
     from .semantics import EpochDivisor, SeededSampler
 
-    speed_class = None
-    if speed:
-        from .cpu.trainer import TrainedPositionsLoss as speed_class
     # the divisor first: its compute_loss wraps whichever loss runs below it
-    bases = [c for c, on in ((EpochDivisor, epoch_divisor), (SeededSampler, seeded_sampler),
-                             (speed_class, speed)) if on]
+    bases = [c for c, on in ((EpochDivisor, epoch_divisor), (SeededSampler, seeded_sampler)) if on]
+    if speed:
+        from .cpu.trainer import TrainedPositionsLoss
+
+        bases.append(TrainedPositionsLoss)
     if not bases:
         return Trainer
     return type("AdeptTrainer", tuple(bases), {})

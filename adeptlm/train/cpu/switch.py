@@ -52,12 +52,9 @@ def kernels_on(cfg) -> bool:
     """Whether this training run takes the speed paths (cfg: a TrainConfig)."""
     mode = getattr(cfg.compat, "cpu_kernels", "auto")  # argparse keeps it to CHOICES
     if mode == "auto":  # the environment's choice, for every command (allocator.py)
-        import os
+        from ...allocator import switch_from_env
 
-        from ...allocator import SWITCH_ENV
-
-        env = os.environ.get(SWITCH_ENV, "auto").strip().lower()
-        mode = env if env in CHOICES else "auto"
+        mode = switch_from_env()
     if mode != "auto":
         return mode == "on"
     other = untested_versions()
