@@ -209,3 +209,27 @@ def encode_records(convs: Sequence[Conversation], tokenizer, template, max_len: 
         stats.warnings.append(f"{stats.truncated} of {stats.records} records are longer than {max_len} tokens "
                               f"and were {verb} (first: {first_cut}); raise --max_seq_length or use --truncation drop")
     return ds.remove_columns(["truncated", "source"]), stats
+
+
+def encode_distilled(convs: Sequence[Conversation], tokenizer, template, max_len: int, num_proc: int | None = None):
+    """Records to distil (adeptlm/train/kl.py): rendered whole with the chat template, no label trained,
+    and a `distill` mask that is 1 at every position (cut at max_len). Returns (dataset, records cut)."""
+    from datasets import Dataset
+
+    from ..templates import IGNORE_INDEX, encode_conversation
+
+    def enc(batch):
+        out = {"input_ids": [], "labels": [], "length": [], "distill": [], "truncated": []}
+        for raw in batch["messages"]:
+            ids = encode_conversation(tokenizer, template, json.loads(raw)).input_ids
+            out["truncated"].append(len(ids) > max_len)
+            ids = ids[:max_len]
+            out["input_ids"].append(ids)
+            out["labels"].append([IGNORE_INDEX] * len(ids))
+            out["length"].append(len(ids))
+            out["distill"].append([1] * len(ids))
+        return out
+
+    ds = Dataset.from_dict({"messages": [json.dumps(c.messages, ensure_ascii=False) for c in convs]})
+    ds = ds.map(enc, batched=True, num_proc=num_proc, remove_columns=["messages"], desc="rendering records to distil")
+    return ds.remove_columns(["truncated"]), sum(ds["truncated"])

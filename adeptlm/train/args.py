@@ -59,6 +59,10 @@ class DataArguments:
         "choices": ["truncate", "drop"]})
     preprocessing_num_workers: Optional[int] = field(default=None, metadata={
         "help": "processes used to tokenize (datasets.map num_proc)"})
+    distill_file: Optional[str] = field(default=None, metadata={
+        "help": "with LoRA: instruction records of general text (e.g. the base model's own answers to general "
+                "questions) trained toward the base model's whole next-token distribution at every position "
+                "instead of on their words (Learning without Forgetting; adeptlm/train/kl.py)"})
     max_train_samples: Optional[int] = field(default=None, metadata={"help": "use only the first N records/blocks"})
     max_eval_samples: Optional[int] = field(default=None, metadata={"help": "evaluate on at most N records/blocks"})
 
@@ -81,6 +85,8 @@ class LoraArguments:
         "help": "with LoRA: add BETA x KL(base || tuned) at every trained token to the loss, the base's "
                 "distribution from the same batch with the adapter disabled (a brake on forgetting; 0 = off; "
                 "adeptlm/train/kl.py)"})
+    distill_weight: float = field(default=1.0, metadata={
+        "help": "weight of the mean KL(base || tuned) per position of the --distill_file records in the loss"})
     load_in_kbits: int = field(default=16, metadata={
         "help": "4 or 8: QLoRA through bitsandbytes (where the platform supports it); 16: no quantization",
         "choices": [4, 8, 16]})
@@ -151,7 +157,8 @@ ONLY_FOR = {"validation_split_percentage": ("corpus",), "block_size": ("corpus",
             "preprocessing_num_workers": ("corpus", "instructions"),
             "validation_file": ("instructions", "preferences", "feedback"),
             "max_seq_length": ("instructions",), "truncation": ("instructions",),
-            "max_prompt_length": ("preferences",), "kl_to_base": ("kl_to_base",)}
+            "max_prompt_length": ("preferences",), "kl_to_base": ("kl_to_base",),
+            "distill_file": ("instructions",), "distill_weight": ("instructions",)}
 
 
 # ... except where the seed's own script for that stage accepted the option and ignored it: a note, not an error
@@ -302,6 +309,12 @@ def parse_train_args(stage: str, argv: list[str]) -> TrainConfig:
         if lora.full_finetuning:
             raise AdeptError("--kl_to_base needs a LoRA adapter (the base is the model with it disabled), "
                              "not --full_finetuning")
+    if data.distill_file:
+        if lora.full_finetuning:
+            raise AdeptError("--distill_file needs a LoRA adapter (the base is the model with it disabled), "
+                             "not --full_finetuning")
+        if lora.distill_weight <= 0:
+            raise AdeptError(f"--distill_weight {lora.distill_weight}: expected a weight > 0")
     # TRL's preference records carry no input_ids to group by; their batches stay as their config has them.
     if compat.group_by_length and training.train_sampling_strategy == "random" and st.grouped:
         training.train_sampling_strategy = "group_by_length"

@@ -163,7 +163,13 @@ class PadCollator:
         self.inner = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding="longest")
 
     def __call__(self, features):
-        return self.inner([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features])
+        batch = self.inner([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features])
+        if "distill" in features[0]:    # --distill_file: which positions are held to the base (train/kl.py)
+            import torch
+
+            width = batch["input_ids"].shape[1]
+            batch["distill"] = torch.tensor([list(f["distill"]) + [0] * (width - len(f["distill"])) for f in features])
+        return batch
 
 
 class PackedCollator:
@@ -319,11 +325,14 @@ def train_and_save(cfg: TrainConfig, stage: str, model, tokenizer, train_ds, eva
     epoch_divisor, seeded = semantics(cfg, fast)
     if trainer_class is None:
         chosen = _trainer_class(speed=fast, epoch_divisor=epoch_divisor, seeded_sampler=seeded)
-        if cfg.lora.kl_to_base:
+        distill = getattr(cfg.data, "distill_file", None)
+        if cfg.lora.kl_to_base or distill:
             from .kl import kl_to_base_trainer
 
-            chosen = kl_to_base_trainer(chosen, float(cfg.lora.kl_to_base))
-            log(f"loss: cross-entropy + {cfg.lora.kl_to_base:g} x KL(base || tuned) per trained token")
+            chosen = kl_to_base_trainer(chosen, float(cfg.lora.kl_to_base), float(cfg.lora.distill_weight) if distill else 0.0)
+            terms = [f"{cfg.lora.kl_to_base:g} x KL(base || tuned) per trained token"] if cfg.lora.kl_to_base else []
+            terms += [f"{cfg.lora.distill_weight:g} x mean KL(base || tuned) per distilled position"] if distill else []
+            log("loss: cross-entropy + " + " + ".join(terms))
         trainer = chosen(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                                    data_collator=collator or PadCollator(tokenizer), processing_class=tokenizer,
                                    callbacks=[_progress_callback()])
@@ -349,7 +358,7 @@ def train_and_save(cfg: TrainConfig, stage: str, model, tokenizer, train_ds, eva
     if quantized:       # QLoRA: how many linear layers the adapter was trained over in 4 or 8 bits
         metrics["quantized_linear_layers"] = quantized
     metrics["loss_history"] = [{"step": h["step"], "loss": h["loss"],
-                                **({"kl_to_base": h["kl_to_base"]} if "kl_to_base" in h else {})}
+                                **{k: h[k] for k in ("kl_to_base", "distill_kl") if k in h}}
                                for h in trainer.state.log_history if "loss" in h]
     # the method, its settings, and what its trainer logs per step beyond the loss (DPO's reward accuracy
     # and margins, KTO's KL estimate, ...): their history and last values

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..data.corpus import JSON_SUFFIXES
 from ..errors import AdeptError, InputError
 from ..data.instructions import read_instructions
-from ..data.tokenize import cached, encode_records, fingerprint
+from ..data.tokenize import cached, encode_distilled, encode_records, fingerprint
 from ..templates import get_template
 from .args import TrainConfig
 from .common import load_model_for_training, log, train_and_save
@@ -48,12 +48,14 @@ def run_sft(cfg: TrainConfig) -> dict:
     files = instruction_files(cfg)
     convs = [c for f in files for c in read_instructions(f)[1]]  # validate before loading the model
     val_convs = read_instructions(Path(cfg.data.validation_file))[1] if cfg.data.validation_file else None
+    distilled = read_instructions(Path(cfg.data.distill_file))[1] if cfg.data.distill_file else None
     model, tokenizer = load_model_for_training(cfg)
     template = get_template(tokenizer, cfg.model.template)
     tokenizer.chat_template = template.jinja  # saved with the output, so inference renders exactly as trained
     settings = {"stage": "sft", "max_seq_length": cfg.data.max_seq_length, "truncation": cfg.data.truncation,
                 "template": template.jinja, "eot": template.eot, "format": 1}
-    fp = fingerprint(files, tokenizer, settings)
+    fp = fingerprint(files + ([Path(cfg.data.distill_file)] if distilled is not None else []), tokenizer,
+                     {**settings, "distill": distilled is not None})
     cache_dir = Path(cfg.data.data_cache_dir or Path(cfg.training.output_dir) / "data_cache")
     nproc = cfg.data.preprocessing_num_workers
 
@@ -64,9 +66,21 @@ def run_sft(cfg: TrainConfig) -> dict:
             return ds, asdict(stats)
         return inner
 
-    ds, stats, hit = cached(cache_dir, "sft", fp, build(convs))
+    def build_with_distilled():
+        from datasets import concatenate_datasets
+
+        ds, stats = build(convs)()
+        dds, cut = encode_distilled(distilled, tokenizer, template, cfg.data.max_seq_length, nproc)
+        ds = ds.add_column("distill", [[0] * n for n in ds["length"]])
+        stats.update(distilled_records=len(dds), distilled_tokens=sum(dds["length"]), distilled_truncated=cut)
+        return concatenate_datasets([ds, dds.cast(ds.features)]), stats
+
+    ds, stats, hit = cached(cache_dir, "sft", fp, build(convs) if distilled is None else build_with_distilled)
     log(f"{'loaded cached' if hit else 'rendered'} {stats['records']} records with template {template.name}: "
         f"{stats['tokens']} tokens, {stats['trained_tokens']} trained")
+    if distilled is not None:
+        log(f"{stats['distilled_records']} records of {cfg.data.distill_file} to distil: {stats['distilled_tokens']} "
+            f"positions held to the base model's distribution (weight {cfg.lora.distill_weight:g})")
     for w in stats["warnings"]:
         log(f"warning: {w}")
     eval_ds = None
