@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM
 
 from adeptlm.errors import AdeptError
 from adeptlm.merge import merge
-from adeptlm.select import Budget, Candidate, activated, candidates, checkpoints_of, choose, load_candidates
+from adeptlm.select import Budget, Candidate, MergedWeights, activated, candidates, checkpoints_of, choose, load_candidates
 from test_merge import INPUT, make_adapter
 
 
@@ -45,6 +45,28 @@ def test_alpha_zero_is_the_base_and_one_the_merged_adapter(base_and_adapter, tmp
     torch.testing.assert_close(zero, logits_of(base), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(one, logits_of(tmp_path / "merged"), atol=1e-5, rtol=1e-5)
     assert not torch.allclose(zero, one, atol=1e-3)  # the adapter does change the model
+
+
+def test_merged_candidate_equals_the_scaled_adapter_and_restores_the_base(base_and_adapter, tmp_path):
+    """The exams score a candidate on W0 + α·ΔW written into the base layers: its logits are the
+    unmerged adapter's at that scale (1e-5), and afterwards the base weights are bit for bit the base's."""
+    base, adapter = base_and_adapter
+    cands = [Candidate("a05", str(adapter), 0.5), Candidate("a1", str(adapter), 1.0)]
+    model, _, names = load_candidates(str(base), cands)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    merged = MergedWeights(model)
+    assert merged.applies(names[str(adapter)])
+    with torch.no_grad():
+        for c in cands:
+            with activated(model, names, c):
+                want = model(INPUT).logits
+            with merged.candidate(names[c.adapter], c.alpha):
+                got = model(INPUT).logits
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        with model.disable_adapter():
+            torch.testing.assert_close(model(INPUT).logits, logits_of(base), atol=0, rtol=0)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_merge_at_alpha_equals_peft_merge_of_the_scaled_adapter(base_and_adapter, tmp_path):
