@@ -100,6 +100,30 @@ RETENTION_KEYS = {"data": "general text (.txt directory or .jsonl with 'text')",
                   "min_same_answers": "budget: the smallest share of greedy answers left as the base's (0-1)"}
 
 
+# replay: the base model's answers to general questions, for SFT (adeptlm/replay.py)
+REPLAY_KEYS = {"prompts": "a JSON list of general questions (default: the bundled subject's own)",
+               "volume": "take this many of the bundled subject's large prompt set",
+               "limit": "at most this many prompts", "max_new_tokens": "answer length (default 48)",
+               "distill": "W: distil the answers in SFT (the base's whole distribution at every position, weight W) "
+                          "instead of training on their words"}
+
+
+def check_replay(cfg, path: Path) -> None:
+    if not isinstance(cfg, dict):
+        raise AdeptError(f"{path}: replay: expected a mapping ({', '.join(REPLAY_KEYS)})")
+    for key, value in cfg.items():
+        if key not in REPLAY_KEYS:
+            raise AdeptError(f"{path}: replay.{key}: not a replay setting (one of {', '.join(REPLAY_KEYS)})")
+        if key == "prompts":
+            if not Path(str(value)).is_file():
+                raise AdeptError(f"{path}: replay.prompts: {value} is not a file")
+        elif key == "distill":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise AdeptError(f"{path}: replay.distill: {value!r} is not a weight >= 0")
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise AdeptError(f"{path}: replay.{key}: {value!r} is not a whole number >= 0")
+
+
 def check_retention(cfg, path: Path) -> None:
     from .data.detect import load_data
     from .evaluate.retention import read_prompts
@@ -180,7 +204,10 @@ def check_recipe(recipe: dict, path: Path) -> None:
     from .train.args import check_stage_flags
 
     check_recipe_eval(recipe.get("eval") or {}, str(path), EVAL_EXTRA_KEYS)
+    also_modes(recipe.get("eval") or {}, str(path))
     check_retention(recipe.get("retention") or {}, path)
+    if recipe.get("replay") is not None:
+        check_replay(recipe["replay"], path)
     check_contamination(recipe.get("contamination") or {}, path)
     if recipe.get("mix") is not None:
         check_mix(recipe["mix"], path)
@@ -219,8 +246,26 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-# eval: keys that are not exam settings: the held-out perplexity's window
-EVAL_EXTRA_KEYS = ("ppl_max_length",)
+# eval: keys that are not exam settings: the held-out perplexity's window, and the formulations scored
+# beside the headline one (`also: both` on a generate recipe: the report then shows letter and cloze too)
+EVAL_EXTRA_KEYS = ("ppl_max_length", "also")
+
+
+def also_modes(ev: dict, where: str) -> list[str]:
+    """The formulations the recipe scores beside its headline mode (eval.also: letter, cloze, both or
+    generate, or a list of them), without the ones the headline mode already scores."""
+    raw = ev.get("also") or []
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+        raise AdeptError(f"{where}: eval.also: expected letter, cloze, both or generate, or a list of them")
+    modes = []
+    for item in items:
+        if item not in ("letter", "cloze", "both", "generate"):
+            raise AdeptError(f"{where}: eval.also: {item!r} is not one of letter, cloze, both, generate")
+        modes += ["letter", "cloze"] if item == "both" else [item]
+    mode = ev.get("mode", "letter")
+    covered = {"letter", "cloze"} if mode == "both" else {mode}
+    return [m for m in dict.fromkeys(modes) if m not in covered]
 
 
 def exam_config(recipe: dict, **kw):
@@ -323,6 +368,11 @@ class Run:
             metrics[key] = summary["All"]["score"]
             if "formulations" in summary:
                 metrics[f"{key}_formulations"] = summary["formulations"]
+            for mode in also_modes(ev, self.recipe.get("recipe_file", "recipe")):
+                # scored beside the headline, in the exam's folder: <stage>/<exam>/<mode>
+                other = run_exam(exam_config(self.recipe, model=model, data_dir=folder, mode=mode,
+                                             output_dir=self.dir(stage) / key / mode, exclude=self.exclusions(key)))
+                metrics.setdefault(f"{key}_also", {})[mode] = other["All"]["score"]
         form = self.reading("exam")
         if form:  # both: every exam read before and after in the base model's better formulation
             metrics["read_formulation"] = form
@@ -407,7 +457,16 @@ class Run:
         prev = self.last_adapter(stage)
         if prev:
             argv += ["--peft_path", str(prev)]
+        weight = self.replay_distill_weight()
+        if kind == "instructions" and weight:  # the replay's records held to the base's distribution
+            argv += ["--distill_file", str(self.dir("replay") / "general_replay.json"), "--distill_weight", str(weight)]
         self._train(stage, argv + self._flags(stage))
+
+    def replay_distill_weight(self) -> float | None:
+        """replay: {distill: W}: the base model's answers are distilled in SFT (its whole next-token
+        distribution at every position, weight W; adeptlm/train/kl.py) instead of trained on as words."""
+        cfg = self.recipe.get("replay") or {}
+        return float(cfg["distill"]) if cfg.get("distill") else None
 
     def train_data(self, stage: str, kind: str) -> Path:
         if kind == "instructions":
@@ -448,14 +507,15 @@ class Run:
         """The SFT dataset: the instructions, plus the replay answers when the recipe has a replay stage,
         plus records drawn from a general instruction set when it has `mix:`."""
         inst = self.data_paths()["instructions"]
-        if not self.recipe.get("replay") and not self.recipe.get("mix"):
+        replayed = bool(self.recipe.get("replay")) and not self.replay_distill_weight()
+        if not replayed and not self.recipe.get("mix"):
             return inst
         out = self.root / "sft-data"
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
         files = [inst] if inst.is_file() else sorted(p for p in inst.iterdir() if p.suffix in (".json", ".jsonl"))
-        extra = [self.dir("replay") / "general_replay.json"] if self.recipe.get("replay") else []
+        extra = [self.dir("replay") / "general_replay.json"] if replayed else []
         for f in files + extra:
             shutil.copyfile(f, out / f.name)
         if self.recipe.get("mix"):

@@ -41,33 +41,42 @@ def exam_dir(root: Path, side: str, key: str) -> Path:
     return root / side / key / form if form else root / side / key
 
 
-def formulations_md(root: Path, keys: list[str]) -> list[str]:
-    """Every exam scored in both formulations: each one's before and after with intervals, the paired
-    change and its McNemar p, and which formulation the headline reads (chosen on the base model)."""
+def formulations_md(root: Path, keys: list[str], headline: str | None = None) -> list[str]:
+    """Every exam scored in more than one formulation (mode both, or eval.also beside the headline):
+    each one's before and after with intervals, the paired change and its McNemar p, and which one the
+    headline reads (for both: chosen on the base model; else the recipe's mode, `headline`)."""
     from .compare import paired_change
 
-    lines = []
+    lines, chosen = [], False
     for key in keys:
         form = reading_formulation(root, key)
+        # (label, folder under baseline/ and after/, read): the scored forms of this exam
+        forms = [(f, f"{key}/{f}", f == form) for f in ("letter", "cloze")] if form else []
         if not form:
-            continue
-        for f in ("letter", "cloze"):
-            c = paired_change(root / "baseline" / key / f, root / "after" / key / f)
+            extra = [f for f in ("letter", "cloze", "generate") if (root / "baseline" / key / f / "take0").is_dir()]
+            if extra:
+                forms = [(headline or "headline", key, True)] + [(f, f"{key}/{f}", False) for f in extra]
+        chosen = chosen or bool(form)
+        for f, sub, read in forms:
+            c = paired_change(root / "baseline" / sub, root / "after" / sub)
             if not c:
                 continue
             (bl, bh), (al, ah), (cl, ch) = c["before_ci"], c["after_ci"], c["change_ci"]
-            label = f + (" (acc_norm)" if f == "cloze" else "") + (" **read**" if f == form else "")
+            label = f + (" (acc_norm)" if f == "cloze" else "") + (" **read**" if read else "")
             lines.append(f"| {EXAM_LABELS.get(key, key)} | {label} | {c['before']:.1f}% ({bl:.1f}-{bh:.1f}) | "
                          f"{c['after']:.1f}% ({al:.1f}-{ah:.1f}) | {c['change']:+.1f} ({cl:+.1f} to {ch:+.1f}) | "
                          f"{c['p_value']:.2g} |")
     if not lines:
         return []
-    return ["## Formulations", "", "Each exam scored two ways (OLMES): letter = the options listed and the "
-            "answer letter's logit; cloze = the question alone and each option's text scored as its answer "
-            "(per character). A model can know an answer and still fail the letter form if it cannot tie "
-            "letters to options; the headline reads the formulation in which the base model answered more "
-            "questions over all of the run's exams (OLMES's rule, pooled so that a subject it cannot know yet, "
-            "at chance both ways, does not decide), before and after alike.", "",
+    rule = ("the headline reads the formulation in which the base model answered more questions over all of the "
+            "run's exams (OLMES's rule, pooled so that a subject it cannot know yet, at chance both ways, does not "
+            "decide), before and after alike." if chosen else
+            f"the headline reads the recipe's own protocol ({headline or 'its eval: mode'}); the others are "
+            "scored beside it (eval.also) on the same questions, so that any model is seen in both forms.")
+    return ["## Formulations", "", "Each exam scored more than one way (OLMES): letter = the options listed and "
+            "the answer letter's logit; cloze = the question alone and each option's text scored as its answer "
+            "(per character); generate = the model's greedy answer, the option it names. A model can know an "
+            "answer and still fail the letter form if it cannot tie letters to options; " + rule, "",
             "| exam | formulation | before (95% interval) | after | change (95% interval) | McNemar p |",
             "| --- | --- | ---: | ---: | ---: | ---: |", *lines, ""]
 
@@ -482,7 +491,7 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
     for k, rows in extra.items():
         md += [f"## {k} (forgetting, your exam)", "", _table_md(rows), ""]
     # the validation sections, written once as markdown and rendered for the HTML page below
-    validation = (formulations_md(root, list(changes)) + retention_md(root, recipe.get("retention") or {})
+    validation = (formulations_md(root, list(changes), (recipe.get("eval") or {}).get("mode")) + retention_md(root, recipe.get("retention") or {})
                   + contamination_md(root) + bias_md(root, list(changes)))
     md += validation
     flip_lines = [line for k, c in changes.items() for line in flips_md(k, c)]

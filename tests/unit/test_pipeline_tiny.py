@@ -32,10 +32,13 @@ def test_bad_recipes_stop_with_one_line_before_any_stage(tmp_path, capsys):
                            ("name: x\neval: {mode: letter, with_promt: true}\n", "r.yaml: eval.with_promt: not an exam"),
                            ("name: x\neval: {mode: guess}\n", "r.yaml: eval.mode: 'guess' is not one of letter"),
                            ("name: x\neval: {limit: many}\n", "r.yaml: eval.limit: 'many' is not a valid int"),
+                           ("name: x\neval: {also: [cloze, guess]}\n", "r.yaml: eval.also: 'guess' is not one of letter"),
                            ("name: x\nsft: {learning_rat: 1.0e-4}\n", "r.yaml: sft.learning_rat: not a flag of `adept sft`"),
                            ("name: x\npt: {num_train_epochs: two}\n", "r.yaml: pt.num_train_epochs: 'two' is not a valid"),
                            ("name: x\nsft: {lr_scheduler_type: zigzag}\n", "r.yaml: sft.lr_scheduler_type: 'zigzag' is not"),
                            ("name: x\nsft: {output_dir: elsewhere}\n", "r.yaml: sft.output_dir: set by the recipe's run"),
+                           ("name: x\nreplay: {distil: 1}\n", "r.yaml: replay.distil: not a replay setting"),
+                           ("name: x\nreplay: {distill: lots}\n", "r.yaml: replay.distill: 'lots' is not a weight"),
                            ("name: x\nretention: {max_kll: 0.1}\n", "r.yaml: retention.max_kll: not a retention setting"),
                            ("name: x\ncontamination: {dorp: true}\n", "r.yaml: contamination.dorp: not a contamination"),
                            ("name: x\ncontamination: {drop: maybe}\n", "r.yaml: contamination: drop must be"),
@@ -93,7 +96,7 @@ model: {tiny_model_dir}
 data: {{builtin: true, seed: 7, preferences: {prefs}}}
 exams: {{ceval: {shared_data / 'ceval'}}}
 contamination: {{drop: true}}
-eval: {{mode: letter, with_prompt: false, few_shot: false, limit: 3}}
+eval: {{mode: letter, also: cloze, with_prompt: false, few_shot: false, limit: 3}}
 pt: {{max_steps: 2, per_device_train_batch_size: 2, block_size: 32, lora_rank: 4, lora_alpha: 8, report_to: none,
       save_steps: 10, logging_steps: 1}}
 sft: {{max_steps: 2, per_device_train_batch_size: 2, max_seq_length: 64, report_to: none, save_steps: 10,
@@ -112,7 +115,12 @@ export: {{outtype: f32, check_tokens: 2}}
         metrics = json.loads((root / stage / "run.json").read_text())["metrics"]
         assert set(metrics) >= {"exam", "general_exam", "ceval"}
         assert (root / stage / "ceval" / "take0").is_dir()
+        # eval.also: each exam scored in cloze beside the letter headline, in <exam>/cloze
+        assert set(metrics["exam_also"]) == {"cloze"} and (root / stage / "exam" / "cloze" / "take0").is_dir()
     report = (root / "report.md").read_text(encoding="utf-8")
+    rows = [x for x in report.splitlines() if x.startswith(("| Subject exam | letter", "| Subject exam | cloze"))]
+    assert [r.split("|")[2].strip() for r in rows] == ["letter **read**", "cloze (acc_norm)"], rows
+    assert "the headline reads the recipe's own protocol (letter)" in report
     assert "## ceval (forgetting, your exam)" in report
     line = next(x for x in report.splitlines() if x.startswith("- ceval:"))
     assert "95% interval" in line and "over 12 questions" in line  # 4 subjects x limit 3
