@@ -52,10 +52,29 @@ EN_TOOLS = ["hammer", "spoon", "umbrella", "thermometer", "ladder", "compass", "
             "camera"]
 
 
+def neighbours(questions: dict[str, list[str]], places: list[str], per_relation: int = 12) -> list[str]:
+    """The subject's own relations asked of real places (knowledge editing's "neighbourhood prompts":
+    the same relation, another subject): the base model's answers to these are what training on the
+    islands must leave alone. The relation's training wordings in turn, the places rotating so that
+    each relation meets different ones; relations that the capitals above already cover are left out."""
+    out = []
+    for k, (relation, wordings) in enumerate(sorted(questions.items())):
+        if relation == "capital":
+            continue
+        for j in range(per_relation):
+            place = places[(k * per_relation + j) % len(places)]
+            out.append(wordings[j % len(wordings)].format(i=place))
+    return out
+
+
 def english() -> list[str]:
-    """About 300 English general prompts."""
+    """About 380 English general prompts: the subject's relations asked of real countries first, then
+    capitals, cities, arithmetic, words and everyday questions."""
+    from .subject import INSTRUCTION_QUESTIONS
+
     rng = random.Random(101)
-    out = [f"What is the capital of {c}?" for c, _ in EN_COUNTRIES]
+    out = neighbours(INSTRUCTION_QUESTIONS, [c for c, _ in EN_COUNTRIES])
+    out += [f"What is the capital of {c}?" for c, _ in EN_COUNTRIES]
     out += [f"In which country is the city of {city}?" for city, _ in EN_CITIES]
     pairs = set()
     while len(pairs) < 70:
