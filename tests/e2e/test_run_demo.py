@@ -67,9 +67,18 @@ def test_rerun_skips_finished_stages_and_resumes_training(quick_run):
     assert (root / "report.md").is_file() and (root / "report.html").is_file()
     replay = read_run(root / "replay")["metrics"]
     assert replay["prompts"] == 8 and replay["records"] >= 1
-    assert (root / "sft-data" / "general_replay.json").is_file()
-    assert read_run(root / "sft")["data"]["records"] == 200 + replay["records"]  # subject pairs + replay
+    # the replay answers are distilled (replay: {distill: W}), not trained on as words
+    sft = read_run(root / "sft")
+    assert sft["config"]["distill_file"] == str(root / "replay" / "general_replay.json")
+    assert sft["data"]["records"] == 200 and sft["data"]["distilled_records"] == replay["records"]
+    assert sft["data"]["train_records"] == 200 + replay["records"]
+    assert not (root / "sft-data" / "general_replay.json").exists()
     md = (root / "report.md").read_text()
+    # eval.also: letter and cloze beside the generate headline, before and after
+    for f in ("letter", "cloze"):
+        assert (root / "after" / "exam" / f / "summary.json").is_file()
+        assert any(x.startswith(f"| Subject exam | {f}") for x in md.splitlines()), f
+    assert "| Subject exam | generate **read**" in md
     assert "Subject exam" in md and "General exam" in md and "GGUF check" in md
     # each stage's figures: the run.json figure is its exam's own summary, and the report states them
     for exam in ("exam", "general_exam"):
