@@ -11,10 +11,12 @@ checkpoints of the training stage. Each is scored on
   share of greedy answers to general prompts left as the base model's;
 
 and the candidate with the largest selection gain inside the forgetting budget is chosen. Nothing
-is merged or reloaded to score a candidate: the base model is loaded once with every adapter on it
-(PEFT), a checkpoint is an adapter made active, α is PEFT's `rescale_adapter_scale` (which
-multiplies each LoRA layer's scaling), and the base model's side of each probe is the same model
-with its adapters disabled. `adept merge --alpha` then writes the chosen candidate.
+is reloaded to score a candidate: the base model is loaded once with every adapter on it (PEFT), a
+checkpoint is an adapter made active. The exams run on the candidate's weights W0 + α·ΔW written
+into the base layers in memory (MergedWeights: the base's own restored exactly after each); the
+probes run the adapter unmerged, α being PEFT's `rescale_adapter_scale` (which multiplies each LoRA
+layer's scaling), and the base model's side of each probe is the same model with its adapters
+disabled. `adept merge --alpha` then writes the chosen candidate.
 """
 
 from __future__ import annotations
