@@ -16,11 +16,16 @@ from conftest import build_tiny_model
 from test_train import RECORDS, common_flags, write_jsonl
 
 
-def test_kl_terms_equal_a_hand_computation(tiny_tokenizer):
+def _tiny_lora(tokenizer):
+    """A tiny llama with a randomly initialised LoRA adapter (so that tuned and base differ)."""
     torch.manual_seed(0)
-    base = build_tiny_model("llama", len(tiny_tokenizer))
-    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                            init_lora_weights=False))
+    base = build_tiny_model("llama", len(tokenizer))
+    return get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                           init_lora_weights=False))
+
+
+def test_kl_terms_equal_a_hand_computation(tiny_tokenizer):
+    model = _tiny_lora(tiny_tokenizer)
     ids = torch.randint(0, len(tiny_tokenizer), (2, 12))
     labels = ids.clone()
     labels[0, :5] = -100
@@ -88,10 +93,7 @@ def test_negative_beta_is_refused(tmp_path, tiny_model_dir, capsys):
 
 def test_distill_terms_equal_a_hand_computation(tiny_tokenizer):
     """--distill_file's term: KL(base || tuned) of the next-token distribution at every marked position."""
-    torch.manual_seed(0)
-    base = build_tiny_model("llama", len(tiny_tokenizer))
-    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                            init_lora_weights=False))
+    model = _tiny_lora(tiny_tokenizer)
     ids = torch.randint(0, len(tiny_tokenizer), (2, 10))
     labels = torch.full_like(ids, -100)
     labels[0, 6:] = ids[0, 6:]              # row 0 trained on its last tokens, row 1 distilled whole
