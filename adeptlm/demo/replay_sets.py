@@ -67,13 +67,11 @@ def neighbours(questions: dict[str, list[str]], places: list[str], per_relation:
     return out
 
 
-def english() -> list[str]:
-    """About 380 English general prompts: the subject's relations asked of real countries first, then
-    capitals, cities, arithmetic, words and everyday questions."""
-    from .subject import INSTRUCTION_QUESTIONS
-
+def english(relations: dict[str, list[str]] | None = None) -> list[str]:
+    """About 300 English general prompts (capitals, cities, arithmetic, words, everyday questions),
+    after the subject's `relations` (its training questions by relation) asked of real countries."""
     rng = random.Random(101)
-    out = neighbours(INSTRUCTION_QUESTIONS, [c for c, _ in EN_COUNTRIES])
+    out = neighbours(relations, [c for c, _ in EN_COUNTRIES]) if relations else []
     out += [f"What is the capital of {c}?" for c, _ in EN_COUNTRIES]
     out += [f"In which country is the city of {city}?" for city, _ in EN_CITIES]
     pairs = set()

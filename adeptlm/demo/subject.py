@@ -209,7 +209,7 @@ def replay_prompts(volume: int | None = None) -> list[str]:
     if volume:
         from .replay_sets import english
 
-        prompts = list(dict.fromkeys(prompts + english()))[: int(volume)]
+        prompts = list(dict.fromkeys(prompts + english(INSTRUCTION_QUESTIONS)))[: int(volume)]
     return prompts
 
 
