@@ -286,20 +286,23 @@ class MergedWeights:
     def __init__(self, model):
         self.model, self.saved = model, {}
 
-    def applies(self, name: str) -> bool:
-        from peft.tuners.lora import LoraLayer, Linear
+    def _layers(self, name: str) -> list:
+        from peft.tuners.lora import LoraLayer
 
-        layers = [m for m in self.model.modules() if isinstance(m, LoraLayer) and name in m.lora_A]
-        saves = any(name in getattr(m, "modules_to_save", {}) for m in self.model.modules()
-                    if type(m).__name__ == "ModulesToSaveWrapper")
-        return bool(layers) and not saves and all(isinstance(m, Linear) and not m.use_dora.get(name) for m in layers)
+        return [m for m in self.model.modules() if isinstance(m, LoraLayer) and name in m.lora_A]
+
+    def applies(self, name: str, adapter: Path) -> bool:
+        from peft.tuners.lora import Linear
+
+        layers = self._layers(name)
+        return (bool(layers) and not adapter_saves_modules(adapter)
+                and all(isinstance(m, Linear) and not m.use_dora.get(name) for m in layers))
 
     @contextmanager
     def candidate(self, name: str, alpha: float):
         import torch
-        from peft.tuners.lora import LoraLayer
 
-        layers = [m for m in self.model.modules() if isinstance(m, LoraLayer) and name in m.lora_A]
+        layers = self._layers(name)
         try:
             with torch.no_grad():
                 for m in layers:
@@ -345,7 +348,7 @@ def score_candidates(base_spec: str, cands: list[Candidate], probes: Probes, out
         t0 = time.time()
         out = output_dir / c.name
         # the exams on the candidate's merged weights where it can be merged (faster, and what merge writes)
-        as_merged = merged.applies(names[c.adapter]) and not c.is_base
+        as_merged = not c.is_base and merged.applies(names[c.adapter], Path(c.adapter))
         with (merged.candidate(names[c.adapter], c.alpha) if as_merged else activated(model, names, c)), \
                 torch.inference_mode():
             row = {"name": c.name, "adapter": c.adapter, "alpha": c.alpha, "step": c.step,

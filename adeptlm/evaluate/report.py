@@ -491,7 +491,8 @@ def write_report(root: Path, recipe: dict | None = None) -> list[Path]:
     for k, rows in extra.items():
         md += [f"## {k} (forgetting, your exam)", "", _table_md(rows), ""]
     # the validation sections, written once as markdown and rendered for the HTML page below
-    validation = (formulations_md(root, list(changes), (recipe.get("eval") or {}).get("mode")) + retention_md(root, recipe.get("retention") or {})
+    read_mode = (recipe.get("eval") or {}).get("mode")
+    validation = (formulations_md(root, list(changes), read_mode) + retention_md(root, recipe.get("retention") or {})
                   + contamination_md(root) + bias_md(root, list(changes)))
     md += validation
     flip_lines = [line for k, c in changes.items() for line in flips_md(k, c)]

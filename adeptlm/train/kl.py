@@ -24,12 +24,13 @@ adapter trained with `--kl_to_base 0` is the adapter trained without the flag
 from __future__ import annotations
 
 
-def kl_terms(model, decoder, head, inputs, distill=None):
+def kl_terms(model, decoder, head, inputs, distill=None, trained_kl: bool = True):
     """(summed cross-entropy, summed KL(base ‖ tuned) at trained tokens, trained tokens) of one batch:
     the tuned model's log-probabilities with gradient, the base's (adapter disabled) without, both
     only at the positions whose label is trained. With `distill` (a 0/1 mask over positions, batch x
     length), also (summed KL at the distilled positions, their count), each position's distribution
-    being that of the token after it."""
+    being that of the token after it. trained_kl=False skips the KL at trained tokens (returned as 0):
+    with --kl_to_base 0 only the distilled positions need the base's head."""
     import torch
 
     target = inputs["labels"][:, 1:]
@@ -40,9 +41,11 @@ def kl_terms(model, decoder, head, inputs, distill=None):
     logp = torch.log_softmax(head(hidden[:, :-1][keep]).float(), -1)
     with torch.no_grad(), model.disable_adapter():
         base_hidden = decoder(**kw).last_hidden_state
-    logp_base = torch.log_softmax(head(base_hidden[:, :-1][keep]).float(), -1)
     ce = -logp.gather(1, target[keep].unsqueeze(1)).sum()
-    kl = (logp_base.exp() * (logp_base - logp)).sum()
+    kl = ce.new_zeros(())
+    if trained_kl:
+        logp_base = torch.log_softmax(head(base_hidden[:, :-1][keep]).float(), -1)
+        kl = (logp_base.exp() * (logp_base - logp)).sum()
     if distill is None:
         return ce, kl, int(keep.sum())
     at = distill.bool()
@@ -70,7 +73,7 @@ def kl_to_base_trainer(parent, beta: float, distill_weight: float = 0.0):
                 raise AdeptError("--kl_to_base and --distill_file need a LoRA adapter on a model whose logits are a "
                                  "plain projection (llama, mistral, qwen2, qwen3, gemma3 without soft-capping), "
                                  "unwrapped (no DDP)")
-            terms = kl_terms(model, *parts, inputs, distill)
+            terms = kl_terms(model, *parts, inputs, distill, trained_kl=bool(beta))
             ce, kl, n = terms[:3]
             loss = ce + beta * kl
             if num_items_in_batch is not None and self.model_accepts_loss_kwargs:
@@ -79,8 +82,9 @@ def kl_to_base_trainer(parent, beta: float, distill_weight: float = 0.0):
                     loss = loss * self.accelerator.num_processes
             else:
                 divisor = max(n, 1)
-            self._kl_seen = getattr(self, "_kl_seen", (0.0, 0))
-            self._kl_seen = (self._kl_seen[0] + float(kl.detach()), self._kl_seen[1] + n)
+            if beta:
+                self._kl_seen = getattr(self, "_kl_seen", (0.0, 0))
+                self._kl_seen = (self._kl_seen[0] + float(kl.detach()), self._kl_seen[1] + n)
             # a batch of distilled records alone trains no token: its cross-entropy part is 0, not 0/0
             loss = loss / divisor if n else loss * 0.0
             stock = getattr(self, "_stock_value", None)     # adeptlm's trainer: the logged value as the stock one's

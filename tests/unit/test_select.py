@@ -55,7 +55,7 @@ def test_merged_candidate_equals_the_scaled_adapter_and_restores_the_base(base_a
     model, _, names = load_candidates(str(base), cands)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     merged = MergedWeights(model)
-    assert merged.applies(names[str(adapter)])
+    assert merged.applies(names[str(adapter)], adapter)
     with torch.no_grad():
         for c in cands:
             with activated(model, names, c):
