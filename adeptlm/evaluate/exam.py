@@ -120,8 +120,10 @@ def extract_answer(text: str, choices: Sequence[str], layout: str = "ceval") -> 
 
 
 def score_subject(backend, layout: str, prompts: Sequence[Prompt], questions: Sequence[Question], mode: str,
-                  max_new_tokens: int = 32, stop_ids: Sequence[int] = ()) -> tuple[list[str | None], dict]:
-    """Predicted letters for one subject's prompts, and mode-specific extras."""
+                  max_new_tokens: int = 32, stop_ids: Sequence[int] = (),
+                  generated: Sequence[list[int]] | None = None) -> tuple[list[str | None], dict]:
+    """Predicted letters for one subject's prompts, and mode-specific extras. In generate mode,
+    `generated` gives the answers' tokens where they were generated already (with other subjects')."""
     from ..backends import ScoreRequest
 
     tok = backend.tokenizer
@@ -135,7 +137,7 @@ def score_subject(backend, layout: str, prompts: Sequence[Prompt], questions: Se
     if mode == "cloze":
         lls, pairs = cloze_logprobs(backend, layout, prompts, questions)
         return cloze_picks(lls, [q.choices for q in questions])
-    outs = backend.generate([p.ids for p in prompts], max_new_tokens, stop_ids)
+    outs = generated if generated is not None else backend.generate([p.ids for p in prompts], max_new_tokens, stop_ids)
     texts = [tok.decode(o, skip_special_tokens=True) for o in outs]
     preds = [extract_answer(t, q.choices, layout) for t, q in zip(texts, questions)]
     return preds, {"responses": texts, "unparsed": sum(p is None for p in preds)}
@@ -251,21 +253,32 @@ def run_exam(cfg: ExamConfig, backend=None) -> dict:
     for take in range(max(1, cfg.n_times)):
         take_dir = cfg.output_dir / f"take{take}"
         (take_dir / "subjects").mkdir(parents=True, exist_ok=True)
+        asking = {}
         for subject in mine:
-            done = take_dir / "subjects" / f"{subject}.json"
-            if done.is_file():
+            if (take_dir / "subjects" / f"{subject}.json").is_file():
                 continue  # finished in an earlier, interrupted run
             questions = scored_questions(exam, subject, split, cfg, excluded)
             info = subject_info(exam.layout, subject, mapping)
-            demos = choose_demos(exam, subject, cfg, take)
-            has_gold = all(q.answer for q in questions)
             # CircularEval: each question asked once per rotation of its options (a file's questions
             # all have as many options as its columns)
             rotations = len(questions[0].choices) if questions else 0
             asked = [rotate(q, r) for r in range(rotations) for q in questions] if cfg.circular else questions
-            prompts = subject_prompts(style, info, demos, asked, tok, cfg.with_prompt, template,
-                                      options=cfg.mode != "cloze")
-            preds, extra = score_subject(backend, style, prompts, asked, cfg.mode, cfg.max_new_tokens, stop_ids)
+            prompts = subject_prompts(style, info, choose_demos(exam, subject, cfg, take), asked, tok,
+                                      cfg.with_prompt, template, options=cfg.mode != "cloze")
+            asking[subject] = (questions, info, rotations, asked, prompts)
+        generated = {}
+        if cfg.mode == "generate" and len(asking) > 1:
+            # every subject's prompts in one call: a subject of a dozen questions would otherwise decode
+            # in a batch of its own, each step costing nearly what a full batch costs
+            flat = backend.generate([p.ids for _, _, _, _, ps in asking.values() for p in ps], cfg.max_new_tokens,
+                                    stop_ids)
+            for subject, (*_, prompts) in asking.items():
+                generated[subject], flat = flat[:len(prompts)], flat[len(prompts):]
+        for subject, (questions, info, rotations, asked, prompts) in asking.items():
+            done = take_dir / "subjects" / f"{subject}.json"
+            has_gold = all(q.answer for q in questions)
+            preds, extra = score_subject(backend, style, prompts, asked, cfg.mode, cfg.max_new_tokens, stop_ids,
+                                         generated.get(subject))
             marks = [p == q.answer for p, q in zip(preds, asked)]
             if cfg.circular:
                 n = len(questions)
