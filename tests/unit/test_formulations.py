@@ -98,15 +98,21 @@ def test_acc_and_acc_norm_pick_what_the_formula_says_and_can_disagree(tiny_token
     assert picks == ["B"]  # -2.9/3 > -2.0/2; per byte it would be -2.0/6 > -2.9/3
 
 
-@pytest.mark.parametrize("arch, shots, window", [("llama", 2, 0), ("qwen2", 2, 0), ("gemma3", 2, 64), ("gemma3", 0, 128)])
-def test_cloze_shares_the_question_prefix_and_matches_separate_passes(arch, shots, window, tiny_tokenizer):
-    """The header runs once, each question once for all its options, in padded batches: each option's
-    log-likelihood still equals one unpadded forward of its context and continuation. A gemma3 with a
-    64-token sliding window is passed by the 2-shot prompts (options run as whole rows); one with a
-    128-token window is not passed by the 0-shot ones (options run over their question's cache)."""
+@pytest.mark.parametrize("arch, shots, window, attn", [("llama", 2, 0, "sdpa"), ("qwen2", 2, 0, "sdpa"),
+                                                      ("llama", 2, 0, "eager"), ("gemma3", 2, 64, "sdpa"),
+                                                      ("gemma3", 0, 128, "sdpa"), ("gemma3", 0, 128, "eager")])
+def test_cloze_shares_the_question_prefix_and_matches_separate_passes(arch, shots, window, attn, tiny_tokenizer):
+    """The header runs once, each question once with all its options packed after it under a 4-D
+    mask, in padded batches: each option's log-likelihood still equals one unpadded forward of its
+    context and continuation, under SDPA (a boolean mask) and eager attention (an additive one). A
+    gemma3 with a 64-token sliding window is passed by the 2-shot prompts (options run as ordinary
+    rows under the model's own masks); one with a 128-token window is not passed by the 0-shot ones
+    (options packed)."""
     from conftest import build_tiny_model
 
     model = build_tiny_model(arch, len(tiny_tokenizer), sliding_window=window or 64).eval()
+    model.set_attn_implementation(attn)
+    assert model.config._attn_implementation == attn
     backend = HFBackend(model, tiny_tokenizer, batch_size=3)
     qs = [Question(str(i), f"What is {i} plus {i}?" + " Think." * i * shots, ["four", "a fox", "two dogs", "8"], "A",
                    None, "x") for i in range(3)]
