@@ -52,6 +52,10 @@ BATCH_OVERHEAD_TOKENS = 128
 # (prompt and answer) per row of batch_size (see generate's docstring)
 GENERATE_ROW_TOKENS = 512
 
+# plan_batches' overhead for cloze rows (a question with its options packed after it): such rows run
+# long, so a forward's fixed cost weighs less; 64 was faster than 128 (bench/RESULTS.md, History)
+PACKED_OVERHEAD_TOKENS = 64
+
 
 def plan_batches(lengths: Sequence[int], max_rows: int, overhead: int = BATCH_OVERHEAD_TOKENS) -> list[list[int]]:
     """Split prompts into batches that waste little on padding.
@@ -200,9 +204,7 @@ class HFBackend(Backend):
             past = self._extend(None, 0, shared)
             for rows, custom in ((packed, True), (single, False)):
                 lengths = [len(rest) + sum(len(pairs[i][1]) - 1 for i in idx) for rest, idx in rows]
-                # rows of whole questions run long, so a forward's overhead weighs less: 64 (C-Eval
-                # 0-shot, embedded model: 11.8-12.7 s against 13.2 s with 128)
-                for batch in plan_batches(lengths, self.batch_size, 64):
+                for batch in plan_batches(lengths, self.batch_size, PACKED_OVERHEAD_TOKENS):
                     self._score_rows([rows[k] for k in batch], shared, past, pairs, out, custom)
         return out
 
@@ -253,7 +255,7 @@ class HFBackend(Backend):
         logits = self.model(input_ids=ids, attention_mask=see if custom else self._with_prefix(mask2d, offset),
                             position_ids=pos, **{CACHE: cache}, use_cache=cache is not None,
                             logits_to_keep=torch.tensor(cols)).logits
-        # log_softmax is one fused kernel on the CPU; logsumexp made four passes (1.5 s against 0.5 s)
+        # log_softmax is one fused kernel on the CPU; logsumexp made several passes and was slower
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         for r, i, start in spans:
             cont = pairs[i][1]
@@ -283,8 +285,8 @@ class HFBackend(Backend):
         Prompts of similar length are batched together and left-padded (the padding is masked and
         generate derives positions from the mask), so each row decodes as it would alone. A decoding
         step on a CPU costs nearly the same for 8 rows as for 32 (it is bound by reading the weights),
-        so short prompts go up to 4 x batch_size at a time (the selection stage's exams: 110 -> 93 s
-        on the English demo); long ones fewer, keeping rows x length within batch_size x 512 tokens.
+        so short prompts go up to 4 x batch_size at a time; long ones fewer, keeping rows x length
+        within batch_size x GENERATE_ROW_TOKENS (figures: bench/RESULTS.md, the selection stage).
         """
         import torch
 

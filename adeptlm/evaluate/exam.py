@@ -270,7 +270,7 @@ def run_exam(cfg: ExamConfig, backend=None) -> dict:
         if cfg.mode == "generate" and len(asking) > 1:
             # every subject's prompts in one call: a subject of a dozen questions would otherwise decode
             # in a batch of its own, each step costing nearly what a full batch costs
-            flat = backend.generate([p.ids for _, _, _, _, ps in asking.values() for p in ps], cfg.max_new_tokens,
+            flat = backend.generate([p.ids for *_, ps in asking.values() for p in ps], cfg.max_new_tokens,
                                     stop_ids)
             for subject, (*_, prompts) in asking.items():
                 generated[subject], flat = flat[:len(prompts)], flat[len(prompts):]
