@@ -14,8 +14,9 @@ optimizer steps (batch 8, records of 64-400 tokens, lr 1e-4, seed 42) and report
 - the losses of the first steps (the same random model and the same batches for every tool).
 
 Tools: adept (`adept sft`, its GPU defaults), trl (SFTTrainer with its defaults on prompt/completion
-records: completion-only loss, no packing), and each with --use_liger_kernel where Liger-Kernel is
-importable (adept-liger, trl-liger). It writes one JSON (--out) and prints one table.
+records: completion-only loss, no packing), adept-flat (`adept sft --padding_free True`: each batch's
+records in one row, no padding), and each with --use_liger_kernel where Liger-Kernel is importable
+(adept-liger, adept-flat-liger, trl-liger). It writes one JSON (--out) and prints one table.
 
     python bench/gpu.py                                   # on a CUDA machine: the four shapes
     python bench/gpu.py --device cpu --tiny --steps 3     # the same code on CPU in seconds (a test runs it)
@@ -161,6 +162,7 @@ def child(tool: str, model_dir: Path, steps: int, device: str, work: Path) -> di
                    "--save_strategy", "no", "--report_to", "none", "--overwrite_output_dir", "True",
                    "--template", "chatml", "--group_by_length", "False",
                    *(["--use_liger_kernel", "True"] if liger else []),
+                   *(["--padding_free", "True"] if "-flat" in tool else []),
                    *(["--use_cpu", "True", "--bf16", "False"] if device == "cpu" else [])])
         if rc != 0:
             raise SystemExit(f"adept sft failed (exit {rc})")
@@ -234,7 +236,7 @@ def main() -> None:
     ap.add_argument("--device", default=None, choices=["cuda", "cpu"], help="default: cuda when available")
     ap.add_argument("--tiny", action="store_true", help="a 2-layer model of 512 words instead of the real shapes")
     ap.add_argument("--shapes", default=None, help="comma-separated subset of " + ", ".join(SHAPES))
-    ap.add_argument("--tools", default=None, help="default: adept,trl and their -liger variants where importable")
+    ap.add_argument("--tools", default=None, help="default: adept,adept-flat,trl and their -liger variants where importable")
     ap.add_argument("--steps", type=int, default=30, help="optimizer steps per run")
     ap.add_argument("--work", default=None, help="where models and runs go (default: a temporary directory)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "gpu.json"))
@@ -248,8 +250,8 @@ def main() -> None:
         print("RESULT " + json.dumps(child(tool, Path(model_dir), args.steps, device, Path(work))), flush=True)
         return
     shapes = TINY if args.tiny else {k: SHAPES[k] for k in (args.shapes.split(",") if args.shapes else SHAPES)}
-    tools = args.tools.split(",") if args.tools else ["adept", "trl"] + (["adept-liger", "trl-liger"]
-                                                                         if liger_available() else [])
+    tools = args.tools.split(",") if args.tools else ["adept", "adept-flat", "trl"] + (
+        ["adept-liger", "adept-flat-liger", "trl-liger"] if liger_available() else [])
     work = Path(args.work or tempfile.mkdtemp(prefix="adept-gpu-bench-"))
     peak = device_peak_flops(device)
     report = {"device": torch.cuda.get_device_name(0) if device == "cuda" else f"cpu ({os.cpu_count()} cores)",

@@ -195,6 +195,31 @@ class PackedCollator:
                 "position_ids": column("position_ids", 0), "use_cache": False}
 
 
+class FlatCollator:
+    """Padding-free batches for SFT (--padding_free): the batch's records laid end to end in one row,
+    position_ids restarting at 0 for each, no attention mask, so that transformers derives each
+    record's own causal attention from the position_ids (as PackedCollator's blocks) and no padding
+    is computed. Each record's first label is -100: the loss shifts labels, and that position would
+    otherwise be trained to predict it from the record before. --distill_file masks travel along."""
+
+    def __call__(self, features):
+        import torch
+
+        def row(key, first=None):
+            out = []
+            for f in features:
+                part = list(f[key])
+                out += [first] + part[1:] if first is not None and part else part
+            return torch.tensor([out], dtype=torch.long)
+
+        batch = {"input_ids": row("input_ids"), "labels": row("labels", first=-100),
+                 "position_ids": torch.tensor([[i for f in features for i in range(len(f["input_ids"]))]]),
+                 "use_cache": False}     # as PackedCollator: with a cache transformers attends across records
+        if "distill" in features[0]:
+            batch["distill"] = row("distill")
+        return batch
+
+
 def _trainer_class(speed: bool = True, epoch_divisor: bool = True, seeded_sampler: bool = True):
     """The Trainer with what was asked of it: the LM head and loss at trained positions (speed only,
     cpu/trainer.py), the epoch-constant loss divisor and the epoch-seeded length sampler (each changes

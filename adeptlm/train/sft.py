@@ -18,7 +18,7 @@ from ..data.instructions import read_instructions
 from ..data.tokenize import cached, encode_distilled, encode_records, fingerprint
 from ..templates import get_template
 from .args import TrainConfig
-from .common import load_model_for_training, log, train_and_save
+from .common import FlatCollator, load_model_for_training, log, train_and_save
 from .stages import Stage
 
 
@@ -95,7 +95,10 @@ def run_sft(cfg: TrainConfig) -> dict:
         raise AdeptError("no training records left after truncation/dropping")
     info = {"files": [str(f) for f in files], "fingerprint": fp, "template": template.name, **stats,
             "train_records": len(ds), "eval_records": len(eval_ds) if eval_ds is not None else 0}
-    return train_and_save(cfg, "sft", model, tokenizer, ds, eval_ds, info)
+    if cfg.data.padding_free:
+        log("padding-free batches: each batch's records in one row, positions restarting per record")
+    return train_and_save(cfg, "sft", model, tokenizer, ds, eval_ds, info,
+                          collator=FlatCollator() if cfg.data.padding_free else None)
 
 
 def _config():

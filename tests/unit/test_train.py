@@ -452,3 +452,50 @@ def test_resume_skips_a_checkpoint_cut_short(tmp_path):
     for step in (2, 10, 12):
         (tmp_path / f"checkpoint-{step}" / "trainer_state.json").unlink()
     assert resume_point(cfg) is None
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma3"])
+def test_padding_free_records_see_only_themselves(tiny_tokenizer, arch):
+    """--padding_free: through the collator and transformers' own masking, each record's logits in the
+    one-row batch equal its logits alone; each record's first label is untrained (it would be
+    predicted from the record before); distill masks travel along."""
+    from conftest import build_tiny_model
+
+    from adeptlm.train.common import FlatCollator
+
+    model = build_tiny_model(arch, len(tiny_tokenizer))
+    lengths = [7, 12, 5]
+    feats = [{"input_ids": torch.randint(5, len(tiny_tokenizer), (n,)).tolist(), "labels": list(range(10, 10 + n)),
+              "distill": [k % 2] * n} for k, n in enumerate(lengths)]
+    batch = FlatCollator()(feats)
+    assert batch["input_ids"].shape == (1, sum(lengths)) and "attention_mask" not in batch
+    assert batch["labels"][0].tolist() == [x for n in lengths for x in [-100] + list(range(11, 10 + n))]
+    assert batch["distill"][0].tolist() == [0] * 7 + [1] * 12 + [0] * 5
+    with torch.no_grad():
+        flat = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+        stream = model(input_ids=batch["input_ids"]).logits[0]
+        at = 0
+        for f in feats:
+            n = len(f["input_ids"])
+            alone = model(input_ids=torch.tensor([f["input_ids"]])).logits[0]
+            torch.testing.assert_close(flat[at:at + n], alone, atol=1e-5, rtol=1e-4)
+            if at:   # without the restarting positions, the records would see each other
+                assert not torch.allclose(stream[at:at + n], alone, atol=1e-3)
+            at += n
+
+
+@pytest.mark.parametrize("distill", [False, True])
+def test_padding_free_sft_trains_as_padded_batches(tmp_path, tiny_model_dir, distill):
+    """`adept sft --padding_free True` gives the loss history of padded batches, step for step (the same
+    records per step, the same divisor), with and without distilled records."""
+    data = write_jsonl(tmp_path / "train.jsonl", RECORDS)
+    extra = ["--distill_file", str(write_jsonl(tmp_path / "general.jsonl", RECORDS[1:3])),
+             "--distill_weight", "3"] if distill else []
+    runs = {}
+    for flat in (False, True):
+        out = tmp_path / f"out-{flat}"
+        assert main(["sft", *common_flags(tiny_model_dir, out, steps=4), "--dataset_dir", str(data),
+                     "--padding_free", str(flat), "--lora_rank", "4", "--lora_alpha", "8", *extra]) == 0
+        runs[flat] = losses(out)
+    assert len(runs[True]) == 4
+    torch.testing.assert_close(torch.tensor(runs[True]), torch.tensor(runs[False]), atol=1e-5, rtol=1e-4)
