@@ -63,10 +63,6 @@ class DataArguments:
         "help": "with LoRA: instruction records of general text (e.g. the base model's own answers to general "
                 "questions) trained toward the base model's whole next-token distribution at every position "
                 "instead of on their words (Learning without Forgetting; adeptlm/train/kl.py)"})
-    padding_free: bool = field(default=False, metadata={
-        "help": "SFT: lay each batch's records end to end in one row, position ids restarting at each record, so "
-                "no padding is computed; transformers derives each record's own causal attention from the position "
-                "ids (with flash attention, its variable-length kernels). The same loss as padded batches"})
     max_train_samples: Optional[int] = field(default=None, metadata={"help": "use only the first N records/blocks"})
     max_eval_samples: Optional[int] = field(default=None, metadata={"help": "evaluate on at most N records/blocks"})
 
@@ -162,7 +158,7 @@ ONLY_FOR = {"validation_split_percentage": ("corpus",), "block_size": ("corpus",
             "validation_file": ("instructions", "preferences", "feedback"),
             "max_seq_length": ("instructions",), "truncation": ("instructions",),
             "max_prompt_length": ("preferences",), "kl_to_base": ("kl_to_base",),
-            "distill_file": ("instructions",), "distill_weight": ("instructions",), "padding_free": ("instructions",)}
+            "distill_file": ("instructions",), "distill_weight": ("instructions",)}
 
 
 # ... except where the seed's own script for that stage accepted the option and ignored it: a note, not an error

@@ -95,16 +95,16 @@ def run_sft(cfg: TrainConfig) -> dict:
         raise AdeptError("no training records left after truncation/dropping")
     info = {"files": [str(f) for f in files], "fingerprint": fp, "template": template.name, **stats,
             "train_records": len(ds), "eval_records": len(eval_ds) if eval_ds is not None else 0}
-    if cfg.data.padding_free:
+    if cfg.training.padding_free:
         log("padding-free batches: each batch's records in one row, positions restarting per record")
     return train_and_save(cfg, "sft", model, tokenizer, ds, eval_ds, info,
-                          collator=FlatCollator() if cfg.data.padding_free else None)
+                          collator=FlatCollator() if cfg.training.padding_free else None)
 
 
 def _config():
-    from transformers import TrainingArguments
+    from .sft_args import SFTArguments  # TrainingArguments plus --padding_free
 
-    return TrainingArguments
+    return SFTArguments
 
 
 STAGE = Stage(
