@@ -247,14 +247,17 @@ def check_stage_flags(stage: str, flags: dict, where: str, reserved: tuple[str, 
 def gpu_defaults(cuda: bool | None = None, bf16_supported: bool | None = None) -> dict:
     """What a user of this field expects on a CUDA machine, each overridable by its flag: bf16 mixed
     precision where the GPU has it (Ampere and newer; `--bf16 False` for fp32), as the seed's scripts
-    ran. Attention is transformers' own default (PyTorch SDPA). On CPU: nothing (fp32)."""
+    ran. Attention is transformers' own default (PyTorch SDPA). Elsewhere fp32, said outright: TRL's
+    DPO, ORPO and KTO configs (TRL 1.16) turn an unset bf16 into True even on a CPU, where bf16 autocast
+    is an emulation on CPUs without AVX-512 BF16 (a DPO step 15x slower than fp32 with oneDNN held
+    to AVX2 on the machine of 2026-12-05) and changes the numbers the other stages compute in fp32."""
     import torch
 
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if not cuda:
-        return {}
+        return {"bf16": False}
     bf16_supported = torch.cuda.is_bf16_supported() if bf16_supported is None else bf16_supported
-    return {"bf16": True} if bf16_supported else {}
+    return {"bf16": bool(bf16_supported)}
 
 
 def parse_train_args(stage: str, argv: list[str]) -> TrainConfig:

@@ -417,9 +417,15 @@ def test_gpu_defaults_and_liger_refusal(tmp_path, tiny_model_dir, capsys, monkey
     from adeptlm.train.common import base_dtype
 
     assert gpu_defaults(cuda=True, bf16_supported=True) == {"bf16": True}
-    assert gpu_defaults(cuda=True, bf16_supported=False) == {} == gpu_defaults(cuda=False)
+    assert gpu_defaults(cuda=True, bf16_supported=False) == {"bf16": False} == gpu_defaults(cuda=False)
     cfg = parse_train_args("sft", ["--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path)])
     assert cfg.training.bf16 is False and base_dtype(cfg) == "float32"           # this machine: CPU
+    # TRL's configs turn an unset bf16 into True, on a CPU too: every stage trains in fp32 here
+    from adeptlm.train.stages import stages
+
+    for st in stages():
+        cfg = parse_train_args(st.name, ["--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path)])
+        assert cfg.training.bf16 is False, st.name
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     cfg.training.bf16, cfg.training.use_cpu = True, False
     assert base_dtype(cfg) == "bfloat16"
