@@ -196,27 +196,26 @@ class PackedCollator:
 
 
 class FlatCollator:
-    """Padding-free batches for SFT (--padding_free): the batch's records laid end to end in one row,
-    position_ids restarting at 0 for each, no attention mask, so that transformers derives each
-    record's own causal attention from the position_ids (as PackedCollator's blocks) and no padding
-    is computed. Each record's first label is -100: the loss shifts labels, and that position would
-    otherwise be trained to predict it from the record before. --distill_file masks travel along."""
+    """Padding-free batches for SFT (--padding_free): transformers' DataCollatorWithFlattening lays the
+    batch's records end to end in one row, position_ids restarting at 0 for each and each record's
+    first label -100 (the loss shifts labels: that position would be trained on the record before),
+    with no attention mask, so that transformers derives each record's own causal attention from the
+    position_ids (as for PackedCollator's blocks). Added here: the --distill_file masks, laid out the
+    same way, and use_cache=False."""
+
+    def __init__(self):
+        from transformers import DataCollatorWithFlattening
+
+        self.inner = DataCollatorWithFlattening(return_tensors="pt")
 
     def __call__(self, features):
         import torch
 
-        def row(key, first=None):
-            out = []
-            for f in features:
-                part = list(f[key])
-                out += [first] + part[1:] if first is not None and part else part
-            return torch.tensor([out], dtype=torch.long)
-
-        batch = {"input_ids": row("input_ids"), "labels": row("labels", first=-100),
-                 "position_ids": torch.tensor([[i for f in features for i in range(len(f["input_ids"]))]]),
-                 "use_cache": False}     # as PackedCollator: with a cache transformers attends across records
+        features = [f for f in features if len(f["input_ids"])]     # as the inner collator keeps them
+        batch = dict(self.inner([{"input_ids": f["input_ids"], "labels": f["labels"]} for f in features]))
+        batch["use_cache"] = False      # as PackedCollator: with a cache transformers attends across records
         if "distill" in features[0]:
-            batch["distill"] = row("distill")
+            batch["distill"] = torch.tensor([[x for f in features for x in f["distill"]]], dtype=torch.long)
         return batch
 
 
