@@ -267,9 +267,10 @@ def run_exam(cfg: ExamConfig, backend=None) -> dict:
                                       cfg.with_prompt, template, options=cfg.mode != "cloze")
             asking[subject] = (questions, info, rotations, asked, prompts)
         generated = {}
-        if cfg.mode == "generate" and len(asking) > 1:
+        if cfg.mode == "generate" and asking:
             # every subject's prompts in one call: a subject of a dozen questions would otherwise decode
-            # in a batch of its own, each step costing nearly what a full batch costs
+            # in a batch of its own, each step costing nearly what a full batch costs (score_subject
+            # generates only for callers that ask it of one subject directly)
             flat = backend.generate([p.ids for *_, ps in asking.values() for p in ps], cfg.max_new_tokens,
                                     stop_ids)
             for subject, (*_, prompts) in asking.items():
